@@ -1,0 +1,52 @@
+"""The `campaign` command line.
+
+Exit codes: 0 success, 1 the campaign ran and failed (report printed), 2 bad input
+(config or arguments). Bad input never prints a traceback: one line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from campaign.config import CampaignConfig, ConfigError, load_config
+
+
+def _load_or_exit(path: str) -> CampaignConfig:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        print(f"{error.source}: invalid campaign config ({len(error.problems)} problem"
+              f"{'s' if len(error.problems) != 1 else ''})", file=sys.stderr)
+        for line in error.problems:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    n_explore = sum(len(section.points()) * len(section.systems) for section in config.explore)
+    n_production = sum(len(study.points()) * len(study.systems) for study in config.production)
+    print(f"{args.config}: valid campaign '{config.campaign.name}' "
+          f"({len(config.systems)} systems, {n_explore} exploration runs per iteration, "
+          f"{n_production} production runs; workdir {config.workdir})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="campaign", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="check a campaign YAML file and exit (0 valid, 2 invalid)")
+    validate.add_argument("config", help="campaign YAML file")
+    validate.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

