@@ -1,0 +1,216 @@
+"""DeePMD-kit training (PyTorch backend), testing, compression and model deviation.
+
+`train_member` trains one ensemble member in its own directory through DeePMD-kit's own
+command line (`dp --pt train/freeze/test/compress`), so that what runs is exactly what a
+user would run by hand, with its logs next to the model. Members differ by seed; from
+the second active-learning iteration on they start from the previous frozen model
+(`--init-frz-model`), the transfer learning of the self-healing study.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from tasks.runtime import child_environment, prepare_process
+
+
+class TrainingError(RuntimeError):
+    """`dp` failed; the message holds the command and the tail of its log."""
+
+
+@dataclass
+class ModelRecord:
+    """A trained ensemble member: where it is and how good it is on held-out data."""
+
+    model_path: str
+    seed: int
+    steps: int
+    wall_time_s: float
+    n_training_frames: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    compressed_path: str | None = None
+    init_model: str | None = None
+
+
+def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[str], type_map: Sequence[str],
+                 seed: int, steps: int, descriptor: dict[str, Any], fitting_neuron: Sequence[int],
+                 loss: dict[str, float], start_learning_rate: float = 1e-3, stop_learning_rate: float = 3.5e-8,
+                 decay_steps: int = 500, **_: Any) -> dict[str, Any]:
+    """DeePMD-kit `input.json` for an se_e2_a energy model (the seed studies' "DP-SE").
+
+    `descriptor` uses our names with units (rcut_angstrom, rcut_smooth_angstrom); loss
+    prefactors move from start to limit with the learning rate. Systems without virials
+    simply contribute no virial loss (DeePMD-kit skips missing labels).
+    """
+    disp = max(1, min(100, steps // 10))
+    return {
+        "model": {
+            "type_map": list(type_map),
+            "descriptor": {
+                "type": descriptor.get("type", "se_e2_a"),
+                "rcut": descriptor["rcut_angstrom"],
+                "rcut_smth": descriptor["rcut_smooth_angstrom"],
+                "sel": list(descriptor["sel"]),
+                "neuron": list(descriptor["neuron"]),
+                "axis_neuron": descriptor["axis_neuron"],
+                "resnet_dt": False,
+                "seed": seed,
+            },
+            "fitting_net": {"neuron": list(fitting_neuron), "resnet_dt": True, "seed": seed},
+        },
+        "learning_rate": {"type": "exp", "start_lr": start_learning_rate, "stop_lr": stop_learning_rate,
+                          "decay_steps": min(decay_steps, steps)},
+        "loss": {"type": "ener", **loss},
+        "training": {
+            "training_data": {"systems": list(training_systems), "batch_size": "auto"},
+            **({"validation_data": {"systems": list(validation_systems), "batch_size": "auto", "numb_btch": 1}}
+               if validation_systems else {}),
+            "numb_steps": steps,
+            "seed": seed,
+            "disp_file": "lcurve.out",
+            "disp_freq": disp,
+            "save_freq": max(disp, steps // 2),
+        },
+    }
+
+
+def _dp(arguments: list[str], cwd: Path, log_name: str) -> None:
+    log = cwd / log_name
+    with log.open("w") as handle:
+        completed = subprocess.run(["dp", "--pt", *arguments], cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
+                                   env=child_environment())
+    if completed.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise TrainingError(f"`dp --pt {' '.join(arguments)}` exited {completed.returncode} in {cwd}:\n{tail}")
+
+
+def count_frames(systems: Sequence[str]) -> int:
+    """Number of frames in DeePMD npy systems."""
+    total = 0
+    for system in systems:
+        for energy_file in Path(system).glob("set.*/energy.npy"):
+            total += len(np.load(energy_file))
+    return total
+
+
+def test_model(model_path: str | Path, systems: Sequence[str], work_dir: str | Path) -> dict[str, float]:
+    """`dp --pt test` on held-out systems; RMSE and MAE of energy/atom (eV), force and virial/atom."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, list[np.ndarray]] = {"energy_per_atom_ev": [], "force_ev_per_angstrom": [],
+                                            "virial_per_atom_ev": []}
+    suffixes = {"energy_per_atom_ev": "e_peratom.out", "force_ev_per_angstrom": "f.out",
+                "virial_per_atom_ev": "v_peratom.out"}
+    for i, system in enumerate(systems):
+        detail = work_dir / f"detail{i}"
+        _dp(["test", "-m", str(Path(model_path).resolve()), "-s", str(Path(system).resolve()), "-n", "100000",
+             "-d", str(detail)], work_dir, f"test{i}.log")
+        for key, suffix in suffixes.items():
+            path = Path(f"{detail}.{suffix}")
+            if not path.exists():
+                continue
+            table = np.atleast_2d(np.loadtxt(path))
+            if table.size == 0:
+                continue
+            half = table.shape[1] // 2
+            difference = table[:, half:] - table[:, :half]
+            if key == "virial_per_atom_ev" and not Path(system, "set.000", "virial.npy").exists():
+                continue
+            metrics[key].append(difference.ravel())
+    result: dict[str, float] = {}
+    for key, parts in metrics.items():
+        if parts:
+            values = np.concatenate(parts)
+            result[f"{key}_rmse"] = float(np.sqrt(np.mean(values ** 2)))
+            result[f"{key}_mae"] = float(np.mean(np.abs(values)))
+    result["n_test_frames"] = float(count_frames(systems))
+    return result
+
+
+def train_member(work_dir: str | Path, training_systems: Sequence[str], validation_systems: Sequence[str],
+                 type_map: Sequence[str], seed: int, steps: int, descriptor: dict[str, Any],
+                 fitting_neuron: Sequence[int], loss: dict[str, float], init_model: str | Path | None = None,
+                 compress: bool = False, **schedule: Any) -> ModelRecord:
+    """Train, freeze, test (on `validation_systems`) and optionally compress one model.
+
+    Writes `input.json`, `lcurve.out`, `model.pth` (and `model-compressed.pth`) and
+    `record.json` into `work_dir`. `record.json` is written last, atomically: its presence
+    means the member is complete.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if not training_systems:
+        raise ValueError("training_systems is empty: nothing to train on")
+    missing = [s for s in [*training_systems, *validation_systems] if not Path(s).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"DeePMD systems not found: {missing}")
+    started = time.perf_counter()
+    config = deepmd_input([str(Path(s).resolve()) for s in training_systems],
+                          [str(Path(s).resolve()) for s in validation_systems], type_map, seed, steps,
+                          descriptor, fitting_neuron, loss, **schedule)
+    (work_dir / "input.json").write_text(json.dumps(config, indent=2))
+    arguments = ["train", "input.json"]
+    if init_model:
+        arguments += ["--init-frz-model", str(Path(init_model).resolve())]
+    _dp(arguments, work_dir, "train.log")
+    _dp(["freeze", "-o", "model.pth"], work_dir, "freeze.log")
+    model_path = work_dir / "model.pth"
+    compressed = None
+    if compress:
+        _dp(["compress", "-i", "model.pth", "-o", "model-compressed.pth"], work_dir, "compress.log")
+        compressed = str(work_dir / "model-compressed.pth")
+    metrics = test_model(model_path, validation_systems, work_dir / "test") if validation_systems else {}
+    record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
+                         count_frames(training_systems), metrics, compressed,
+                         str(init_model) if init_model else None)
+    temporary = work_dir / "record.json.tmp"
+    temporary.write_text(json.dumps(asdict(record), indent=1))
+    temporary.replace(work_dir / "record.json")
+    return record
+
+
+def read_model_record(work_dir: str | Path) -> ModelRecord:
+    return ModelRecord(**json.loads((Path(work_dir) / "record.json").read_text()))
+
+
+def ensemble_forces(models: Sequence[str | Path], frames: Sequence[Atoms], type_map: Sequence[str]) -> np.ndarray:
+    """Forces of every frame under every model, shape (models, frames, atoms, 3); frames of equal size."""
+    prepare_process()
+    from deepmd.infer import DeepPot
+
+    if len({len(f) for f in frames}) != 1:
+        raise ValueError("frames passed together must have the same number of atoms")
+    coords = np.array([f.positions for f in frames]).reshape(len(frames), -1)
+    cells = np.array([f.cell.array for f in frames]).reshape(len(frames), -1)
+    types = [type_map.index(s) for s in frames[0].get_chemical_symbols()]
+    periodic = bool(frames[0].pbc.all())
+    result = []
+    for model in models:
+        potential = DeepPot(str(model))
+        _, forces, _ = potential.eval(coords, cells if periodic else None, types)
+        result.append(np.asarray(forces).reshape(len(frames), -1, 3))
+    return np.array(result)
+
+
+def force_deviation(forces: np.ndarray) -> np.ndarray:
+    """Per-frame (max, min, mean) over atoms of the ensemble force standard deviation.
+
+    For atom i: sqrt(<|f_i - <f_i>|^2>) over models (DP-GEN's `max_devi_f` is the max over
+    atoms). `forces` has shape (models, frames, atoms, 3); returns (frames, 3).
+    """
+    mean = forces.mean(axis=0, keepdims=True)
+    per_atom = np.sqrt(np.mean(np.sum((forces - mean) ** 2, axis=-1), axis=0))  # (frames, atoms)
+    return np.stack([per_atom.max(axis=1), per_atom.min(axis=1), per_atom.mean(axis=1)], axis=1)
+
+
+def model_deviation(models: Sequence[str | Path], frames: Sequence[Atoms], type_map: Sequence[str]) -> np.ndarray:
+    """(frames, 3) array of max/min/mean force deviation, as the columns of DP-GEN's model_devi.out."""
+    return force_deviation(ensemble_forces(models, frames, type_map))
