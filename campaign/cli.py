@@ -34,12 +34,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    if config.explore or config.production:
+        sections = [name for name in ("explore", "production") if getattr(config, name)]
+        print(f"{args.config}: this version of `campaign run` runs the label and train stages only; "
+              f"remove {' and '.join(sections)} from the config to run it", file=sys.stderr)
+        return 2
+    from campaign.engine import StageFailed
+    from campaign.run import run_campaign
+
+    try:
+        run_campaign(config)
+    except StageFailed as error:
+        print(f"campaign stopped: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from campaign.status import print_status
+
+    config = _load_or_exit(args.config)
+    return print_status(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="campaign", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     validate = commands.add_parser("validate", help="check a campaign YAML file and exit (0 valid, 2 invalid)")
     validate.add_argument("config", help="campaign YAML file")
     validate.set_defaults(handler=cmd_validate)
+    run = commands.add_parser("run", help="run the campaign; rerunning resumes and redoes nothing finished")
+    run.add_argument("config", help="campaign YAML file")
+    run.set_defaults(handler=cmd_run)
+    status = commands.add_parser("status", help="tasks by stage and state, failures and recent events")
+    status.add_argument("config", help="campaign YAML file")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 

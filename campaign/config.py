@@ -171,6 +171,7 @@ class ExternalDftSettings(Strict):
 class LabelSection(Strict):
     engine: Literal["gpaw", "reference", "vasp", "qe"] = "gpaw"
     executor: str = "cpu"
+    systems: list[str] | None = Field(None, description="systems to label; default: all of them")
     gpaw: GpawSettings = Field(default_factory=GpawSettings)
     reference: ReferenceSettings = Field(default_factory=ReferenceSettings)
     vasp: ExternalDftSettings | None = None
@@ -324,6 +325,8 @@ class CampaignConfig(Strict):
                              for j, s in enumerate(item.systems) if s not in names]
                 if item.executor not in self.executors:
                     problems.append(([section, i, "executor"], f"no executor named '{item.executor}'"))
+        problems += [(["label", "systems", j], f"no system named '{s}' in 'systems'")
+                     for j, s in enumerate(self.label.systems or []) if s not in names]
         for path, label in ((["label", "executor"], self.label.executor), (["train", "executor"], self.train.executor)):
             if label not in self.executors:
                 problems.append((path, f"no executor named '{label}'; defined: {', '.join(self.executors)}"))

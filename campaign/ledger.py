@@ -1,0 +1,180 @@
+"""The campaign ledger: one SQLite file that remembers every task (`<workdir>/ledger.sqlite`).
+
+A task's id is a content hash of its kind, parameters, the content of its input files and
+the code version, so the same work always has the same id, and changed inputs make a new
+task instead of silently reusing an old result. Workers write their outputs to a temporary
+name and rename them at the end; the ledger trusts a task as done only when those final
+outputs exist. A driver killed at any moment therefore loses nothing that finished: on the
+next `campaign run`, a task that finished after the kill is found complete on disk and
+recorded as done without running again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from campaign import __version__
+
+STATES = ("pending", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id     TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    stage       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    executor    TEXT,
+    host        TEXT,
+    started_at  REAL,
+    ended_at    REAL,
+    wall_time_s REAL,
+    parameters  TEXT NOT NULL,
+    outputs     TEXT,
+    error       TEXT,
+    transient   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tasks_stage ON tasks (stage, state);
+CREATE TABLE IF NOT EXISTS events (
+    at      REAL NOT NULL,
+    stage   TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+"""
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, or of a directory's files (names and contents, sorted)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def task_id(kind: str, parameters: dict[str, Any], input_files: Iterable[str | Path] = (),
+            code_version: str = __version__) -> str:
+    """Content-addressed id: same kind, parameters, input contents and code version -> same id."""
+    payload = {
+        "kind": kind,
+        "parameters": parameters,
+        "inputs": sorted(file_digest(p) for p in input_files),
+        "code": code_version,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+@dataclass
+class TaskRow:
+    task_id: str
+    kind: str
+    stage: str
+    name: str
+    state: str
+    attempts: int
+    executor: str | None
+    host: str | None
+    started_at: float | None
+    ended_at: float | None
+    wall_time_s: float | None
+    parameters: dict[str, Any]
+    outputs: dict[str, Any] | None
+    error: str | None
+    transient: bool
+
+
+class Ledger:
+    """Thin, synchronous access to the ledger; every write is its own committed transaction."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _row(self, values: Sequence[Any]) -> TaskRow:
+        row = TaskRow(*values)
+        row.parameters = json.loads(row.parameters)  # type: ignore[arg-type]
+        row.outputs = json.loads(row.outputs) if row.outputs else None  # type: ignore[arg-type]
+        row.transient = bool(row.transient)
+        return row
+
+    def get(self, task_id: str) -> TaskRow | None:
+        cursor = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        values = cursor.fetchone()
+        return self._row(values) if values else None
+
+    def register(self, task_id: str, kind: str, stage: str, name: str, parameters: dict[str, Any]) -> TaskRow:
+        """Insert the task as pending unless it is already known; returns its row."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO tasks (task_id, kind, stage, name, state, parameters) VALUES (?, ?, ?, ?, ?, ?)",
+            (task_id, kind, stage, name, "pending", json.dumps(parameters, sort_keys=True, default=str)))
+        row = self.get(task_id)
+        assert row is not None
+        return row
+
+    def mark_running(self, task_id: str, executor: str) -> None:
+        self._db.execute(
+            "UPDATE tasks SET state = 'running', attempts = attempts + 1, executor = ?, host = ?, started_at = ?, "
+            "error = NULL WHERE task_id = ?", (executor, socket.gethostname(), time.time(), task_id))
+
+    def mark_done(self, task_id: str, outputs: dict[str, Any], wall_time_s: float | None = None) -> None:
+        now = time.time()
+        self._db.execute(
+            "UPDATE tasks SET state = 'done', ended_at = ?, outputs = ?, error = NULL, transient = 0, "
+            "wall_time_s = COALESCE(?, ? - started_at) WHERE task_id = ?",
+            (now, json.dumps(outputs, default=str), wall_time_s, now, task_id))
+
+    def mark_failed(self, task_id: str, error: str, transient: bool) -> None:
+        now = time.time()
+        self._db.execute(
+            "UPDATE tasks SET state = 'failed', ended_at = ?, error = ?, transient = ?, "
+            "wall_time_s = ? - started_at WHERE task_id = ?", (now, error[:4000], int(transient), now, task_id))
+
+    def reset_to_pending(self, task_id: str) -> None:
+        self._db.execute("UPDATE tasks SET state = 'pending' WHERE task_id = ?", (task_id,))
+
+    def tasks(self, stage: str | None = None, state: str | None = None) -> list[TaskRow]:
+        query, arguments = "SELECT * FROM tasks WHERE 1=1", []
+        if stage:
+            query, arguments = query + " AND stage = ?", arguments + [stage]
+        if state:
+            query, arguments = query + " AND state = ?", arguments + [state]
+        return [self._row(v) for v in self._db.execute(query + " ORDER BY rowid", arguments)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """stage -> state -> number of tasks."""
+        result: dict[str, dict[str, int]] = {}
+        for stage, state, n in self._db.execute("SELECT stage, state, COUNT(*) FROM tasks GROUP BY stage, state"):
+            result.setdefault(stage, {s: 0 for s in STATES})[state] = n
+        return result
+
+    def log_event(self, stage: str, message: str) -> None:
+        self._db.execute("INSERT INTO events (at, stage, message) VALUES (?, ?, ?)", (time.time(), stage, message))
+
+    def events(self, limit: int = 20) -> list[tuple[float, str, str]]:
+        rows = self._db.execute("SELECT at, stage, message FROM events ORDER BY rowid DESC LIMIT ?", (limit,))
+        return list(reversed(rows.fetchall()))

@@ -1,0 +1,101 @@
+"""Labelling with GPAW (real DFT), the SNAP reference oracle, and the VASP/QE adapters' inputs."""
+
+import dpdata
+import numpy as np
+import pytest
+
+from campaign.config import ExternalDftSettings, GpawSettings
+from tasks import build, label
+
+
+def gpaw_settings(**changes):
+    return {**GpawSettings(kpoint_density_per_angstrom=2.0).model_dump(), **changes}
+
+
+def test_gpaw_labels_two_and_eight_atom_cells(tmp_path):
+    two = build.rattled(build.bcc_bulk(3.43, 1), 0.05, 1)
+    eight = build.rattled(build.bcc_bulk(3.43, (2, 2, 1)), 0.05, 2)
+    batch = label.label_structures([two, eight], "gpaw", gpaw_settings(), tmp_path)
+    assert [r.status for r in batch.records] == ["ok", "ok"]
+    for record, system_dir in zip(batch.records, batch.system_dirs):
+        system = dpdata.LabeledSystem(record.system_dir, fmt="deepmd/npy")
+        forces = system["forces"][0]
+        assert np.abs(forces.sum(axis=0)).max() < 0.02  # momentum conservation, eV/Å
+        assert np.abs(forces).max() > 0.01  # rattled: real forces
+        assert "virials" in system.data and np.abs(system["virials"]).max() > 0
+        assert system["energies"][0] == pytest.approx(record.energy_ev)
+        assert system.get_natoms() == record.n_atoms
+    assert (tmp_path / "records.json").exists()
+    assert label.read_records(tmp_path)[1].n_atoms == 8
+
+
+def test_gpaw_scf_failure_is_recorded_and_excluded(tmp_path):
+    atoms = build.rattled(build.bcc_bulk(3.43, 1), 0.05, 3)
+    good = build.bcc_bulk(3.43, 1)
+    batch = label.label_structures([atoms], "gpaw", gpaw_settings(scf_max_iterations=1), tmp_path / "bad")
+    (record,) = batch.records
+    assert record.status == "scf_not_converged"
+    assert "KohnShamConvergenceError" in record.message
+    assert batch.system_dirs == [] and record.system_dir is None
+    assert not (tmp_path / "bad" / "systems").exists()
+    assert good is not None
+
+
+def test_reference_labeller_snap_and_meam(tmp_path):
+    bulk = build.bcc_bulk(3.45, 2)
+    for potential in ("snap", "snap_quadratic", "meam"):
+        batch = label.label_structures([bulk], "reference", {"potential": potential}, tmp_path / potential)
+        (record,) = batch.records
+        assert record.status == "ok", record.message
+        assert -2.0 < record.energy_ev / 16 < -1.4  # cohesive-energy scale of Li, eV/atom
+        assert record.max_force_ev_per_angstrom < 1e-6  # perfect crystal
+
+
+def test_slab_gets_one_kpoint_along_vacuum_and_no_virial(tmp_path):
+    slab = build.slab((1, 0, 0), 4, (2, 2), vacuum_angstrom=12.0)
+    assert label.vacuum_axes(slab) == (False, False, True)
+    assert label.kpoint_mesh(slab, 3.0)[2] == 1
+    batch = label.label_structures([slab], "reference", {"potential": "snap"}, tmp_path)
+    system = dpdata.LabeledSystem(batch.system_dirs[0], fmt="deepmd/npy")
+    assert "virials" not in system.data
+
+
+def test_elements_outside_type_map_are_rejected(tmp_path):
+    from ase import Atoms
+
+    with pytest.raises(ValueError, match="type_map"):
+        label.label_structures([Atoms("Na2", positions=[[0, 0, 0], [2, 2, 2]], cell=[4] * 3, pbc=True)],
+                               "reference", {"potential": "snap"}, tmp_path)
+
+
+def test_vasp_adapter_writes_inputs(tmp_path, monkeypatch):
+    # VASP's POTCARs are licensed; a header-only file stands in so that ASE can resolve the setup name.
+    potcar = tmp_path / "pp" / "potpaw_PBE" / "Li_sv" / "POTCAR"
+    potcar.parent.mkdir(parents=True)
+    potcar.write_text("  PAW_PBE Li_sv 10Sep2004\n 3.00000000000000000\n   TITEL  = PAW_PBE Li_sv 10Sep2004\n"
+                      "   POMASS =    7.010; ZVAL   =    3.000    mass and valenz\n End of Dataset\n")
+    monkeypatch.setenv("VASP_PP_PATH", str(tmp_path / "pp"))
+    atoms = build.bcc_bulk(3.43, 2)
+    settings = ExternalDftSettings(command="vasp_std", cutoff_ev=380).model_dump()
+    calc = label.external_calculator("vasp", atoms, settings, tmp_path / "vasp")
+    calc.initialize(atoms)  # sorts atoms and resolves spin; POTCAR needs licensed files, not written here
+    calc.write_incar(atoms, directory=str(tmp_path / "vasp"))
+    calc.write_kpoints(atoms, directory=str(tmp_path / "vasp"))
+    incar = (tmp_path / "vasp" / "INCAR").read_text().upper()
+    assert "ENCUT = 380" in incar.replace("380.000000", "380") and "ISMEAR = 1" in incar
+    kpoints = (tmp_path / "vasp" / "KPOINTS").read_text()
+    assert "Gamma" in kpoints or "gamma" in kpoints.lower()
+
+
+def test_qe_adapter_writes_inputs(tmp_path):
+    atoms = build.slab((1, 0, 0), 4, (2, 2), 12.0)
+    settings = ExternalDftSettings(command="pw.x", cutoff_ev=408.17).model_dump()
+    calc = label.external_calculator("qe", atoms, settings, tmp_path / "qe")
+    calc.write_inputfiles(atoms, ["energy", "forces"])
+    text = (tmp_path / "qe" / "espresso.pwi").read_text()
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert float(values["   ecutwfc          "]) == pytest.approx(30.0, abs=1e-3)  # 408.17 eV in Ry
+    assert "tprnfor" in text and "'mv'" in text
+    lines = text.splitlines()
+    mesh = lines[lines.index("K_POINTS automatic") + 1].split()
+    assert mesh[2] == "1"  # one k-point along the vacuum axis

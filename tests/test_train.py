@@ -1,0 +1,57 @@
+"""DeePMD-kit training through `dp --pt`, test metrics and ensemble model deviation."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tasks import build, train
+
+
+def test_members_are_frozen_and_tested(tiny_ensemble):
+    for member in tiny_ensemble:
+        assert Path(member.model_path).is_file()
+        assert member.metrics["force_ev_per_angstrom_rmse"] > 0
+        assert member.metrics["energy_per_atom_ev_rmse"] >= 0
+        assert member.metrics["n_test_frames"] == 6
+        assert member.n_training_frames == 30
+        record = json.loads((Path(member.model_path).parent / "record.json").read_text())
+        assert record["seed"] == member.seed
+
+
+def test_input_json_follows_config(tiny_ensemble):
+    config = json.loads((Path(tiny_ensemble[0].model_path).parent / "input.json").read_text())
+    assert config["model"]["descriptor"]["type"] == "se_e2_a"
+    assert config["model"]["descriptor"]["rcut"] == 6.0
+    assert config["loss"]["start_pref_f"] == 1000.0 and config["loss"]["limit_pref_e"] == 1.0
+    assert config["training"]["numb_steps"] == 200
+
+
+def test_model_deviation(tiny_ensemble):
+    frames = [build.rattled(build.bcc_bulk(3.45, 2), 0.15, 200 + i) for i in range(4)]
+    models = [m.model_path for m in tiny_ensemble]
+    deviation = train.model_deviation(models, frames, ["Li"])
+    assert deviation.shape == (4, 3)
+    assert np.all(deviation[:, 0] > 0)
+    assert np.all(deviation[:, 0] >= deviation[:, 2]) and np.all(deviation[:, 2] >= deviation[:, 1])
+    same = train.model_deviation([models[0], models[0]], frames, ["Li"])
+    assert np.allclose(same, 0.0)
+
+
+def test_force_deviation_formula():
+    forces = np.zeros((2, 1, 2, 3))
+    forces[0, 0, 0] = [1.0, 0, 0]
+    forces[1, 0, 0] = [-1.0, 0, 0]
+    maximum, minimum, mean = train.force_deviation(forces)[0]
+    assert maximum == 1.0 and minimum == 0.0 and mean == 0.5
+
+
+def test_init_from_previous_model(tmp_path, tiny_ensemble, reference_dataset):
+    from conftest import tiny_train_arguments
+
+    arguments = {**tiny_train_arguments(), "steps": 20}
+    record = train.train_member(tmp_path / "next", reference_dataset["train"], reference_dataset["test"], seed=3,
+                                init_model=tiny_ensemble[0].model_path, **arguments)
+    assert record.init_model == tiny_ensemble[0].model_path
+    # Starting from a trained model, 20 steps keep its accuracy rather than starting over.
+    assert record.metrics["force_ev_per_angstrom_rmse"] < 3 * tiny_ensemble[0].metrics["force_ev_per_angstrom_rmse"]
