@@ -52,12 +52,13 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of a file, or of a directory's files (names and contents, sorted)."""
+    """sha256 of a file's content, or of a directory's files (relative names and contents, sorted)."""
     path = Path(path)
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

@@ -1,0 +1,35 @@
+"""Task functions for engine tests. They live in an importable module because Parsl
+workers import a task's function by module name."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+
+def write_marker(output_dir: str, value: int) -> int:
+    """A minimal task: writes its result atomically, as real tasks do."""
+    path = Path(output_dir)
+    (path / "result.json.tmp").write_text(json.dumps({"value": value, "pid": os.getpid()}))
+    (path / "result.json.tmp").replace(path / "result.json")
+    return value
+
+
+def die_once_then_succeed(output_dir: str, value: int) -> int:
+    """Kills its own worker process on the first attempt (a lost worker), succeeds on the next."""
+    flag = Path(output_dir) / "attempted"
+    if not flag.exists():
+        flag.write_text("1")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write_marker(output_dir, value)
+
+
+def always_raise(output_dir: str, value: int) -> int:
+    raise ValueError(f"invalid structure {value}: atoms too close")
+
+
+def verify_marker(output_dir: Path):
+    path = output_dir / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None

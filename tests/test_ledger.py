@@ -1,0 +1,38 @@
+"""The ledger: content-addressed ids and state bookkeeping."""
+
+from campaign.ledger import Ledger, file_digest, task_id
+
+
+def test_task_id_depends_on_content_not_path(tmp_path):
+    a, b = tmp_path / "a.xyz", tmp_path / "b.xyz"
+    a.write_text("1\n\nLi 0 0 0\n")
+    b.write_text("1\n\nLi 0 0 0\n")
+    assert task_id("label", {"x": 1}, [a]) == task_id("label", {"x": 1}, [b])
+    b.write_text("1\n\nLi 0 0 1\n")
+    assert task_id("label", {"x": 1}, [a]) != task_id("label", {"x": 1}, [b])
+    assert task_id("label", {"x": 1}, [a]) != task_id("label", {"x": 2}, [a])
+    assert task_id("label", {"x": 1}, [a], code_version="9") != task_id("label", {"x": 1}, [a])
+
+
+def test_directory_digest_sees_every_file(tmp_path):
+    (tmp_path / "d" / "set.000").mkdir(parents=True)
+    (tmp_path / "d" / "set.000" / "energy.npy").write_bytes(b"1")
+    before = file_digest(tmp_path / "d")
+    (tmp_path / "d" / "set.000" / "force.npy").write_bytes(b"2")
+    assert file_digest(tmp_path / "d") != before
+
+
+def test_states_and_counts(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.register("t1", "label", "label", "a", {"p": 1})
+        ledger.register("t2", "label", "label", "b", {"p": 2})
+        ledger.register("t1", "label", "label", "a", {"p": 1})  # idempotent
+        ledger.mark_running("t1", "cpu")
+        ledger.mark_done("t1", {"energy": -1.0})
+        ledger.mark_running("t2", "cpu")
+        ledger.mark_failed("t2", "SCF", transient=False)
+        assert ledger.counts() == {"label": {"pending": 0, "running": 0, "done": 1, "failed": 1}}
+        row = ledger.get("t1")
+        assert row.outputs == {"energy": -1.0} and row.attempts == 1 and row.executor == "cpu"
+    with Ledger(tmp_path / "ledger.sqlite") as reopened:
+        assert reopened.get("t2").error == "SCF"
