@@ -123,12 +123,12 @@ def test_cli_validate_ok():
 
 def test_cli_validate_broken_copy(tmp_path):
     data = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
-    data["production"][0]["sweep"]["temperature"][0] = -10
+    data["systems"][1]["rattle_copies"] = -2
     data["train"]["ensemble_size"] = 0
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump(data))
     result = run_cli("validate", str(broken))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "production[0].sweep.temperature[0]: must be > 0 K" in result.stderr
-    assert "train.ensemble_size:" in result.stderr
+    assert "systems[1].rattle_copies: Input should be greater than or equal to 0" in result.stderr
+    assert "train.ensemble_size: Input should be greater than or equal to 1" in result.stderr
