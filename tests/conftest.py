@@ -14,7 +14,7 @@ import pytest
 from campaign.config import TrainSection
 from tasks import build, label, train
 
-TINY_TRAIN = TrainSection(steps=200, decay_steps=50, fitting_neuron=[16, 16])
+TINY_TRAIN = TrainSection(steps=400, decay_steps=100, fitting_neuron=[16, 16])
 
 
 def tiny_train_arguments() -> dict:
@@ -25,10 +25,14 @@ def tiny_train_arguments() -> dict:
 
 @pytest.fixture(scope="session")
 def reference_dataset(tmp_path_factory) -> dict[str, list[str]]:
-    """Rattled 16-atom bulk at three volumes and a (100) slab, labelled by SNAP; train and test systems."""
+    """SNAP-labelled Li: rattled bulk at three volumes, (100) slabs, and adatoms approaching a (100)
+    surface from 1.2 to 5.5 Å at three sites (what deposition needs); train and test systems."""
     root = tmp_path_factory.mktemp("reference-data")
     train_frames = [build.rattled(build.bcc_bulk(a, 2), 0.08, i) for i, a in enumerate([3.40, 3.45, 3.51] * 8)]
     train_frames += [build.rattled(build.slab((1, 0, 0), 4, (2, 2), 12.0), 0.08, 50 + i) for i in range(6)]
+    train_frames += [build.rattled(build.adatom_slab((1, 0, 0), site, 4, (2, 2), 16.0, height), 0.05, 80 + k)
+                     for k, (site, height) in enumerate((s, h) for s in ("hollow", "bridge", "ontop")
+                                                        for h in (1.2, 1.8, 2.4, 3.2, 4.2, 5.5))]
     test_frames = [build.rattled(build.bcc_bulk(3.45, 2), 0.08, 100 + i) for i in range(6)]
     settings = {"potential": "snap"}
     training = label.label_structures(train_frames, "reference", settings, root / "train")

@@ -14,7 +14,7 @@ def test_members_are_frozen_and_tested(tiny_ensemble):
         assert member.metrics["force_ev_per_angstrom_rmse"] > 0
         assert member.metrics["energy_per_atom_ev_rmse"] >= 0
         assert member.metrics["n_test_frames"] == 6
-        assert member.n_training_frames == 30
+        assert member.n_training_frames == 48
         record = json.loads((Path(member.model_path).parent / "record.json").read_text())
         assert record["seed"] == member.seed
 
@@ -24,7 +24,7 @@ def test_input_json_follows_config(tiny_ensemble):
     assert config["model"]["descriptor"]["type"] == "se_e2_a"
     assert config["model"]["descriptor"]["rcut"] == 6.0
     assert config["loss"]["start_pref_f"] == 1000.0 and config["loss"]["limit_pref_e"] == 1.0
-    assert config["training"]["numb_steps"] == 200
+    assert config["training"]["numb_steps"] == 400
 
 
 def test_model_deviation(tiny_ensemble):

@@ -1,0 +1,164 @@
+"""Trajectory reductions checked against exact answers and against LAMMPS' own computes."""
+
+import numpy as np
+import pytest
+
+from tasks import analyze, build
+from tasks.analyze import AMU_A2_PS2_TO_EV, BOLTZMANN_EV_PER_K
+from tasks.md import Frame, frame_to_atoms
+from tasks.runtime import new_lammps
+
+LI_MASS = 6.94
+
+
+def frame_from(atoms, velocities=None, fixed=None, time_ps=0.0, potential_energy=None) -> Frame:
+    n = len(atoms)
+    return Frame(step=0, time_ps=time_ps, ids=np.arange(1, n + 1), types=np.zeros(n, dtype=int),
+                 positions=atoms.positions.copy(),
+                 velocities=np.zeros((n, 3)) if velocities is None else velocities,
+                 potential_energy=np.zeros(n) if potential_energy is None else potential_energy,
+                 masses=np.full(n, LI_MASS), fixed=np.zeros(n, dtype=bool) if fixed is None else fixed,
+                 box_lo=np.zeros(3), box_hi=atoms.cell.lengths().copy())
+
+
+def maxwell_boltzmann(n, temperature, rng):
+    sigma = np.sqrt(BOLTZMANN_EV_PER_K * temperature / (LI_MASS * AMU_A2_PS2_TO_EV))  # Å/ps
+    return rng.normal(0.0, sigma, (n, 3))
+
+
+@pytest.fixture(scope="module")
+def hot_slab_frame():
+    atoms = build.bcc_bulk(3.51, (24, 24, 12))  # 13,824 atoms, 42 Å tall: ~3,500 per 10 Å slab, T noise ~1.4 %
+    rng = np.random.default_rng(4)
+    velocities = maxwell_boltzmann(len(atoms), 300.0, rng)
+    slab = np.floor(atoms.positions[:, 2] / 10.0).astype(int)
+    drift = np.array([[5.0, -3.0, 8.0], [0, 0, 0], [-10.0, 2.0, 0.0], [1.0, 1.0, 1.0], [0, 0, 0]])  # Å/ps
+    velocities += drift[slab]
+    return atoms, frame_from(atoms, velocities)
+
+
+def test_slab_temperature_removes_drift(hot_slab_frame):
+    _, frame = hot_slab_frame
+    grid = analyze.SlabGrid(0.0, 40.0, 10.0)
+    temperature, counts = analyze.slab_temperature_of(frame, grid)
+    assert counts.sum() == np.sum(frame.positions[:, 2] < 40.0)
+    assert np.all(np.abs(temperature - 300.0) < 0.03 * 300.0)
+    raw = 0.5 * LI_MASS * AMU_A2_PS2_TO_EV * np.sum(frame.velocities[frame.positions[:, 2] < 10] ** 2)
+    assert raw / (1.5 * counts[0] * BOLTZMANN_EV_PER_K) > 1.1 * temperature[0]  # the drift was real heat
+
+
+def test_slab_temperature_matches_lammps_temp_chunk(hot_slab_frame, tmp_path):
+    atoms, frame = hot_slab_frame
+    from ase.io import write
+
+    with_velocities = frame_to_atoms(frame, ["Li"])
+    write(tmp_path / "frame.data", with_velocities, format="lammps-data", specorder=["Li"], masses=True,
+          velocities=True, units="metal")
+    lmp = new_lammps()
+    lmp.commands_string(f"""
+        units metal
+        atom_style atomic
+        read_data {tmp_path / 'frame.data'}
+        mass 1 {LI_MASS}
+        pair_style zero 3.0
+        pair_coeff * *
+        compute slabs all chunk/atom bin/1d z lower 10.0 units box
+        compute slab_temperature all temp/chunk slabs temp com yes cdof -3
+        fix out all ave/time 1 1 1 c_slab_temperature[1] mode vector file {tmp_path / 'chunks.txt'}
+        run 0
+    """)
+    lmp.close()
+    lammps_values = np.loadtxt(tmp_path / "chunks.txt", skiprows=4)[:, 1]
+    ours, counts = analyze.slab_temperature_of(frame, analyze.SlabGrid(0.0, 50.0, 10.0))
+    populated = counts[: len(lammps_values)] >= 2
+    assert populated.sum() >= 4
+    np.testing.assert_allclose(ours[: len(lammps_values)][populated], lammps_values[populated], rtol=1e-3)
+
+
+def test_fixed_atoms_excluded_and_empty_slabs_nan():
+    atoms = build.slab((1, 0, 0), 6, (4, 4), 20.0, fixed_layers=2)
+    rng = np.random.default_rng(1)
+    velocities = maxwell_boltzmann(len(atoms), 300.0, rng)
+    velocities[atoms.arrays["fixed"]] = 0.0
+    frame = frame_from(atoms, velocities, atoms.arrays["fixed"])
+    temperature, counts = analyze.slab_temperature_of(frame, analyze.SlabGrid(0.0, atoms.cell[2, 2], 4.0))
+    assert counts.sum() == (~atoms.arrays["fixed"]).sum()
+    assert np.isnan(temperature[0])  # vacuum below the slab
+    assert np.isnan(temperature[-1])  # vacuum above
+
+
+def perfect_bcc_frame():
+    return frame_from(build.bcc_bulk(3.51, 6))
+
+
+def liquid_like_frame():
+    return frame_from(build.random_cluster(432, 0.534, seed=2, min_distance_angstrom=2.4))
+
+
+def test_coordination_of_bcc_is_eight():
+    frame = perfect_bcc_frame()
+    cn = analyze.coordination_numbers(frame, cutoff=3.2, periodic_z=True)  # between 3.04 and 3.51 Å
+    assert np.all(cn == 8)
+
+
+def test_structure_fractions_bcc_and_liquid():
+    assert np.all(analyze.structure_types(perfect_bcc_frame(), periodic_z=True) == 0)
+    liquid = analyze.structure_types(liquid_like_frame(), periodic_z=True)
+    assert np.mean(liquid == 0) < 0.1
+
+
+def test_rdf_of_bcc_has_first_shell_at_sqrt3_over_2_a():
+    dataset = analyze.analyze_frames([perfect_bcc_frame()], [analyze.RadialDistribution(6.0, 0.02, True)])
+    rdf = dataset.rdf
+    assert float(rdf.idxmax("r")) == pytest.approx(3.51 * np.sqrt(3) / 2, abs=0.03)
+    assert float(rdf.sel(r=slice(0, 2.5)).max()) == 0.0
+
+
+def test_msd_recovers_planted_diffusion():
+    rng = np.random.default_rng(7)
+    n_atoms, n_frames, dt, diffusion = 400, 400, 0.1, 0.25  # Å²/ps
+    steps = rng.normal(0.0, np.sqrt(2 * diffusion * dt), (n_frames, n_atoms, 3))
+    trajectory = np.cumsum(steps, axis=0)
+    frames = []
+    for t in range(n_frames):
+        frames.append(Frame(step=t, time_ps=t * dt, ids=np.arange(1, n_atoms + 1), types=np.zeros(n_atoms, int),
+                            positions=trajectory[t], velocities=np.zeros((n_atoms, 3)),
+                            potential_energy=np.zeros(n_atoms), masses=np.full(n_atoms, LI_MASS),
+                            fixed=np.zeros(n_atoms, bool), box_lo=np.zeros(3), box_hi=np.full(3, 50.0)))
+    msd = analyze.MeanSquaredDisplacement(groups={"all": np.arange(1, n_atoms + 1)}, fit_window=(0.0, 0.3))
+    dataset = analyze.analyze_frames(frames, [msd])
+    assert float(dataset.diffusion_coefficient.sel(group="all")) == pytest.approx(diffusion, rel=0.05)
+    direct = np.mean(np.sum((trajectory[10:] - trajectory[:-10]) ** 2, axis=2))
+    assert float(dataset.msd.sel(group="all").isel(lag=10)) == pytest.approx(direct, rel=1e-9)
+
+
+def test_morphology_thresholds():
+    assert analyze.classify_morphology(1.0, 10, 10) == "flat"
+    assert analyze.classify_morphology(30.0, 10, 10) == "needle"
+    assert analyze.classify_morphology(10.0, 10, 20) == "mushroom"
+    assert analyze.classify_morphology(10.0, 20, 12) == "hemisphere"
+
+
+def test_deposit_geometry_of_a_column():
+    substrate = build.slab((1, 0, 0), 4, (10, 10), 30.0)
+    column = build.column_on_substrate("circular", "100", width_angstrom=10.0, height_angstrom=28.0,
+                                       substrate_size=(10, 10), substrate_layers=4, fixed_layers=0,
+                                       vacuum_angstrom=30.0)
+    geometry = analyze.DepositGeometry(grid_spacing=1.0)
+    geometry.prepare(frame_from(substrate))
+    geometry.one_frame(frame_from(column, time_ps=1.0))
+    dataset = geometry.conclude()
+    assert float(dataset.deposit_height[0]) == pytest.approx(28.0 - 1.755, abs=2.0)
+    assert float(dataset.deposit_bottom_diameter[0]) == pytest.approx(10.0, rel=0.35)
+    assert str(dataset.morphology.values[0]) == "needle"
+
+
+def test_streaming_equals_stored(hot_slab_frame):
+    _, frame = hot_slab_frame
+    frames = [frame, frame]
+    stored = analyze.analyze_frames(frames, analyze.default_analyses(["slab_temperature", "potential_energy"]))
+    stream = analyze.StreamingAnalysis(analyze.default_analyses(["slab_temperature", "potential_energy"]))
+    for f in frames:
+        stream(f)
+    assert stored.identical(stream.result())
+    assert stored.slab_temperature.attrs["units"] == "K"
