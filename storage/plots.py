@@ -1,0 +1,57 @@
+"""Plots of a campaign's fields with matplotlib: one line per sweep point, replicas averaged."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import xarray as xr
+
+from storage.reduce import last_fraction, replica_mean
+
+if TYPE_CHECKING:
+    from storage.api import Campaign
+
+
+def plot_runs(data: xr.DataArray, along: str, ax=None, vertical: bool = False):
+    """One line per combination of the dimensions other than `along` (labelled by their values)."""
+    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    others = [d for d in data.dims if d != along]
+    stacked = data.stack(run=others).compute() if others else data.expand_dims(run=[0]).compute()
+    names = stacked.indexes["run"].names if others else []
+    for index in range(stacked.sizes["run"]):
+        curve = stacked.isel(run=index)
+        values = stacked.run.values[index] if others else ()
+        label = ", ".join(f"{k}={v}" for k, v in zip(names, values if isinstance(values, tuple) else (values,)))
+        x, y = curve[along].values, curve.values
+        ax.plot(*((y, x) if vertical else (x, y)), marker="o" if vertical else None, label=label or None)
+    if names:
+        ax.legend(fontsize=7)
+    return ax
+
+
+class Plots:
+    def __init__(self, campaign: "Campaign"):
+        self.campaign = campaign
+
+    def temperature_profile(self, study: str, fraction: float = 0.2, ax=None):
+        """Slab temperature vs height over the last `fraction` of the run."""
+        data = replica_mean(last_fraction(self.campaign.fields(study).slab_temperature, fraction).mean("time"))
+        ax = plot_runs(data, "z", ax, vertical=True)
+        ax.set_xlabel("temperature (K)")
+        ax.set_ylabel("z (Å)")
+        return ax
+
+    def phase_fractions(self, study: str, structure: str = "bcc", ax=None):
+        data = replica_mean(self.campaign.fields(study).structure_fraction.sel(structure=structure))
+        ax = plot_runs(data, "time", ax)
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel(f"{structure} fraction (a-CNA)")
+        return ax
+
+    def msd(self, study: str, group: str = "surface", ax=None):
+        data = replica_mean(self.campaign.fields(study).msd.sel(group=group))
+        ax = plot_runs(data, "lag", ax)
+        ax.set_xlabel("lag (ps)")
+        ax.set_ylabel(f"MSD of {group} atoms (Å²)")
+        return ax

@@ -1,0 +1,64 @@
+"""Reductions over a study's fields, lazily with Dask (flox for group-bys).
+
+Each function takes and returns xarray objects, so it composes in a notebook:
+``replica_mean(last_fraction(ds.slab_temperature, 0.2).mean("time"))``.
+Computation happens when `.compute()` (or plotting) asks for values; with a
+`dask.distributed` client active it runs on that cluster and shows on its dashboard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+
+
+def replica_mean(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
+    """Mean over replicas, ignoring missing runs (NaN)."""
+    return data.mean("replica", skipna=True) if "replica" in data.dims else data
+
+
+def replica_std(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
+    return data.std("replica", skipna=True, ddof=1) if "replica" in data.dims else data * 0
+
+
+def last_fraction(data: xr.DataArray | xr.Dataset, fraction: float = 0.2) -> xr.DataArray | xr.Dataset:
+    """The last `fraction` of the time axis (e.g. the steady state of a deposition)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    n = data.sizes["time"]
+    return data.isel(time=slice(n - max(1, int(round(fraction * n))), n))
+
+
+def time_window(data: xr.DataArray | xr.Dataset, start_ps: float, end_ps: float) -> xr.DataArray | xr.Dataset:
+    return data.sel(time=slice(start_ps, end_ps))
+
+
+def profile_at(data: xr.DataArray, time_ps: float) -> xr.DataArray:
+    """A z-profile at the frame nearest to `time_ps`."""
+    return data.sel(time=time_ps, method="nearest")
+
+
+def group_mean(data: xr.DataArray, by: str, keep: tuple[str, ...] = ()) -> xr.DataArray:
+    """Mean within each value of `by` (a sweep coordinate) over every dimension but `keep`.
+
+    `group_mean(profiles, "temperature", keep=("z",))` gives one z-profile per temperature,
+    averaged over rates and replicas. xarray hands the group-by to flox when it is installed.
+    """
+    return data.groupby(by).mean(dim=[d for d in data.dims if d not in keep], skipna=True)
+
+
+def phase_fraction_series(dataset: xr.Dataset, structure: str = "bcc") -> xr.DataArray:
+    """Fraction of one a-CNA structure over time, averaged over replicas."""
+    return replica_mean(dataset.structure_fraction.sel(structure=structure))
+
+
+def arrhenius_fit(temperature_k: np.ndarray, diffusion: np.ndarray) -> tuple[float, float]:
+    """Fit D = D0 exp(-Ea / kT): returns (D0 in D's units, Ea in eV); ignores non-positive D."""
+    temperature_k, diffusion = np.asarray(temperature_k, float), np.asarray(diffusion, float)
+    usable = np.isfinite(diffusion) & (diffusion > 0)
+    if usable.sum() < 2:
+        raise ValueError("an Arrhenius fit needs positive D at two temperatures or more")
+    slope, intercept = np.polyfit(1.0 / (BOLTZMANN_EV_PER_K * temperature_k[usable]), np.log(diffusion[usable]), 1)
+    return float(np.exp(intercept)), float(-slope)
