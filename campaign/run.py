@@ -26,6 +26,7 @@ from rich.table import Table
 from campaign.config import CampaignConfig
 from campaign.engine import StageResult, TaskSpec, run_stage
 from campaign.ledger import Ledger, task_id
+from storage.labels import LabelIndex
 from tasks import build, label, train
 
 
@@ -84,8 +85,15 @@ def label_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -> 
                               dict(structures=str(path), engine=config.label.engine, settings=settings_dump,
                                    output_dir=str(output_dir), type_map=config.campaign.type_map, names=[name]),
                               output_dir, verify_label, {**parameters, "structure": str(path)}))
-    return run_stage("label", specs, ledger, config.campaign.max_retries, config.campaign.failure_ratio_limit,
-                     show_progress)
+    result = run_stage("label", specs, ledger, config.campaign.max_retries, config.campaign.failure_ratio_limit,
+                       show_progress)
+    with LabelIndex(config.workdir / "labels.sqlite") as index:
+        for spec in specs:
+            if spec.task_id in result.outputs:
+                source = spec.name.rsplit("-", 1)[0]  # the system the structure was built from
+                index.add(spec.task_id, f"system:{source}", config.label.engine,
+                          result.outputs[spec.task_id]["records"])
+    return result
 
 
 def split_train_test(system_dirs: list[str], test_fraction: float) -> tuple[list[str], list[str]]:

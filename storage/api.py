@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import xarray as xr
 
 from storage.fields import StoreError, complete_runs, open_study, studies
+from storage.labels import LabelIndex
 
 
 @dataclass
@@ -35,14 +35,14 @@ class Campaign:
         return complete_runs(dataset) if complete_only else dataset
 
     def labels(self):
-        """One row per labelled structure: name, status, energy, max force, engine settings hash, system dir."""
+        """One row per labelled structure: source, engine, settings hash, status, energy, max force, npy system."""
         import pandas as pd
 
-        rows = []
-        for records in sorted((self.workdir / "labels").glob("*/records.json")):
-            for record in json.loads(records.read_text()):
-                rows.append({**record, "task_id": records.parent.name})
-        return pd.DataFrame(rows)
+        path = self.workdir / "labels.sqlite"
+        if not path.exists():
+            return pd.DataFrame()
+        with LabelIndex(path) as index:
+            return index.frame()
 
     @property
     def plot(self) -> "Plots":

@@ -37,6 +37,10 @@ METRE_PER_SECOND_TO_ANGSTROM_PER_PS = 0.01
 MAX_FORCE_EV_PER_ANGSTROM = 50.0
 #: A temperature this many times the target means the integration has run away.
 RUNAWAY_TEMPERATURE_FACTOR = 10.0
+#: Empty space (Å) above the deposition wall, wider than any cutoff: the deposit never sees
+#: the periodic image of the substrate's bottom. Deposition boxes stay periodic in z because
+#: DeePMD's LAMMPS pair style lost atoms in dynamics with a non-periodic z boundary.
+IMAGE_GAP_ANGSTROM = 8.0
 
 
 @dataclass
@@ -199,7 +203,8 @@ def deposition_box_height(atoms: Atoms, params: dict[str, Any]) -> float:
     area = atoms.cell[0, 0] * atoms.cell[1, 1]
     bcc_li_atoms_per_cubic_angstrom = 2 / 3.51 ** 3
     growth = n_insert / (bcc_li_atoms_per_cubic_angstrom * area)
-    return float(atoms.positions[:, 2].max() + growth + float(params.get("insertion_height_angstrom", 8.0)) + 4.0)
+    wall = atoms.positions[:, 2].max() + growth + float(params.get("insertion_height_angstrom", 8.0)) + 4.0
+    return float(wall + IMAGE_GAP_ANGSTROM)
 
 
 def _deposition_segment(params: dict[str, Any], atoms: Atoms, temperature: float) -> Segment:
@@ -211,7 +216,8 @@ def _deposition_segment(params: dict[str, Any], atoms: Atoms, temperature: float
     lx, ly = atoms.cell[0, 0], atoms.cell[1, 1]
     # Atoms are generated in a 1 Å thick layer at the top of a box tall enough for the whole deposit,
     # `insertion_height` above the highest the deposit can grow, as "generated at the top" in the study.
-    z_hi = deposition_box_height(atoms, params) - 3.0
+    z_wall = deposition_box_height(atoms, params) - IMAGE_GAP_ANGSTROM
+    z_hi = z_wall - 2.0
     z_lo = z_hi - 1.0
     regions = params.get("regions") or [{"x_min": 0.0, "x_max": lx, "y_min": 0.0, "y_max": ly}]
     commands: list[str] = []
@@ -250,7 +256,8 @@ def _deposition_segment(params: dict[str, Any], atoms: Atoms, temperature: float
     commands += [
         f"fix deposit mobile deposit {n_insert} 1 {every} {seed} region {region} near 2.0 "
         f"vz {-speed} {-speed} attempt 100 id max units box",
-        "fix top_wall mobile wall/reflect zhi EDGE",
+        f"region below_wall block INF INF INF INF INF {z_wall} side in units box",
+        "fix top_wall mobile wall/region below_wall harmonic 5.0 1.0 1.5",
         "compute_modify thermo_temp dynamic/dof yes",
         "fix integrate mobile nve",
         *coupling,
@@ -415,8 +422,7 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
     fixed_ids = set((np.flatnonzero(fixed) + 1).tolist())
 
     lmp = new_lammps(output_dir / "log.lammps")
-    boundary = "p p f" if protocol == "deposition" else "p p p"
-    setup = ["units metal", "atom_style atomic", f"boundary {boundary}", "atom_modify map array sort 0 0.0",
+    setup = ["units metal", "atom_style atomic", "boundary p p p", "atom_modify map array sort 0 0.0",
              f"read_data {data_file}", *(f"mass {i + 1} {masses[e]}" for i, e in enumerate(type_map)),
              *potential.pair_commands(output_dir / "model_devi.out", stride),
              "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check yes",

@@ -128,3 +128,8 @@ def test_run_twice_says_nothing_to_do(tmp_path):
     assert first["labels"].ran == 4 and first["models"].ran == 1
     second = run_campaign(config)
     assert second["labels"].ran == 0 and second["models"].ran == 0
+    from storage import open_campaign
+
+    table = open_campaign(tmp_path / "twice").labels()
+    assert len(table) == 4 and set(table.status) == {"ok"} and set(table.source) == {"system:bulk"}
+    assert table.max_force_ev_per_angstrom.max() > 0 and table.engine.unique().tolist() == ["reference"]

@@ -1,0 +1,68 @@
+"""Index of every labelled structure (`<workdir>/labels.sqlite`), with its provenance.
+
+The labels themselves are DeePMD npy systems written by `tasks.label`; this table says,
+for each structure, where it came from (`source`: a builder system, an exploration
+iteration, a cut-out), which engine and settings labelled it (`settings_hash`), whether it
+succeeded, its energy and largest force, and which npy system holds it. Failed labels are
+kept with their reason and never reach training.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS labels (
+    name                      TEXT NOT NULL,
+    task_id                   TEXT NOT NULL,
+    source                    TEXT NOT NULL,
+    engine                    TEXT NOT NULL,
+    settings_hash             TEXT NOT NULL,
+    status                    TEXT NOT NULL,
+    message                   TEXT,
+    n_atoms                   INTEGER NOT NULL,
+    energy_ev                 REAL,
+    max_force_ev_per_angstrom REAL,
+    wall_time_s               REAL,
+    system_dir                TEXT,
+    PRIMARY KEY (task_id, name)
+);
+"""
+
+
+class LabelIndex:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "LabelIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, task_id: str, source: str, engine: str, records: Iterable[dict[str, Any]]) -> None:
+        """Record a finished label task's structures (idempotent: a rerun replaces its own rows)."""
+        rows = [(r["name"], task_id, source, engine, r["settings_hash"], r["status"], r.get("message") or None,
+                 r["n_atoms"], r.get("energy_ev"), r.get("max_force_ev_per_angstrom"), r.get("wall_time_s"),
+                 r.get("system_dir")) for r in records]
+        self._db.executemany("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def training_systems(self) -> list[str]:
+        """The npy systems of every successful label, each once."""
+        rows = self._db.execute("SELECT DISTINCT system_dir FROM labels WHERE status = 'ok' ORDER BY system_dir")
+        return [r[0] for r in rows]
+
+    def frame(self):
+        """The whole table as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.read_sql_query("SELECT * FROM labels ORDER BY rowid", self._db)
