@@ -9,7 +9,7 @@
 #   * GPAW must be compiled against Debian's libxc and OpenBLAS with an explicit
 #     site config (mpi = False); a plain `pip install gpaw` can pick up a stray MPI
 #     compiler and silently drop libxc.
-#   * The system libraries come from apt.
+#   * The system libraries (and Quantum ESPRESSO, for the QE adapter's test) come from apt.
 # A stamp file holding the hash of this script and pyproject.toml makes a second run
 # return in about a second.
 set -euo pipefail
@@ -23,7 +23,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 need_apt=()
-for pkg in libxc-dev libopenblas-dev; do
+# quantum-espresso: the QE adapter's integration test runs pw.x for real (about 1 minute to install).
+for pkg in libxc-dev libopenblas-dev quantum-espresso; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

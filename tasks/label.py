@@ -171,6 +171,26 @@ def external_calculator(engine: Literal["vasp", "qe"], atoms: Atoms, settings: d
                     kpts=kpts)
 
 
+def parse_external_output(engine: Literal["vasp", "qe"], path: str | Path) -> Atoms:
+    """Structure with energy, forces (and stress) read from a finished VASP or QE run.
+
+    For labels computed outside the campaign (or whose driver died after the code
+    finished): `vasprun.xml` for VASP, the `pw.x` standard output for QE.
+    """
+    from ase.io import read
+
+    formats = {"vasp": "vasp-xml", "qe": "espresso-out"}
+    if engine not in formats:
+        raise ValueError(f"engine must be 'vasp' or 'qe', got {engine!r}")
+    try:
+        atoms = read(str(path), format=formats[engine], index=-1)
+    except Exception as error:
+        raise ValueError(f"{path}: not a complete {engine} output ({type(error).__name__}: {error})") from None
+    if atoms.calc is None or "forces" not in atoms.calc.results:
+        raise ValueError(f"{path}: the {engine} output holds no forces (did the run finish?)")
+    return atoms
+
+
 def _energy(atoms: Atoms) -> float:
     try:
         return float(atoms.get_potential_energy(force_consistent=True))

@@ -1,5 +1,8 @@
 """Labelling with GPAW (real DFT), the SNAP reference oracle, and the VASP/QE adapters' inputs."""
 
+import shutil
+from pathlib import Path
+
 import dpdata
 import numpy as np
 import pytest
@@ -85,6 +88,43 @@ def test_vasp_adapter_writes_inputs(tmp_path, monkeypatch):
     assert "ENCUT = 380" in incar.replace("380.000000", "380") and "ISMEAR = 1" in incar
     kpoints = (tmp_path / "vasp" / "KPOINTS").read_text()
     assert "Gamma" in kpoints or "gamma" in kpoints.lower()
+
+
+QE_DATA = Path(__file__).parent / "data" / "qe"
+
+
+def qe_settings() -> dict:
+    # A Troullier-Martins PBE Li pseudopotential generated with QE's own ld1.x from tests/data/qe/ld1.in.
+    return ExternalDftSettings(command="pw.x", pseudopotential_dir=QE_DATA, cutoff_ev=544,
+                               kpoint_density_per_angstrom=2.0,
+                               extra={"pseudopotential": "Li.pbe-tm-dendrite.UPF"}).model_dump(mode="json")
+
+
+def test_qe_labels_for_real_and_agrees_with_gpaw(tmp_path):
+    assert shutil.which("pw.x"), "scripts/install.sh installs Debian's quantum-espresso"
+    atoms = build.rattled(build.bcc_bulk(3.43, 1), 0.05, 1)
+    (qe,) = label.label_structures([atoms], "qe", qe_settings(), tmp_path / "qe").records
+    assert qe.status == "ok", qe.message
+    (gpaw,) = label.label_structures([atoms], "gpaw", gpaw_settings(), tmp_path / "gpaw").records
+    # Different pseudopotentials, same physics: forces agree, absolute energies do not (never mix them).
+    assert qe.max_force_ev_per_angstrom == pytest.approx(gpaw.max_force_ev_per_angstrom, abs=0.03)
+    assert qe.settings_hash != gpaw.settings_hash
+
+
+def test_parse_real_qe_output():
+    atoms = label.parse_external_output("qe", QE_DATA / "li2-rattled.pwo")
+    assert len(atoms) == 2
+    forces = atoms.get_forces()
+    assert np.abs(forces.sum(axis=0)).max() < 0.01 and np.linalg.norm(forces, axis=1).max() == pytest.approx(0.253, abs=0.005)
+    assert atoms.get_potential_energy() == pytest.approx(-54.797, abs=0.01)
+    assert atoms.get_stress().shape == (6,)
+
+
+def test_parse_incomplete_output_is_a_clear_error(tmp_path):
+    partial = tmp_path / "cut.pwo"
+    partial.write_text((QE_DATA / "li2-rattled.pwo").read_text()[:2000])
+    with pytest.raises(ValueError, match="cut.pwo"):
+        label.parse_external_output("qe", partial)
 
 
 def test_qe_adapter_writes_inputs(tmp_path):
