@@ -139,3 +139,19 @@ def test_qe_adapter_writes_inputs(tmp_path):
     lines = text.splitlines()
     mesh = lines[lines.index("K_POINTS automatic") + 1].split()
     assert mesh[2] == "1"  # one k-point along the vacuum axis
+
+
+def test_parse_vasp_format():
+    vasp = label.parse_external_output("vasp", Path(__file__).parent / "data" / "vasp" / "li2-format-sample-vasprun.xml")
+    qe = label.parse_external_output("qe", QE_DATA / "li2-rattled.pwo")
+    np.testing.assert_allclose(vasp.get_forces(), qe.get_forces(), atol=1e-7)
+    np.testing.assert_allclose(vasp.get_stress(), qe.get_stress(), atol=1e-7)
+    assert vasp.get_potential_energy() == pytest.approx(qe.get_potential_energy(), abs=1e-6)
+
+
+def test_truncated_vasprun_is_a_clear_error(tmp_path):
+    text = (Path(__file__).parent / "data" / "vasp" / "li2-format-sample-vasprun.xml").read_text()
+    cut = tmp_path / "vasprun.xml"
+    cut.write_text(text[: text.index("<calculation>") + 30])
+    with pytest.raises(ValueError, match="holds no forces|not a complete"):
+        label.parse_external_output("vasp", cut)
