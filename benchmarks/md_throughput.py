@@ -1,0 +1,83 @@
+"""MD speed of tasks.md against the bare `lmp` binary on the same input (2,000-atom bcc Li, NVT).
+
+`run_md` writes the LAMMPS script it executed (`in.lammps`); the baseline replays that very
+script with `lmp` (1 rank, then `mpirun -np 2`), so both runs do the same work, frames and
+all. Prints atom-steps/s for SNAP, MEAM, and a DeePMD model plain and compressed, and the
+ratio ours/bare at 1 rank (the target is >= 0.97). Our runs are in-process and single-rank:
+the 2-rank column is the bare binary's, for scale.
+
+Usage: python benchmarks/md_throughput.py [--steps 300] [--model model.pth] [--potentials snap meam deepmd]
+Without --model a small DeePMD model is trained on SNAP labels first (about 2 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tasks import build, label, md, train
+from tasks.runtime import child_environment
+
+
+def small_model(work: Path) -> str:
+    frames = [build.rattled(build.bcc_bulk(a, 2), 0.08, i) for i, a in enumerate([3.40, 3.45, 3.51] * 10)]
+    data = label.label_structures(frames, "reference", {"potential": "snap"}, work / "labels")
+    record = train.train_member(work / "model", data.system_dirs, [], ["Li"], seed=1, steps=300,
+                                descriptor={"rcut_angstrom": 6.0, "rcut_smooth_angstrom": 5.0, "sel": [60],
+                                            "neuron": [10, 20, 40], "axis_neuron": 8},
+                                fitting_neuron=[60, 60, 60], loss={"start_pref_e": 0.02, "limit_pref_e": 1.0,
+                                                                   "start_pref_f": 1000.0, "limit_pref_f": 1.0,
+                                                                   "start_pref_v": 0.0, "limit_pref_v": 0.0},
+                                decay_steps=100, compress=True)
+    return record.model_path
+
+
+def bare_lammps(script: Path, ranks: int) -> float:
+    command = ["lmp", "-in", script.name, "-log", "none", "-screen", "none", "-nocite"]
+    if ranks > 1:
+        command = ["mpirun", "-np", str(ranks), *command]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=script.parent, env=child_environment(), check=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--model", help="a frozen DeePMD .pth model (its compressed twin is made if missing)")
+    parser.add_argument("--potentials", nargs="+", default=["snap", "meam", "deepmd", "deepmd-compressed"])
+    args = parser.parse_args()
+    atoms = build.bcc_bulk(3.51, 10)
+    with tempfile.TemporaryDirectory(prefix="md-benchmark-") as directory:
+        work = Path(directory)
+        models: dict[str, str] = {}
+        if any(p.startswith("deepmd") for p in args.potentials):
+            model = args.model or small_model(work)
+            compressed = Path(model).with_name("model-compressed.pth")
+            if not compressed.exists():
+                subprocess.run(["dp", "--pt", "compress", "-i", model, "-o", str(compressed)], cwd=work,
+                               env=child_environment(), check=True, capture_output=True)
+            models = {"deepmd": model, "deepmd-compressed": str(compressed)}
+        print(f"{len(atoms)} atoms, {args.steps} steps, NVT Langevin 300 K, frames every 100 steps")
+        print(f"{'potential':18} {'ours':>10} {'bare 1 rank':>12} {'ratio':>7} {'bare 2 ranks':>13}   (atom-steps/s)")
+        for name in args.potentials:
+            potential = md.Potential("deepmd", [models[name]]) if name.startswith("deepmd") else md.Potential(name)
+            out = work / name
+            started = time.perf_counter()
+            result = md.run_md(atoms, potential, "nvt", {"temperature": 300, "steps": args.steps,
+                                                         "trajectory_stride": 100}, out)
+            ours = time.perf_counter() - started
+            if result.status != "ok":
+                print(f"{name:18} failed: {result.reason}")
+                continue
+            one = bare_lammps(out / "in.lammps", 1)
+            two = bare_lammps(out / "in.lammps", 2)
+            work_done = len(atoms) * args.steps
+            print(f"{name:18} {work_done / ours:10.0f} {work_done / one:12.0f} {one / ours:7.3f} {work_done / two:13.0f}")
+
+
+if __name__ == "__main__":
+    main()
