@@ -51,7 +51,10 @@ def test_init_from_previous_model(tmp_path, tiny_ensemble, reference_dataset):
 
     arguments = {**tiny_train_arguments(), "steps": 20}
     record = train.train_member(tmp_path / "next", reference_dataset["train"], reference_dataset["test"], seed=3,
-                                init_model=tiny_ensemble[0].model_path, **arguments)
+                                init_model=tiny_ensemble[0].model_path, compress=True, **arguments)
     assert record.init_model == tiny_ensemble[0].model_path
+    frames = [build.rattled(build.bcc_bulk(3.45, 2), 0.1, 300 + i) for i in range(3)]
+    plain, compressed = train.ensemble_forces([record.model_path, record.compressed_path], frames, ["Li"])
+    np.testing.assert_allclose(compressed, plain, atol=2e-3)  # tabulated embedding: same forces, eV/Å
     # Starting from a trained model, 20 steps keep its accuracy rather than starting over.
     assert record.metrics["force_ev_per_angstrom_rmse"] < 3 * tiny_ensemble[0].metrics["force_ev_per_angstrom_rmse"]
