@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xarray as xr
 
 from storage.fields import StoreError, complete_runs, open_study, studies
 from storage.labels import LabelIndex
+
+if TYPE_CHECKING:
+    from storage.plots import Plots
 
 
 @dataclass

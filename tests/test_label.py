@@ -20,7 +20,7 @@ def test_gpaw_labels_two_and_eight_atom_cells(tmp_path):
     eight = build.rattled(build.bcc_bulk(3.43, (2, 2, 1)), 0.05, 2)
     batch = label.label_structures([two, eight], "gpaw", gpaw_settings(), tmp_path)
     assert [r.status for r in batch.records] == ["ok", "ok"]
-    for record, system_dir in zip(batch.records, batch.system_dirs):
+    for record in batch.records:
         system = dpdata.LabeledSystem(record.system_dir, fmt="deepmd/npy")
         forces = system["forces"][0]
         assert np.abs(forces.sum(axis=0)).max() < 0.02  # momentum conservation, eV/Å
