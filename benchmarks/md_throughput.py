@@ -15,7 +15,9 @@ Without --model a small DeePMD model is trained on SNAP labels first (about 2 mi
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +56,11 @@ def bare_lammps(script: Path, ranks: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    # Our MD runs in Parsl workers started with the thread and malloc settings of tasks.runtime;
+    # glibc reads GLIBC_TUNABLES only at process start, so this process restarts itself with them.
+    environment = child_environment()
+    if os.environ.get("GLIBC_TUNABLES") != environment["GLIBC_TUNABLES"]:
+        os.execve(sys.executable, [sys.executable, *sys.argv], environment)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--model", help="a frozen DeePMD .pth model (its compressed twin is made if missing)")
