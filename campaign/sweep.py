@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 Scalar = int | float | str | bool
 
@@ -135,13 +135,3 @@ def expand_sweep(sweep: Mapping[str, Any] | None, replicas: int = 1) -> list[Swe
         points.append(SweepPoint(parameters=parameters, index=index))
     return points
 
-
-def sweep_coordinates(points: Sequence[SweepPoint]) -> dict[str, list[Scalar]]:
-    """Distinct values of each parameter in first-seen order (the store's sweep coordinates)."""
-    coordinates: dict[str, list[Scalar]] = {}
-    for point in points:
-        for name, value in point.parameters.items():
-            values = coordinates.setdefault(name, [])
-            if value not in values:
-                values.append(value)
-    return coordinates

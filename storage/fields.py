@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import xarray as xr
@@ -208,7 +208,3 @@ def complete_runs(dataset: xr.Dataset) -> xr.Dataset:
     complete = dataset.run_status == RUN_COMPLETE
     return dataset.where(complete)
 
-
-def field_template(fields: Sequence[xr.Dataset]) -> xr.Dataset:
-    """Merge per-analysis datasets of one run into a template (time taken from the longest)."""
-    return xr.merge(fields, compat="override", join="outer")
