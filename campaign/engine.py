@@ -5,13 +5,18 @@ arguments, the executor label it runs on, and a `verify` function that reads its
 outputs from disk. `run_stage` submits every spec whose outputs are not already complete,
 records each state change in the ledger, resubmits transient failures (a lost worker or
 node, a walltime) with backoff, and records deterministic failures with their reason.
+
+Stages overlap through `follow_up`: when a task is done (now, or found done on disk by a
+rerun), `follow_up(spec, outputs)` may return new specs, which are submitted at once —
+the labels of one exploration run start while the other runs are still going.
 """
 
 from __future__ import annotations
 
+import queue
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +47,7 @@ class TaskSpec:
     output_dir: Path
     verify: Verify
     parameters: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None  # ledger stage; default: the stage that runs it
 
 
 @dataclass
@@ -50,6 +56,13 @@ class StageResult:
     failed: dict[str, str]  # task_id -> error
     skipped: int  # already done before this run
     ran: int
+    kinds: dict[str, str] = field(default_factory=dict)  # task_id -> kind, for every spec seen
+
+    def outputs_of(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {t: o for t, o in self.outputs.items() if self.kinds.get(t) == kind}
+
+
+FollowUp = Callable[[TaskSpec, dict[str, Any]], list[TaskSpec]]
 
 
 def is_transient(error: BaseException) -> bool:
@@ -57,76 +70,117 @@ def is_transient(error: BaseException) -> bool:
     return bool(names & TRANSIENT_ERRORS)
 
 
+class _Stage:
+    """The state of one `run_stage` call; completions arrive on a queue (O(1) per task)."""
+
+    def __init__(self, name: str, ledger: Ledger, max_retries: int, backoff_s: float, follow_up: FollowUp | None,
+                 progress: Progress):
+        self.name, self.ledger, self.max_retries, self.backoff_s = name, ledger, max_retries, backoff_s
+        self.follow_up, self.progress = follow_up, progress
+        self.result = StageResult({}, {}, 0, 0)
+        self.done: "queue.Queue[Future]" = queue.Queue()
+        self.in_flight: dict[Future, tuple[TaskSpec, int]] = {}
+        self.apps: dict[tuple[Callable[..., Any], str], Any] = {}
+        self.total = 0
+        self.bar = progress.add_task(name, total=0, note="")
+
+    def admit(self, specs: list[TaskSpec]) -> None:
+        """Register specs; record those already complete (and their follow-ups); submit the rest."""
+        if not specs:
+            return
+        self.total += len(specs)
+        self.progress.update(self.bar, total=self.total)
+        with self.ledger.batch():
+            follow = self._admit_now(specs)
+        self.admit(follow)
+
+    def _admit_now(self, specs: list[TaskSpec]) -> list[TaskSpec]:
+        rows = self.ledger.register_many([(s.task_id, s.kind, s.stage or self.name, s.name, s.parameters)
+                                          for s in specs])
+        follow: list[TaskSpec] = []
+        for spec in specs:
+            self.result.kinds[spec.task_id] = spec.kind
+            row = rows[spec.task_id]
+            outputs = spec.verify(spec.output_dir) if spec.output_dir.exists() else None
+            if outputs is not None:
+                if row.state != "done":
+                    self.ledger.mark_done(spec.task_id, outputs)  # finished after an earlier driver stopped
+                    self.ledger.log_event(self.name, f"{spec.name}: found complete on disk, recorded without rerunning")
+                self.result.outputs[spec.task_id] = outputs
+                self.result.skipped += 1
+                self.progress.advance(self.bar)
+                if self.follow_up:
+                    follow += self.follow_up(spec, outputs)
+            elif row.state == "failed" and not row.transient:
+                self.result.failed[spec.task_id] = row.error or "failed"  # deterministic: not retried blindly
+                self.result.skipped += 1
+                self.progress.advance(self.bar)
+            else:
+                self.submit(spec, 1)
+        return follow
+
+    def submit(self, spec: TaskSpec, attempt: int) -> None:
+        from parsl import python_app
+
+        key = (spec.function, spec.executor)
+        if key not in self.apps:
+            self.apps[key] = python_app(spec.function, executors=[spec.executor])
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger.mark_running(spec.task_id, spec.executor)
+        future = self.apps[key](**spec.kwargs)
+        self.in_flight[future] = (spec, attempt)
+        future.add_done_callback(self.done.put)
+
+    def finish(self, future: Future) -> None:
+        spec, attempt = self.in_flight.pop(future)
+        error = future.exception()
+        if error is None:
+            outputs = spec.verify(spec.output_dir)
+            if outputs is not None:
+                self.ledger.mark_done(spec.task_id, outputs)
+                self.result.outputs[spec.task_id] = outputs
+                self.result.ran += 1
+                self.progress.advance(self.bar)
+                if self.follow_up:
+                    self.admit(self.follow_up(spec, outputs))
+                return
+            error = RuntimeError(f"task returned but its outputs in {spec.output_dir} are incomplete")
+        transient = is_transient(error)
+        message = f"{type(error).__name__}: {error}"
+        if transient and attempt <= self.max_retries:
+            self.ledger.log_event(self.name, f"{spec.name}: attempt {attempt} lost ({message}); retrying")
+            time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self.submit(spec, attempt + 1)
+            return
+        detail = "".join(traceback.format_exception(error)[-3:]) if not transient else message
+        self.ledger.mark_failed(spec.task_id, detail, transient)
+        self.ledger.log_event(self.name, f"{spec.name}: failed ({message})")
+        self.result.failed[spec.task_id] = message
+        self.progress.advance(self.bar)
+        self.progress.update(self.bar, note=f"[red]{len(self.result.failed)} failed")
+
+
 def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: int = 2,
               failure_ratio_limit: float = 0.05, show_progress: bool = True,
-              backoff_s: float = 2.0) -> StageResult:
-    """Run a stage to completion; raises StageFailed if the failure ratio exceeds the limit."""
-    from parsl import python_app
+              backoff_s: float = 2.0, follow_up: FollowUp | None = None) -> StageResult:
+    """Run a stage (and the follow-ups of its tasks) to completion.
 
-    result = StageResult({}, {}, 0, 0)
-    to_run: list[TaskSpec] = []
-    for spec in specs:
-        row = ledger.register(spec.task_id, spec.kind, stage, spec.name, spec.parameters)
-        outputs = spec.verify(spec.output_dir) if spec.output_dir.exists() else None
-        if outputs is not None:
-            if row.state != "done":
-                ledger.mark_done(spec.task_id, outputs)  # finished after an earlier driver stopped
-                ledger.log_event(stage, f"{spec.name}: found complete on disk, recorded without rerunning")
-            result.outputs[spec.task_id] = outputs
-            result.skipped += 1
-        elif row.state == "failed" and not row.transient:
-            result.failed[spec.task_id] = row.error or "failed"  # deterministic: not retried blindly
-            result.skipped += 1
-        else:
-            to_run.append(spec)
-
-    apps: dict[tuple[Callable[..., Any], str], Any] = {}
-
-    def submit(spec: TaskSpec) -> Future:
-        key = (spec.function, spec.executor)
-        if key not in apps:
-            apps[key] = python_app(spec.function, executors=[spec.executor])
-        spec.output_dir.mkdir(parents=True, exist_ok=True)
-        ledger.mark_running(spec.task_id, spec.executor)
-        return apps[key](**spec.kwargs)
-
+    Raises StageFailed when, for any kind of task, the fraction that failed exceeds the limit.
+    """
     progress = Progress(TextColumn(f"[bold]{stage:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[note]}"), disable=not show_progress, transient=False)
     with progress:
-        bar = progress.add_task(stage, total=len(specs), completed=result.skipped,
-                                note=f"{result.skipped} already done" if result.skipped else "")
-        pending: dict[Future, tuple[TaskSpec, int]] = {submit(spec): (spec, 1) for spec in to_run}
-        while pending:
-            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for future in finished:
-                spec, attempt = pending.pop(future)
-                error = future.exception()
-                if error is None:
-                    outputs = spec.verify(spec.output_dir)
-                    if outputs is not None:
-                        ledger.mark_done(spec.task_id, outputs)
-                        result.outputs[spec.task_id] = outputs
-                        result.ran += 1
-                        progress.advance(bar)
-                        continue
-                    error = RuntimeError(f"task returned but its outputs in {spec.output_dir} are incomplete")
-                transient = is_transient(error)
-                message = f"{type(error).__name__}: {error}"
-                if transient and attempt <= max_retries:
-                    ledger.log_event(stage, f"{spec.name}: attempt {attempt} lost ({message}); retrying")
-                    time.sleep(backoff_s * 2 ** (attempt - 1))
-                    pending[submit(spec)] = (spec, attempt + 1)
-                    continue
-                detail = "".join(traceback.format_exception(error)[-3:]) if not transient else message
-                ledger.mark_failed(spec.task_id, detail, transient)
-                ledger.log_event(stage, f"{spec.name}: failed ({message})")
-                result.failed[spec.task_id] = message
-                progress.advance(bar)
-                progress.update(bar, note=f"[red]{len(result.failed)} failed")
-    ratio = len(result.failed) / max(1, len(specs))
-    if ratio > failure_ratio_limit:
-        lines = "\n".join(f"  {task}: {error.splitlines()[0] if error else ''}"
-                          for task, error in list(result.failed.items())[:10])
-        raise StageFailed(f"stage '{stage}': {len(result.failed)} of {len(specs)} tasks failed "
-                          f"({ratio:.0%} > limit {failure_ratio_limit:.0%}):\n{lines}")
+        state = _Stage(stage, ledger, max_retries, backoff_s, follow_up, progress)
+        state.admit(specs)
+        while state.in_flight:
+            state.finish(state.done.get())
+    result = state.result
+    for kind in sorted(set(result.kinds.values())):
+        of_kind = [t for t, k in result.kinds.items() if k == kind]
+        failed = [t for t in of_kind if t in result.failed]
+        ratio = len(failed) / len(of_kind)
+        if ratio > failure_ratio_limit:
+            lines = "\n".join(f"  {t}: {(result.failed[t] or '').splitlines()[0]}" for t in failed[:10])
+            raise StageFailed(f"stage '{stage}': {len(failed)} of {len(of_kind)} {kind} tasks failed "
+                              f"({ratio:.0%} > limit {failure_ratio_limit:.0%}):\n{lines}")
     return result

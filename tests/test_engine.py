@@ -60,7 +60,7 @@ def test_deterministic_failure_recorded_not_retried(tmp_path, parsl_cpu):
         assert result.ran == 3 and list(result.failed) == ["task1"]
         row = ledger.get("task1")
         assert row.state == "failed" and row.attempts == 1 and "atoms too close" in row.error
-        with pytest.raises(StageFailed, match="1 of 4 tasks failed"):
+        with pytest.raises(StageFailed, match="1 of 4 test tasks failed"):
             run_stage("s", mixed, ledger, show_progress=False, failure_ratio_limit=0.05)
         assert ledger.get("task1").attempts == 1  # a recorded deterministic failure is not rerun
 
