@@ -35,11 +35,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
-    if config.explore or config.production:
-        sections = [name for name in ("explore", "production") if getattr(config, name)]
-        print(f"{args.config}: this version of `campaign run` runs the label and train stages only; "
-              f"remove {' and '.join(sections)} from the config to run it", file=sys.stderr)
-        return 2
     from campaign.engine import StageFailed
     from campaign.run import run_campaign
 
@@ -58,6 +53,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return print_status(config)
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from campaign.status import watch
+
+    config = _load_or_exit(args.config)
+    return watch(config, args.interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="campaign", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="tasks by stage and state, failures and recent events")
     status.add_argument("config", help="campaign YAML file")
     status.set_defaults(handler=cmd_status)
+    watch = commands.add_parser("watch", help="the status table, refreshed until interrupted (Ctrl-C)")
+    watch.add_argument("config", help="campaign YAML file")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    watch.set_defaults(handler=cmd_watch)
     return parser
 
 

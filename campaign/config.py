@@ -133,6 +133,11 @@ class SystemSection(Strict):
         missing = [n for n, p in signature.parameters.items()
                    if p.default is inspect.Parameter.empty and n not in self.params]
         problems += [(["params"], f"'{self.builder}' needs parameter '{n}'") for n in missing]
+        if not problems:
+            try:  # builders are cheap: a structure that cannot be built is a config error, found now
+                BUILDERS[self.builder](**self.params)
+            except (ValueError, TypeError) as error:
+                problems.append((["params"], f"'{self.builder}' cannot build this structure: {error}"))
         if problems:
             raise PydanticCustomError("builder", "{summary}", {"summary": "bad builder parameters", "problems": problems})
         return self
@@ -225,6 +230,7 @@ class TrainSection(Strict):
     init_from_previous: bool = Field(True, description="iterations > 0 start from the last models")
     initial_models: list[Path] = Field(default_factory=list, description="frozen models to start from")
     initial_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems to train on")
+    test_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems held out for test RMSE")
 
 
 # ---------------------------------------------------------------- MD protocols
@@ -330,6 +336,17 @@ class CampaignConfig(Strict):
         for path, label in ((["label", "executor"], self.label.executor), (["train", "executor"], self.train.executor)):
             if label not in self.executors:
                 problems.append((path, f"no executor named '{label}'; defined: {', '.join(self.executors)}"))
+        for i, section in enumerate(self.explore):
+            for system in section.systems:
+                for point in section.points():
+                    temperature = float({**section.params, **point.parameters}.get("temperature", 300.0))
+                    if not any(level.system in (None, system) and
+                               level.temperature_min <= temperature <= level.temperature_max
+                               for level in self.select.trust_levels):
+                        problem = (["explore", i], f"no select.trust_levels entry covers system '{system}' "
+                                                   f"at {temperature} K")
+                        if problem not in problems:
+                            problems.append(problem)
         studies = [p.name for p in self.production]
         problems += [(["production"], f"study name '{n}' is used twice")
                      for n in sorted({n for n in studies if studies.count(n) > 1})]
@@ -407,8 +424,11 @@ def _resolve_paths(config: CampaignConfig, base_dir: Path) -> CampaignConfig:
     train = config.train.model_copy(update={
         "initial_models": [resolve(p) for p in config.train.initial_models],
         "initial_data": [resolve(p) for p in config.train.initial_data],
+        "test_data": [resolve(p) for p in config.train.test_data],
     })
-    return config.model_copy(update={"campaign": campaign, "train": train})
+    production = [study.model_copy(update={"potential": resolve(study.potential)})
+                  if isinstance(study.potential, Path) else study for study in config.production]
+    return config.model_copy(update={"campaign": campaign, "train": train, "production": production})
 
 
 def project_root_for(path: Path) -> Path:

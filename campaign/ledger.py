@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     transient   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_stage ON tasks (stage, state);
+CREATE TABLE IF NOT EXISTS iterations (
+    iteration INTEGER PRIMARY KEY,
+    record    TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     at      REAL NOT NULL,
     stage   TEXT NOT NULL,
@@ -206,6 +210,14 @@ class Ledger:
         for stage, state, n in self._db.execute("SELECT stage, state, COUNT(*) FROM tasks GROUP BY stage, state"):
             result.setdefault(stage, {s: 0 for s in STATES})[state] = n
         return result
+
+    def save_iteration(self, iteration: int, record: dict[str, Any]) -> None:
+        """The record of an active-learning iteration (replaced when the iteration is redone)."""
+        self._db.execute("INSERT OR REPLACE INTO iterations (iteration, record) VALUES (?, ?)",
+                         (iteration, json.dumps(record, default=str)))
+
+    def iterations(self) -> list[dict[str, Any]]:
+        return [json.loads(r) for (r,) in self._db.execute("SELECT record FROM iterations ORDER BY iteration")]
 
     def log_event(self, stage: str, message: str) -> None:
         self._db.execute("INSERT INTO events (at, stage, message) VALUES (?, ?, ?)", (time.time(), stage, message))

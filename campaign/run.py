@@ -73,18 +73,39 @@ def verify_model(output_dir: Path) -> dict[str, Any] | None:
     return asdict(record) if Path(record.model_path).is_file() else None
 
 
+def base_structure(config: CampaignConfig, name: str) -> Path:
+    """The unrattled structure of a system (`structures/<name>/000.extxyz`), written once."""
+    from ase.io import read
+
+    system = next(s for s in config.systems if s.name == name)
+    atoms = build.BUILDERS[system.builder](**system.params)
+    path = config.workdir / "structures" / name / "000.extxyz"
+    if not (path.exists() and len(read(path)) == len(atoms)):
+        temporary = path.with_suffix(".tmp.extxyz")
+        build.write_structure(atoms, temporary)
+        temporary.replace(path)
+    return path
+
+
+def label_spec(config: CampaignConfig, name: str, path: Path, stage: str | None = None) -> TaskSpec:
+    """The task that labels one structure file; its id hashes the engine settings and the file."""
+    settings_dump = getattr(config.label, config.label.engine).model_dump(mode="json")
+    parameters = {"engine": config.label.engine, "settings": settings_dump, "type_map": config.campaign.type_map}
+    identifier = task_id("label", parameters, [path])
+    output_dir = config.workdir / "labels" / identifier
+    return TaskSpec(identifier, "label", name, config.label.executor, label.label_structures,
+                    dict(structures=str(path), engine=config.label.engine, settings=settings_dump,
+                         output_dir=str(output_dir), type_map=config.campaign.type_map, names=[name]),
+                    output_dir, verify_label, {**parameters, "structure": str(path)}, stage)
+
+
+def ok_systems(labels: dict[str, dict[str, Any]]) -> list[str]:
+    """DeePMD system directories of the labels that succeeded."""
+    return sorted({r["system_dir"] for outputs in labels.values() for r in outputs["records"] if r["status"] == "ok"})
+
+
 def label_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -> StageResult:
-    settings = getattr(config.label, config.label.engine)
-    settings_dump = settings.model_dump(mode="json")
-    specs = []
-    for name, path in structure_files(config):
-        parameters = {"engine": config.label.engine, "settings": settings_dump, "type_map": config.campaign.type_map}
-        identifier = task_id("label", parameters, [path])
-        output_dir = config.workdir / "labels" / identifier
-        specs.append(TaskSpec(identifier, "label", name, config.label.executor, label.label_structures,
-                              dict(structures=str(path), engine=config.label.engine, settings=settings_dump,
-                                   output_dir=str(output_dir), type_map=config.campaign.type_map, names=[name]),
-                              output_dir, verify_label, {**parameters, "structure": str(path)}))
+    specs = [label_spec(config, name, path) for name, path in structure_files(config)]
     result = run_stage("label", specs, ledger, config.campaign.max_retries, config.campaign.failure_ratio_limit,
                        show_progress)
     with LabelIndex(config.workdir / "labels.sqlite") as index:
@@ -105,12 +126,9 @@ def split_train_test(system_dirs: list[str], test_fraction: float) -> tuple[list
     return sorted(ranked[n_test:]), sorted(ranked[:n_test])
 
 
-def train_stage(config: CampaignConfig, ledger: Ledger, labels: StageResult, iteration: int,
+def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], testing: list[str], iteration: int,
                 previous_models: list[str], show_progress: bool) -> StageResult:
-    labelled = sorted({r["system_dir"] for outputs in labels.outputs.values() for r in outputs["records"]
-                       if r["status"] == "ok"})
-    training, testing = split_train_test(labelled, config.train.test_fraction)
-    training += [str(p) for p in config.train.initial_data]
+    """Train the ensemble of `models/iter-<iteration>`, each member from its previous model if any."""
     section = config.train
     specs = []
     for member in range(section.ensemble_size):
@@ -133,44 +151,143 @@ def train_stage(config: CampaignConfig, ledger: Ledger, labels: StageResult, ite
                      config.campaign.failure_ratio_limit, show_progress)
 
 
+def needs_trained_models(config: CampaignConfig) -> bool:
+    """Whether the campaign needs an ensemble: to explore, for a final-model study, or as its goal."""
+    uses_final = any(study.potential == "final_model" for study in config.production)
+    return bool(config.explore) or uses_final or not config.production
+
+
+def initial_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -> dict[str, Any]:
+    """Labels of the configured systems and the iteration-0 ensemble (or the given initial models)."""
+    training = [str(p) for p in config.train.initial_data]
+    testing = [str(p) for p in config.train.test_data]
+    outcome: dict[str, Any] = {"labels": None, "models": None, "model_paths": [str(p) for p in
+                                                                             config.train.initial_models]}
+    if not needs_trained_models(config):
+        return {**outcome, "training": training, "testing": testing}
+    if config.label.systems != [] and config.systems:
+        outcome["labels"] = label_stage(config, ledger, show_progress)
+        labelled_training, labelled_testing = split_train_test(ok_systems(outcome["labels"].outputs),
+                                                               config.train.test_fraction)
+        training, testing = training + labelled_training, testing + labelled_testing
+    if not outcome["model_paths"]:
+        if not training:
+            raise ValueError("the campaign needs trained models but has no labels: give systems to label, "
+                             "train.initial_data, or train.initial_models")
+        outcome["models"] = train_stage(config, ledger, training, testing, 0, [], show_progress)
+        outcome["model_paths"] = sorted(o["model_path"] for o in outcome["models"].outputs.values())
+    return {**outcome, "training": training, "testing": testing}
+
+
 def run_campaign(config: CampaignConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run every configured stage; a second call on the same workdir redoes nothing finished."""
+    """Run every configured stage; a second call on the same workdir redoes nothing finished.
+
+    Stages: labels of the systems and the first ensemble (unless initial models are given),
+    the active-learning loop (when `explore` is set), production sweeps into the store.
+    """
     import parsl
 
+    from campaign.active_learning import run_loop
     from campaign.executors import make_parsl_config
+    from campaign.production import production_stage, start_dask
 
     console = console or Console()
     started = time.perf_counter()
     config.workdir.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]campaign[/] {config.campaign.name}: workdir {config.workdir}")
+    show = console.is_terminal
+    summary: dict[str, Any] = {"workdir": config.workdir, "iterations": [], "production": None, "store": None}
     with Ledger(config.workdir / "ledger.sqlite") as ledger:
         ledger.log_event("campaign", f"run started (config {config.config_hash()})")
-        parsl_config = make_parsl_config(config.executors, config.workdir / "parsl")
-        parsl.load(parsl_config)
+        parsl.load(make_parsl_config(config.executors, config.workdir / "parsl"))
+        client = None
         try:
-            labels = label_stage(config, ledger, console.is_terminal)
-            models = train_stage(config, ledger, labels, 0, [str(p) for p in config.train.initial_models],
-                                 console.is_terminal)
+            initial = initial_stage(config, ledger, show)
+            summary.update(labels=initial["labels"], models=initial["models"], initial_models=initial["models"])
+            models = initial["model_paths"]
+            ran = sum(r.ran for r in (initial["labels"], initial["models"]) if r is not None)
+            if config.explore:
+                models, records, trained = run_loop(config, ledger, models, initial["training"],
+                                                    initial["testing"], show)
+                summary["iterations"] = records
+                summary["models"] = trained or summary["models"]
+                ran += sum(r.tasks_run for r in records)
+            if config.production:
+                client = start_dask(config)
+                console.print(f"Dask dashboard: {client.dashboard_link}")
+                result, written = production_stage(config, ledger, models, client, show)
+                summary["production"], summary["store"] = result, config.store_path
+                summary["written"] = written
+                ran += result.ran
+            summary["model_paths"], summary["ran"] = models, ran
         finally:
+            if client is not None:
+                client.close()
+                client.cluster.close()
             parsl.dfk().cleanup()
             parsl.clear()
         ledger.log_event("campaign", "run finished")
-    summary = {"labels": labels, "models": models, "wall_time_s": time.perf_counter() - started,
-               "workdir": config.workdir}
-    print_summary(console, summary)
+    summary["wall_time_s"] = time.perf_counter() - started
+    print_summary(console, summary, config)
     return summary
 
 
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
+def print_summary(console: Console, summary: dict[str, Any], config: CampaignConfig) -> None:
     labels, models = summary["labels"], summary["models"]
-    records = [r for outputs in labels.outputs.values() for r in outputs["records"]]
-    ok = sum(r["status"] == "ok" for r in records)
-    console.print(f"labels: {ok} ok, {len(records) - ok + len(labels.failed)} failed; "
-                  f"{labels.ran} computed now, {labels.skipped} already done")
+    if labels is not None:
+        records = [r for outputs in labels.outputs.values() for r in outputs["records"]]
+        ok = sum(r["status"] == "ok" for r in records)
+        console.print(f"labels: {ok} ok, {len(records) - ok + len(labels.failed)} failed; "
+                      f"{labels.ran} computed now, {labels.skipped} already done")
+    if summary["iterations"]:
+        console.print(iterations_table([{**asdict(r), **r.ratios()} for r in summary["iterations"]]))
+    if models is not None:
+        print_ensemble(console, models, summary["workdir"])
+    if summary["production"] is not None:
+        print_production(console, config)
+    if summary["ran"] == 0:
+        console.print("[green]everything was already done[/]: nothing was recomputed")
+    console.print(f"wall time {summary['wall_time_s']:.1f} s")
+
+
+def iterations_table(records: list[dict[str, Any]]) -> Table:
+    """One row per active-learning iteration: exploration outcome ratios, labels, test RMSE, times."""
+    table = Table(title="active learning")
+    for column in ("iteration", "runs", "frames", "accurate", "candidate", "failed", "labels added",
+                   "force RMSE (eV/Å)", "explore+label (s)", "train (s)", "stop"):
+        table.add_column(column)
+    for r in records:
+        rmse = r.get("force_rmse_ev_per_angstrom")
+        table.add_row(str(r["iteration"]), f"{r['exploration_runs']} ({r['exploration_runs_failed']} failed)",
+                      str(r["frames"]), f"{r['accurate_ratio']:.3f}", f"{r['candidate_ratio']:.3f}",
+                      f"{r['failed_ratio']:.3f}", f"{r['labels_added']} (+{r['labels_failed']} failed)",
+                      f"{rmse:.3f}" if rmse is not None else "-", f"{r['explore_and_label_wall_time_s']:.0f}",
+                      f"{r['train_wall_time_s']:.0f}", r.get("converged") or "")
+    return table
+
+
+def print_production(console: Console, config: CampaignConfig) -> None:
+    from campaign.production import run_summary
+
+    console.print(f"fields: {config.store_path}  (open with: storage.open_campaign('{config.workdir}'))")
+    for study in config.production:
+        try:
+            frame = run_summary(config, study.name)
+        except Exception as error:  # a study without any finished run has no group in the store
+            console.print(f"[yellow]{study.name}[/]: no fields ({error})")
+            continue
+        table = Table(title=f"production study {study.name}")
+        for column in frame.columns:
+            table.add_column(str(column))
+        for row in frame.itertuples(index=False):
+            table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row))
+        console.print(table)
+
+
+def print_ensemble(console: Console, models: StageResult, workdir: Path) -> None:
     table = Table(title="ensemble")
     for column in ("member", "seed", "train frames", "force RMSE (eV/Å)", "energy RMSE (meV/atom)", "model"):
         table.add_column(column)
-    workdir = summary["workdir"]
     members = sorted(models.outputs.values(), key=lambda outputs: outputs["model_path"])
     for member, outputs in enumerate(members):
         metrics = outputs.get("metrics") or {}
@@ -181,6 +298,3 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
                       f"{1000 * energy:.1f}" if energy is not None else "-",
                       str(Path(outputs["model_path"]).relative_to(workdir)))
     console.print(table)
-    if labels.ran == 0 and models.ran == 0:
-        console.print("[green]everything was already done[/]: nothing was recomputed")
-    console.print(f"wall time {summary['wall_time_s']:.1f} s")

@@ -1,41 +1,85 @@
-"""`campaign status`: what the ledger knows, as tables."""
+"""`campaign status` and `campaign watch`: what the ledger knows, as tables.
+
+Read-only: status opens the ledger while a campaign runs (SQLite WAL lets readers in
+beside the writer) and never changes it.
+"""
 
 from __future__ import annotations
 
 import datetime
+import time
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from campaign.config import CampaignConfig
 from campaign.ledger import STATES, Ledger
 
 
-def print_status(config: CampaignConfig, console: Console | None = None) -> int:
-    """Print tasks by stage and state, mean task time, the last errors and events; 0 if a ledger exists."""
-    console = console or Console()
+def _eta(rows: list, workers: int) -> str:
+    """Remaining time of a stage: unfinished tasks x mean task time / workers (from finished tasks)."""
+    times = [r.wall_time_s for r in rows if r.state == "done" and r.wall_time_s]
+    left = sum(r.state in ("pending", "running") for r in rows)
+    if not left:
+        return "done"
+    if not times:
+        return "?"
+    seconds = left * (sum(times) / len(times)) / max(1, workers)
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def status_view(config: CampaignConfig) -> Group:
+    """Tasks by stage and state (with mean time and ETA), AL iterations, last errors and events."""
     path = config.workdir / "ledger.sqlite"
     if not path.exists():
-        console.print(f"campaign '{config.campaign.name}' has not run yet (no {path})")
-        return 0
+        return Group(Text(f"campaign '{config.campaign.name}' has not run yet (no {path})"))
+    parts: list = []
     with Ledger(path) as ledger:
         table = Table(title=f"campaign {config.campaign.name}: tasks by stage")
         table.add_column("stage")
         for state in STATES:
             table.add_column(state, justify="right")
         table.add_column("mean task time (s)", justify="right")
+        table.add_column("ETA", justify="right")
         table.add_column("executors")
         for stage, counts in ledger.counts().items():
             rows = ledger.tasks(stage=stage)
             times = [r.wall_time_s for r in rows if r.state == "done" and r.wall_time_s]
             executors = sorted({r.executor for r in rows if r.executor})
+            workers = sum(config.executors[e].max_workers * config.executors[e].max_blocks
+                          for e in executors if e in config.executors) or 1
             table.add_row(stage, *(str(counts[s]) for s in STATES),
-                          f"{sum(times) / len(times):.1f}" if times else "-", ", ".join(executors))
-        console.print(table)
-        failed = ledger.tasks(state="failed")
-        for row in failed[-5:]:
-            console.print(f"[red]failed[/] {row.stage}/{row.name}: {(row.error or '').strip().splitlines()[-1]}")
+                          f"{sum(times) / len(times):.1f}" if times else "-", _eta(rows, workers),
+                          ", ".join(executors))
+        parts.append(table)
+        iterations = ledger.iterations()
+        if iterations:
+            from campaign.run import iterations_table
+
+            parts.append(iterations_table(iterations))
+        for row in ledger.tasks(state="failed")[-5:]:
+            reason = (row.error or "").strip().splitlines()[-1] if row.error else ""
+            parts.append(Text.from_markup(f"[red]failed[/] {row.stage}/{row.name}: ") + Text(reason))
         for at, stage, message in ledger.events(8):
             stamp = datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
-            console.print(f"[dim]{stamp}[/] {stage}: {message}")
+            parts.append(Text.from_markup(f"[dim]{stamp}[/] {stage}: ") + Text(message))
+    return Group(*parts)
+
+
+def print_status(config: CampaignConfig, console: Console | None = None) -> int:
+    (console or Console()).print(status_view(config))
+    return 0
+
+
+def watch(config: CampaignConfig, interval: float = 5.0, console: Console | None = None) -> int:
+    """Refresh the status view every `interval` seconds until Ctrl-C."""
+    try:
+        with Live(status_view(config), console=console, refresh_per_second=1, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(status_view(config))
+    except KeyboardInterrupt:
+        pass
     return 0

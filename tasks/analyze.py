@@ -11,15 +11,18 @@ first frame, named by their centres (`z`, Å); `time` is in ps; empty slabs are 
 
 from __future__ import annotations
 
+import json
+import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
 from scipy.spatial import cKDTree
 
-from tasks.md import Frame
+from tasks.md import Frame, Potential, run_md
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 #: 1 amu Å²/ps² in eV.
@@ -564,3 +567,49 @@ def default_analyses(fields: Sequence[str], slab_width: float = 10.0, coordinati
     if unknown:
         raise ValueError(f"unknown fields {unknown}; known: {sorted(makers)}")
     return [makers[f]() for f in fields]
+
+
+def md_with_fields(structure: str | Path, potential: Potential, protocol: str, params: dict[str, Any],
+                   output_dir: str | Path, fields: Sequence[str], type_map: Sequence[str] = ("Li",),
+                   masses_amu: dict[str, float] | None = None, slab_width: float = 10.0,
+                   coordination_cutoff: float = 3.2, rdf_max: float = 8.0,
+                   fit_window: tuple[float, float] = (0.2, 0.8), save_trajectory: bool = False) -> dict[str, Any]:
+    """Run one MD protocol with its fields streamed; writes `fields.zarr` beside the run's outputs.
+
+    The fields of a run that failed part-way are kept (up to its last good frame) and
+    marked `run_status = failed` in their attrs. `result.json` is rewritten last with a
+    `fields` entry (None when the run produced no frame at all).
+    """
+    from ase.io import read
+
+    from tasks.label import vacuum_axes
+
+    output_dir = Path(output_dir)
+    atoms = read(str(structure))
+    periodic_z = not vacuum_axes(atoms)[2] and protocol != "deposition"
+    stream = StreamingAnalysis(default_analyses(fields, slab_width, coordination_cutoff, rdf_max, fit_window,
+                                                periodic_z))
+    target = output_dir / "fields.zarr"
+    if target.exists():
+        shutil.rmtree(target)  # from an attempt that died before result.json
+    counts: list[tuple[float, int]] = []
+    result = run_md(atoms, potential, protocol, params, output_dir, type_map, masses_amu,
+                    [stream, lambda frame: counts.append((frame.time_ps, len(frame.ids)))], save_trajectory)
+    if result.n_frames:
+        times, numbers = zip(*counts)
+        dataset = stream.result()
+        dataset["n_atoms"] = xr.DataArray(np.array(numbers, dtype=float), dims="time", coords={"time": list(times)},
+                                          attrs={"units": "1", "long_name": "atoms in the box"})
+        dataset.attrs.update({"protocol": protocol, "run_status": result.status, "reason": result.reason,
+                              "n_atoms_start": result.n_atoms_start, "n_atoms_end": result.n_atoms_end})
+        temporary = output_dir / "fields.tmp.zarr"
+        if temporary.exists():
+            shutil.rmtree(temporary)
+        dataset.to_zarr(temporary, mode="w", zarr_format=3, consolidated=False)
+        temporary.rename(target)
+    # result.json again, now with `fields`: a result.json without that key is a run whose fields
+    # were never written (the worker died in between), and is redone.
+    finished = {**asdict(result), "fields": str(target) if result.n_frames else None}
+    (output_dir / "result.json.tmp").write_text(json.dumps(finished, indent=1))
+    (output_dir / "result.json.tmp").replace(output_dir / "result.json")
+    return finished

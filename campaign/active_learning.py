@@ -1,0 +1,291 @@
+"""The active-learning loop (DP-GEN semantics): explore, select, label, retrain, until converged.
+
+One iteration k, with the ensemble of models/iter-k:
+
+1. explore   every `explore[]` section x system x sweep point is one LAMMPS run with all
+             models (`pair_style deepmd m1 m2 ... out_file model_devi.out`), frames saved;
+2. select    as each run finishes, its frames are classified by the trust levels that
+             match its temperature and system, and at most its share of `max_labels`
+             candidates is picked by the strategy (cut out around the most uncertain atom
+             for frames larger than CUT_OUT_MIN_ATOMS);
+3. label     the picked structures start labelling at once, while other runs still explore
+             (the engine's follow-ups), so stages overlap;
+4. retrain   all labels so far, each member initialised from its previous model.
+
+The loop stops when the accurate ratio reaches `select.accurate_ratio`, when no explored
+frame deviates by lo or more, or after `select.max_iterations`. Each iteration's record
+(counts and ratios, labels added, test RMSE, wall time per stage) goes into the ledger and
+`iterations/iter-<k>/record.json`.
+
+Everything is content-addressed, and selection is a deterministic function of the files
+the explorations wrote, so a rerun after a kill recomputes the same choices, finds the
+finished runs and labels on disk, and continues where the campaign stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from campaign.config import CampaignConfig, TrustLevel
+from campaign.engine import StageResult, TaskSpec, run_stage
+from campaign.ledger import Ledger, task_id
+from campaign.run import base_structure, label_spec, ok_systems, train_stage
+from tasks import build, md, select
+
+#: Frames with more atoms than this are cut down to the region around their most uncertain
+#: atom when `select.cut_out_radius_angstrom` is set.
+CUT_OUT_MIN_ATOMS = 64
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    exploration_runs: int = 0
+    exploration_runs_failed: int = 0
+    frames: int = 0
+    accurate: int = 0
+    candidate: int = 0
+    failed: int = 0
+    labels_selected: int = 0
+    labels_added: int = 0
+    labels_failed: int = 0
+    max_deviation_ev_per_angstrom: float = 0.0
+    force_rmse_ev_per_angstrom: float | None = None  # mean over the retrained members, on the test set
+    energy_rmse_ev_per_atom: float | None = None
+    explore_and_label_wall_time_s: float = 0.0
+    train_wall_time_s: float = 0.0
+    converged: str | None = None  # why the loop stopped after this iteration, if it did
+    tasks_run: int = 0  # computed by this call, not earlier runs
+
+    @property
+    def accurate_ratio(self) -> float:
+        return self.accurate / self.frames if self.frames else 0.0
+
+    def ratios(self) -> dict[str, float]:
+        total = max(1, self.frames)
+        return {"accurate_ratio": self.accurate / total, "candidate_ratio": self.candidate / total,
+                "failed_ratio": self.failed / total}
+
+
+def trust_level_for(levels: list[TrustLevel], temperature: float, system: str) -> TrustLevel:
+    """The first level for this system (or any system) whose temperature range holds `temperature`."""
+    for wanted in (system, None):
+        for level in levels:
+            if level.system == wanted and level.temperature_min <= temperature <= level.temperature_max:
+                return level
+    raise ValueError(f"no trust level covers system '{system}' at {temperature} K")
+
+
+@dataclass
+class _Run:
+    name: str
+    system: str
+    temperature: float
+    quota: int
+
+
+@dataclass
+class _Selection:
+    """The follow-up of exploration runs: classify frames, pick candidates, return label tasks."""
+
+    config: CampaignConfig
+    iteration: int
+    models: list[str]
+    runs: dict[str, _Run]
+    record: IterationRecord
+    label_tasks: list[str] = field(default_factory=list)
+
+    def __call__(self, spec: TaskSpec, outputs: dict[str, Any]) -> list[TaskSpec]:
+        if spec.kind != "explore":
+            return []
+        run = self.runs[spec.task_id]
+        output_dir = Path(outputs["output_dir"])
+        self.record.exploration_runs_failed += outputs["status"] != "ok"
+        deviation_file = output_dir / "model_devi.out"
+        deviations = select.read_model_deviation(deviation_file) if deviation_file.exists() else {}
+        frame_files = {int(p.stem.split("-")[1]): p for p in (output_dir / "trajectory").glob("frame-*.npz")}
+        steps = sorted(s for s in frame_files if s in deviations)
+        values = np.array([deviations[s] for s in steps])
+        if not len(values):
+            return []
+        level = trust_level_for(self.config.select.trust_levels, run.temperature, run.system)
+        labels = select.classify(values, level.lo, level.hi)
+        self.record.frames += len(values)
+        self.record.accurate += int(np.sum(labels == select.ACCURATE))
+        self.record.candidate += int(np.sum(labels == select.CANDIDATE))
+        self.record.failed += int(np.sum(labels == select.FAILED))
+        self.record.max_deviation_ev_per_angstrom = max(self.record.max_deviation_ev_per_angstrom,
+                                                        float(np.nanmax(values)))
+        candidates = [i for i, label in enumerate(labels) if label == select.CANDIDATE]
+        if not candidates or run.quota == 0:
+            return []
+        frames = [_frame_atoms(frame_files[steps[i]], self.config.campaign.type_map) for i in candidates]
+        strategy = self.config.select.strategy
+        descriptors = (select.frame_descriptors(self.models[0], frames, self.config.campaign.type_map)
+                       if strategy == "farthest_point" else None)
+        seed = self.config.campaign.seed * 7919 + self.iteration * 101 + sum(map(ord, run.name))
+        chosen = select.pick(values[candidates], run.quota, strategy, seed, descriptors)
+        specs = []
+        for index in chosen:
+            atoms, step = frames[index], steps[candidates[index]]
+            radius = self.config.select.cut_out_radius_angstrom
+            if radius and len(atoms) > CUT_OUT_MIN_ATOMS:
+                atom_deviation = select.per_atom_force_deviation(self.models, atoms, self.config.campaign.type_map)
+                atoms = select.local_region(atoms, atom_deviation, radius)
+            atoms.info.update({"exploration_run": run.name, "step": step, "iteration": self.iteration,
+                               "max_deviation_ev_per_angstrom": float(values[candidates[index]])})
+            path = self.config.workdir / "iterations" / f"iter-{self.iteration:03d}" / "candidates" / \
+                f"{run.name}-step{step}.extxyz"
+            if not path.exists():
+                temporary = path.with_suffix(".tmp.extxyz")
+                build.write_structure(atoms, temporary)
+                temporary.replace(path)
+            label_task = label_spec(self.config, f"iter{self.iteration}-{run.name}-step{step}", path,
+                                    stage=f"label-{self.iteration}")
+            self.label_tasks.append(label_task.task_id)
+            specs.append(label_task)
+        self.record.labels_selected += len(specs)
+        return specs
+
+
+def _frame_atoms(path: Path, type_map: list[str]):
+    with np.load(path) as data:
+        values = {k: data[k] for k in data.files}
+    values["step"], values["time_ps"] = int(values["step"]), float(values["time_ps"])
+    atoms = md.frame_to_atoms(md.Frame(**values), type_map)
+    atoms.wrap()
+    del atoms.arrays["lammps_id"]
+    return atoms
+
+
+def verify_exploration(output_dir: Path) -> dict[str, Any] | None:
+    try:
+        result = md.read_result(output_dir)
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    if result.status == "ok" and not (output_dir / "model_devi.out").exists():
+        return None
+    outputs = asdict(result)
+    outputs.pop("inserted_ids"), outputs.pop("inserted_time_ps")
+    return outputs
+
+
+def exploration_specs(config: CampaignConfig, iteration: int, models: list[str]) -> tuple[list[TaskSpec], dict[str, _Run]]:
+    """One LAMMPS run per explore section x system x sweep point, with the whole ensemble."""
+    specs: list[TaskSpec] = []
+    runs: dict[str, _Run] = {}
+    potential = md.Potential("deepmd", list(models))
+    for section_index, section in enumerate(config.explore):
+        for system in section.systems:
+            structure = base_structure(config, system)
+            for point in section.points():
+                parameters = {key: value for key, value in point.parameters.items() if key != "replica"}
+                params = {**section.params, **parameters}
+                params["seed"] = (config.campaign.seed * 1000 + iteration * 10 + point.parameters.get("replica", 0)
+                                  + 1) % 900_000_000
+                name = f"e{section_index}-{system}-{point.point_id[:6]}"
+                arguments = {"protocol": section.protocol, "params": params, "type_map": config.campaign.type_map,
+                             "masses": {e: config.campaign.mass_of(e) for e in config.campaign.type_map}}
+                identifier = task_id("explore", arguments, [structure, *models])
+                output_dir = config.workdir / "iterations" / f"iter-{iteration:03d}" / "explore" / \
+                    f"{name}-{identifier[:8]}"
+                specs.append(TaskSpec(identifier, "explore", name, section.executor, md.run_md,
+                                      dict(structure=str(structure), potential=potential, protocol=section.protocol,
+                                           params=params, output_dir=str(output_dir),
+                                           type_map=config.campaign.type_map, masses_amu=arguments["masses"],
+                                           save_trajectory=True),
+                                      output_dir, verify_exploration, {**arguments, "models": models,
+                                                                       "structure": str(structure)}))
+                runs[identifier] = _Run(name, system, float(params.get("temperature", 300.0)), 0)
+    max_labels = config.select.max_labels
+    for k, run in enumerate(runs.values()):  # shares of max_labels, the first ones one larger
+        run.quota = max_labels // len(runs) + (k < max_labels % len(runs))
+    return specs, runs
+
+
+def save_record(config: CampaignConfig, ledger: Ledger, record: IterationRecord) -> None:
+    payload = {**asdict(record), **record.ratios()}
+    ledger.save_iteration(record.iteration, payload)
+    path = config.workdir / "iterations" / f"iter-{record.iteration:03d}" / "record.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(payload, indent=1))
+    temporary.replace(path)
+
+
+def _mean_metric(models: StageResult, key: str) -> float | None:
+    values = [o.get("metrics", {}).get(key) for o in models.outputs.values()]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training: list[str], testing: list[str],
+             show_progress: bool) -> tuple[list[str], list[IterationRecord], StageResult | None]:
+    """Iterate until converged; returns the final models, one record per iteration, the last training.
+
+    A record's `tasks_run` counts the tasks computed by this call (0 on a rerun that found
+    everything done); the ledger keeps the record of the run that did the work.
+    """
+    records: list[IterationRecord] = []
+    section = config.select
+    trained: StageResult | None = None
+    previous = {r["iteration"]: r for r in ledger.iterations()}
+    for iteration in range(section.max_iterations):
+        record = IterationRecord(iteration)
+        started = time.perf_counter()
+        specs, runs = exploration_specs(config, iteration, models)
+        record.exploration_runs = len(specs)
+        selection = _Selection(config, iteration, models, runs, record)
+        result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
+                           config.campaign.failure_ratio_limit, show_progress, follow_up=selection)
+        labels = result.outputs_of("label")
+        new_systems = ok_systems(labels)
+        record.labels_added = len(new_systems)
+        record.labels_failed = len(selection.label_tasks) - record.labels_added
+        record.explore_and_label_wall_time_s = time.perf_counter() - started
+        _index_labels(config, labels, iteration)
+        record.tasks_run = result.ran
+        training = sorted(set(training) | set(new_systems))
+        if record.frames and record.accurate_ratio >= section.accurate_ratio:
+            record.converged = f"accurate ratio {record.accurate_ratio:.3f} >= {section.accurate_ratio}"
+        elif record.frames and record.accurate == record.frames:
+            record.converged = "every explored frame below the lower trust level"
+        if record.converged is None and new_systems:
+            started = time.perf_counter()
+            trained = train_stage(config, ledger, training, testing, iteration + 1, models, show_progress)
+            models = sorted(o["model_path"] for o in trained.outputs.values())
+            record.train_wall_time_s = time.perf_counter() - started
+            record.force_rmse_ev_per_angstrom = _mean_metric(trained, "force_ev_per_angstrom_rmse")
+            record.energy_rmse_ev_per_atom = _mean_metric(trained, "energy_per_atom_ev_rmse")
+            record.tasks_run += trained.ran
+        elif record.converged is None:
+            record.converged = "no candidate could be labelled"
+        if record.converged is None and iteration + 1 == section.max_iterations:
+            record.converged = f"reached max_iterations ({section.max_iterations}) without converging"
+        if record.tasks_run or iteration not in previous:
+            save_record(config, ledger, record)
+        else:  # nothing was redone: keep the wall times of the run that did the work
+            for name in ("explore_and_label_wall_time_s", "train_wall_time_s"):
+                setattr(record, name, previous[iteration].get(name, 0.0))
+        records.append(record)
+        ledger.log_event(f"iteration-{iteration}", f"accurate {record.accurate_ratio:.3f}, "
+                         f"candidates {record.candidate}, labels added {record.labels_added}"
+                         + (f"; stop: {record.converged}" if record.converged else ""))
+        if record.converged:
+            break
+    return models, records, trained
+
+
+def _index_labels(config: CampaignConfig, labels: dict[str, dict[str, Any]], iteration: int) -> None:
+    from storage.labels import LabelIndex
+
+    with LabelIndex(config.workdir / "labels.sqlite") as index:
+        for identifier, outputs in labels.items():
+            index.add(identifier, f"iteration:{iteration}", config.label.engine, outputs["records"])

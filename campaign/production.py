@@ -1,0 +1,214 @@
+"""Production sweeps: MD over each study's sweep, fields streamed, gathered into one Zarr store.
+
+Each sweep point x system x replica is one Parsl task (`tasks.analyze.md_with_fields`):
+LAMMPS runs the protocol with the final model (or a named model, or a classical
+potential) and the analyses stream every `trajectory_stride` steps into the run's own
+`fields.zarr`. When the study's runs are done, the campaign store is allocated once for the
+whole sweep (the union of the runs' field coordinates: a deposition at a higher rate has a
+taller box, so more z-slabs) and every run is written into its own region by the Dask
+cluster, whose dashboard shows the writes and the reductions of the summary.
+
+A study with several systems gets a `system` dimension in front of its sweep dimensions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from campaign.config import CampaignConfig, ProductionStudy
+from campaign.engine import StageResult, TaskSpec, run_stage
+from campaign.ledger import Ledger, task_id
+from campaign.run import base_structure
+from storage import fields as store
+from tasks import analyze, md
+
+
+@dataclass
+class RunRef:
+    """Where one production run sits in its study's sweep, and its task."""
+
+    study: str
+    parameters: dict[str, Any]  # sweep coordinates (system included when the study has several)
+    spec: TaskSpec
+
+
+def study_axes(study: ProductionStudy) -> store.SweepAxes:
+    axes = store.SweepAxes.from_sweep(study.sweep, study.replicas)
+    if len(study.systems) > 1:
+        return store.SweepAxes({"system": list(study.systems), **axes.dims}, axes.companions)
+    return axes
+
+
+def potential_for(study: ProductionStudy, models: list[str]) -> md.Potential:
+    if study.potential == "final_model":
+        if not models:
+            raise ValueError(f"production study '{study.name}' uses the final model, but the campaign has none")
+        return md.Potential("deepmd", [models[0]])
+    if isinstance(study.potential, Path):
+        return md.Potential("deepmd", [str(study.potential)])
+    return md.Potential(study.potential)
+
+
+def verify_run(output_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        outputs = json.loads((output_dir / "result.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if "fields" not in outputs or (outputs["fields"] and not Path(outputs["fields"], "zarr.json").exists()):
+        return None
+    outputs.pop("inserted_ids", None), outputs.pop("inserted_time_ps", None)
+    return outputs
+
+
+def production_runs(config: CampaignConfig, models: list[str]) -> list[RunRef]:
+    refs: list[RunRef] = []
+    analysis = config.analysis
+    masses = {e: config.campaign.mass_of(e) for e in config.campaign.type_map}
+    for study in config.production:
+        potential = potential_for(study, models)
+        for system in study.systems:
+            structure = base_structure(config, system)
+            for point in study.points():
+                replica = int(point.parameters.get("replica", 0))
+                params = {**study.params, **{k: v for k, v in point.parameters.items() if k != "replica"}}
+                params.setdefault("seed", config.campaign.seed * 1000 + 1)
+                params["seed"] = int(params["seed"]) + 7 * replica
+                arguments = dict(protocol=study.protocol, params=params, fields=list(study.fields),
+                                 type_map=config.campaign.type_map, masses_amu=masses,
+                                 slab_width=analysis.slab_width_angstrom,
+                                 coordination_cutoff=analysis.coordination_cutoff_angstrom,
+                                 rdf_max=analysis.rdf_max_angstrom, fit_window=tuple(analysis.diffusion_fit_window))
+                identifier = task_id("production", {**arguments, "potential": potential.kind},
+                                     [structure, *potential.models])
+                name = f"{study.name}-{system}-{point.point_id[:6]}-r{replica}"
+                output_dir = config.workdir / "production" / study.name / f"{name}-{identifier[:8]}"
+                spec = TaskSpec(identifier, "production", name, study.executor, analyze.md_with_fields,
+                                dict(structure=str(structure), potential=potential, output_dir=str(output_dir),
+                                     **arguments),
+                                output_dir, verify_run, {**arguments, "potential": potential.kind,
+                                                         "models": potential.models, "structure": str(structure)})
+                coordinates = {**point.parameters, "replica": replica}
+                if len(study.systems) > 1:
+                    coordinates["system"] = system
+                refs.append(RunRef(study.name, coordinates, spec))
+    return refs
+
+
+def _union_template(datasets: list[xr.Dataset]) -> xr.Dataset:
+    """One run's layout holding every run: the longest time axis, the union of other coordinates."""
+    longest = max(datasets, key=lambda d: d.sizes.get("time", 0))
+    coordinates: dict[str, np.ndarray] = {}
+    for dataset in datasets:
+        for dim in dataset.dims:
+            if dim == "time" or dim not in dataset.coords:
+                continue
+            values = np.asarray(dataset[dim].values)
+            merged = np.concatenate([coordinates.get(dim, values[:0]), values])
+            coordinates[dim] = np.unique(np.round(merged, 6) if merged.dtype.kind == "f" else merged)
+    return _on_coordinates(longest, coordinates)
+
+
+def _on_coordinates(run: xr.Dataset, coordinates: dict[str, np.ndarray]) -> xr.Dataset:
+    """`run` re-indexed onto the union coordinates (missing entries NaN, or '' for text)."""
+    result = run
+    for dim, values in coordinates.items():
+        if dim not in result.dims:
+            continue
+        if values.dtype.kind == "f":
+            result = result.reindex({dim: values}, method="nearest", tolerance=1e-5)
+        else:
+            result = result.reindex({dim: values})
+    for name, variable in result.data_vars.items():
+        if variable.dtype.kind in ("U", "O"):
+            result[name] = variable.fillna("").astype(str)
+    return result
+
+
+def write_study(store_path: Path, study: ProductionStudy, refs: list[RunRef], outputs: dict[str, dict[str, Any]],
+                client: Any) -> int:
+    """Allocate the study's region of the store and write each finished run into it (on Dask)."""
+    runs = [(ref, outputs[ref.spec.task_id]) for ref in refs if ref.spec.task_id in outputs]
+    runs = [(ref, out) for ref, out in runs if out.get("fields")]
+    if not runs:
+        return 0
+    datasets = [xr.open_zarr(out["fields"], consolidated=False).load() for _, out in runs]
+    template = _union_template(datasets)
+    axes = study_axes(study)
+    store.allocate_study(store_path, study.name, axes, template,
+                         attrs={"protocol": study.protocol, "potential": str(study.potential),
+                                "params": str(study.params)})
+    coordinates = {dim: np.asarray(template[dim].values) for dim in template.dims
+                   if dim != "time" and dim in template.coords}
+    futures = []
+    for (ref, out), dataset in zip(runs, datasets):
+        aligned = _on_coordinates(dataset, coordinates)
+        status = store.RUN_COMPLETE if out["status"] == "ok" else store.RUN_FAILED
+        futures.append(client.submit(store.write_run, store_path, study.name, axes, ref.parameters, aligned,
+                                     status, pure=False))
+    client.gather(futures)
+    return len(futures)
+
+
+def start_dask(config: CampaignConfig):
+    """The Dask LocalCluster of the analysis (threads in this process; dashboard on the configured port)."""
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=config.analysis.dask_workers, processes=False,
+                           dashboard_address=f":{config.analysis.dashboard_port}")
+    return Client(cluster)
+
+
+def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], client: Any,
+                     show_progress: bool) -> tuple[StageResult, dict[str, int]]:
+    """Run every production study, then write each study into the store; returns runs written per study."""
+    refs = production_runs(config, models)
+    result = run_stage("production", [ref.spec for ref in refs], ledger, config.campaign.max_retries,
+                       config.campaign.failure_ratio_limit, show_progress)
+    written = {}
+    for study in config.production:
+        written[study.name] = write_study(config.store_path, study, [r for r in refs if r.study == study.name],
+                                          result.outputs, client)
+    ledger.log_event("production", "store written: " + ", ".join(f"{k} {v} runs" for k, v in written.items()))
+    return result, written
+
+
+def run_summary(config: CampaignConfig, study: str, min_atoms_per_slab: int = 4) -> "Any":
+    """Per run: final atoms, bottom and top slab temperature and bcc fraction (last 20 % of
+    the run), surface and bulk D — reduced from the store with Dask. Returns a pandas table."""
+    import pandas as pd
+
+    from storage.reduce import last_fraction
+
+    dataset = store.open_study(config.store_path, study)
+    sweep_dims = [d for d in dataset.run_status.dims]
+    columns: dict[str, xr.DataArray] = {"status": dataset.run_status}
+    if "n_atoms" in dataset:
+        columns["final atoms"] = dataset.n_atoms.max("time")  # atoms are only ever added
+    if "slab_temperature" in dataset:
+        steady = last_fraction(dataset[["slab_temperature", "atoms_per_slab"]], 0.2)
+        occupied = steady.atoms_per_slab >= min_atoms_per_slab
+        temperature = steady.slab_temperature.where(occupied).mean("time")
+        filled = occupied.any("time")
+        z = dataset.z.broadcast_like(temperature)
+        top = z.where(filled).max("z")
+        bottom = z.where(filled).min("z")
+        columns["bottom slab T (K)"] = temperature.where(z == bottom).max("z")
+        columns["top slab T (K)"] = temperature.where(z == top).max("z")
+        columns["atoms in top slab"] = steady.atoms_per_slab.where(z == top).max("z").mean("time")
+    if "structure_fraction" in dataset:
+        columns["bcc fraction"] = last_fraction(dataset.structure_fraction.sel(structure="bcc"), 0.2).mean("time")
+    if "diffusion_coefficient" in dataset:
+        for group in dataset.group.values:
+            columns[f"D {group} (Å²/ps)"] = dataset.diffusion_coefficient.sel(group=group)
+    computed = xr.Dataset(columns).compute()
+    table = computed.to_dataframe()
+    table = table[[c for c in columns]]
+    table["status"] = table["status"].map({0: "missing", 1: "ok", 2: "failed"})
+    return table.reset_index()[sweep_dims + list(columns)] if sweep_dims else table

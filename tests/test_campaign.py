@@ -1,0 +1,93 @@
+"""The whole engine on the real Parsl HTEX with the SNAP reference labeller and tiny DeePMD models:
+active learning for two iterations, then a production sweep with the final model into the store."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from campaign.config import load_config
+from campaign.ledger import Ledger
+from campaign.run import run_campaign
+from storage import open_campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def al_campaign(workdir: Path, strategy: str = "highest_deviation") -> dict:
+    return {
+        "campaign": {"name": "al-test", "workdir": str(workdir), "seed": 5},
+        "executors": {"cpu": {"max_workers": 2}, "gpu": {"max_workers": 2}},
+        "systems": [
+            {"name": "bulk16", "builder": "bulk", "params": {"lattice_constant": 3.45, "size": 2},
+             "rattle_copies": 5, "rattle_stdev_angstrom": 0.06},
+            {"name": "bulk2", "builder": "bulk", "params": {"lattice_constant": 3.45}},
+        ],
+        "label": {"engine": "reference", "reference": {"potential": "snap"}, "systems": ["bulk16"]},
+        "train": {"ensemble_size": 2, "steps": 300, "decay_steps": 100, "fitting_neuron": [16, 16],
+                  "descriptor": {"neuron": [4, 8, 16], "axis_neuron": 4}, "test_fraction": 0.2},
+        "explore": [{"protocol": "nvt", "systems": ["bulk16"], "executor": "gpu",
+                     "params": {"steps": 300, "trajectory_stride": 30, "timestep": 0.002},
+                     "sweep": {"temperature": [300, 700]}}],
+        "select": {"trust_levels": [{"lo": 0.02, "hi": 1.5}], "max_labels": 6, "strategy": strategy,
+                   "max_iterations": 2, "accurate_ratio": 0.99},
+        "production": [{"name": "bulk_nvt", "protocol": "nvt", "systems": ["bulk16", "bulk2"], "executor": "gpu",
+                        "params": {"steps": 200, "trajectory_stride": 20},
+                        "sweep": {"temperature": [250, 450]},
+                        "fields": ["slab_temperature", "msd", "structure_fractions", "potential_energy"]}],
+        "analysis": {"slab_width_angstrom": 3.0, "dashboard_port": 0},
+    }
+
+
+@pytest.mark.slow
+def test_active_learning_then_production(tmp_path):
+    config_path = tmp_path / "al.yaml"
+    config_path.write_text(yaml.safe_dump(al_campaign(tmp_path / "run")))
+    config = load_config(config_path)
+    summary = run_campaign(config)
+
+    records = summary["iterations"]
+    assert 1 <= len(records) <= 2
+    first = records[0]
+    assert first.exploration_runs == 2 and first.frames == 20
+    assert first.accurate + first.candidate + first.failed == first.frames
+    assert first.labels_added == first.labels_selected <= 6 and first.labels_added > 0
+    if len(records) == 2:
+        assert records[1].candidate <= first.candidate or records[1].converged
+        assert records[1].force_rmse_ev_per_angstrom is None or records[1].force_rmse_ev_per_angstrom > 0
+    assert first.force_rmse_ev_per_angstrom is not None and first.force_rmse_ev_per_angstrom < 1.0
+    assert json.loads((tmp_path / "run" / "iterations" / "iter-000" / "record.json").read_text())["accurate_ratio"] \
+        == pytest.approx(first.accurate_ratio)
+    # final models come from the last retraining, initialised from the previous ones
+    assert all("iter-00" in m and "iter-000" not in m for m in summary["model_paths"])
+
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
+        labels = [r for r in ledger.tasks() if r.kind == "label"]
+        assert len({r.task_id for r in labels}) == len(labels) and all(r.attempts == 1 for r in labels)
+        assert len(ledger.iterations()) == len(records)
+    table = open_campaign(tmp_path / "run").labels()
+    assert (table.source == "iteration:0").sum() == first.labels_added
+
+    fields = open_campaign(tmp_path / "run").fields("bulk_nvt")
+    assert dict(fields.run_status.sizes) == {"system": 2, "temperature": 2, "replica": 1}
+    assert int((fields.run_status == 1).sum()) == 4
+    # bulk bcc at 250 K under the learned model stays mostly bcc, and the hotter runs are hotter
+    mean_temperature = fields.slab_temperature.mean(["time", "z"]).sel(system="bulk16", replica=0).values
+    assert mean_temperature[1] > mean_temperature[0]
+    assert float(fields.n_atoms.sel(system="bulk2").max()) == 2
+
+    # rerun: everything is found done, nothing is recomputed, the records are kept
+    again = subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(config_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "everything was already done" in again.stdout
+    with sqlite3.connect(tmp_path / "run" / "ledger.sqlite") as db:
+        assert db.execute("SELECT MAX(attempts) FROM tasks").fetchone()[0] == 1
+
+    status = subprocess.run([sys.executable, "-m", "campaign.cli", "status", str(config_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "active learning" in status.stdout and "explore-0" in status.stdout
