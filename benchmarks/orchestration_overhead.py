@@ -1,0 +1,90 @@
+"""5,000 no-op tasks through our engine (ledger, verification, retries) against bare Parsl HTEX.
+
+Both sides use the same HighThroughputExecutor configuration (same workers, same provider)
+and the same task function; ours adds what a campaign needs: a content-addressed ledger
+row per task (registered, running, done), an output directory and an on-disk verification.
+Prints tasks/s of each side and the ratio ours/bare (target >= 0.9).
+
+Usage: python benchmarks/orchestration_overhead.py [--tasks 5000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import parsl
+from parsl import python_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from campaign.config import ExecutorSection  # noqa: E402
+from campaign.engine import TaskSpec, run_stage  # noqa: E402
+from campaign.executors import make_parsl_config  # noqa: E402
+from campaign.ledger import Ledger  # noqa: E402
+from orchestration_tasks import no_op  # noqa: E402
+
+
+def verify_no_op(output_dir: Path) -> dict:
+    """A no-op task has no files to check: its output is that it ran (the directory exists)."""
+    return {"done": True}
+
+
+def bare(n: int) -> float:
+    app = python_app(no_op, executors=["cpu"])
+    started = time.perf_counter()
+    futures = [app(index=i) for i in range(n)]
+    for future in futures:
+        future.result()
+    return time.perf_counter() - started
+
+
+def ours(n: int, work: Path) -> float:
+    specs = [TaskSpec(f"noop-{i:06d}", "no_op", f"noop{i}", "cpu", no_op, {"index": i}, work / "tasks" / f"{i:06d}",
+                      verify_no_op, {"index": i}) for i in range(n)]
+    started = time.perf_counter()
+    with Ledger(work / "ledger.sqlite") as ledger:
+        result = run_stage("noop", specs, ledger, show_progress=False)
+    elapsed = time.perf_counter() - started
+    assert result.ran == n and not result.failed
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating bare/ours rounds; best of each")
+    args = parser.parse_args()
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent),
+                                                os.environ.get("PYTHONPATH", "")])
+    work = Path(tempfile.mkdtemp(prefix="orchestration-"))
+    try:
+        parsl.load(make_parsl_config({"cpu": ExecutorSection(max_workers=args.workers)}, work / "parsl"))
+        bare(200)  # warm up: workers started and connected before timing either side
+        times: dict[str, list[float]] = {"bare": [], "ours": []}
+        for round_index in range(args.rounds):
+            times["bare"].append(bare(args.tasks))
+            round_dir = work / f"round{round_index}"
+            times["ours"].append(ours(args.tasks, round_dir))
+            shutil.rmtree(round_dir)
+        parsl.dfk().cleanup()
+        parsl.clear()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    bare_rate = args.tasks / min(times["bare"])
+    our_rate = args.tasks / min(times["ours"])
+    print(f"{args.tasks} no-op tasks, {args.workers} HTEX workers (best of {args.rounds})")
+    print(f"  bare Parsl HTEX : {bare_rate:8.0f} tasks/s")
+    print(f"  ours (ledger)   : {our_rate:8.0f} tasks/s")
+    print(f"  ratio ours/bare : {our_rate / bare_rate:.2f}  (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
