@@ -125,7 +125,7 @@ def reference_pair_commands(potential: str) -> list[str]:
     return [line.format(d=directory) for line in REFERENCE_POTENTIALS[potential]]
 
 
-def _reference_calculator(settings: dict[str, Any]):
+def reference_calculator(settings: dict[str, Any]):
     prepare_process()
     from ase.calculators.lammpslib import LAMMPSlib
 
@@ -212,7 +212,7 @@ def label_one(atoms: Atoms, engine: Engine, settings: dict[str, Any], work_dir: 
             work_dir.mkdir(parents=True, exist_ok=True)
             structure.calc = _gpaw_calculator(structure, settings, work_dir / f"{name}.gpaw.txt")
         elif engine == "reference":
-            structure.calc = _reference_calculator(settings)
+            structure.calc = reference_calculator(settings)
         else:
             structure.calc = external_calculator(engine, structure, settings, work_dir / name)
         energy = _energy(structure)
