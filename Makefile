@@ -4,13 +4,18 @@ PYTHON := $(VENV)/bin/python
 PYTEST := $(PYTHON) -m pytest
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: install quickstart test test-fast test-slow clean-runs
+.PHONY: install quickstart seed-data test test-fast test-slow clean-runs
 
 install:
 	@bash scripts/install.sh
 
 quickstart: install
 	$(VENV)/bin/campaign run $(CONFIG)
+
+# Regenerate data/li-seed (GPAW labels + 4-model ensemble + validation; about 30 minutes on 2 cores).
+seed-data: install
+	$(VENV)/bin/campaign run configs/li-seed-data.yaml
+	$(PYTHON) scripts/export_seed_data.py configs/li-seed-data.yaml data/li-seed
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: install

@@ -228,9 +228,9 @@ class TrainSection(Strict):
     test_fraction: float = Field(0.1, ge=0, lt=1)
     compress: bool = False
     init_from_previous: bool = Field(True, description="iterations > 0 start from the last models")
-    initial_models: list[Path] = Field(default_factory=list, description="frozen models to start from")
-    initial_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems to train on")
-    test_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems held out for test RMSE")
+    initial_models: list[Path] = Field(default_factory=list, description="frozen models (or a directory of them)")
+    initial_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems (or a directory of them)")
+    test_data: list[Path] = Field(default_factory=list, description="held-out DeePMD systems (or a directory)")
 
 
 # ---------------------------------------------------------------- MD protocols
@@ -413,18 +413,43 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         raise ConfigError(source, _error_lines(error)) from None
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
+        missing = [f"train.{name}[{i}]: no such file or directory: {path}"
+                   for name in ("initial_models", "initial_data", "test_data")
+                   for i, path in enumerate(getattr(config.train, name)) if not path.exists()]
+        missing += [f"production[{i}].potential: no such model file: {study.potential}"
+                    for i, study in enumerate(config.production)
+                    if isinstance(study.potential, Path) and not study.potential.is_file()]
+        if missing:
+            raise ConfigError(source, missing)
     return config
+
+
+def _expand(paths: list[Path], is_member: Any) -> list[Path]:
+    """A directory that is not itself a member stands for the members inside it (sorted)."""
+    result = []
+    for path in paths:
+        if path.is_dir() and not is_member(path):
+            result += sorted(p for p in path.iterdir() if is_member(p))
+        else:
+            result.append(path)
+    return result
 
 
 def _resolve_paths(config: CampaignConfig, base_dir: Path) -> CampaignConfig:
     def resolve(path: Path) -> Path:
         return path if path.is_absolute() else (base_dir / path).resolve()
 
+    def is_system(path: Path) -> bool:
+        return (path / "type.raw").is_file()
+
+    def is_model(path: Path) -> bool:
+        return path.is_file() and path.suffix in (".pth", ".pb")
+
     campaign = config.campaign.model_copy(update={"workdir": resolve(config.campaign.workdir)})
     train = config.train.model_copy(update={
-        "initial_models": [resolve(p) for p in config.train.initial_models],
-        "initial_data": [resolve(p) for p in config.train.initial_data],
-        "test_data": [resolve(p) for p in config.train.test_data],
+        "initial_models": _expand([resolve(p) for p in config.train.initial_models], is_model),
+        "initial_data": _expand([resolve(p) for p in config.train.initial_data], is_system),
+        "test_data": _expand([resolve(p) for p in config.train.test_data], is_system),
     })
     production = [study.model_copy(update={"potential": resolve(study.potential)})
                   if isinstance(study.potential, Path) else study for study in config.production]

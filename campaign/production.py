@@ -207,8 +207,8 @@ def run_summary(config: CampaignConfig, study: str, min_atoms_per_slab: int = 4)
     if "diffusion_coefficient" in dataset:
         for group in dataset.group.values:
             columns[f"D {group} (Å²/ps)"] = dataset.diffusion_coefficient.sel(group=group)
-    computed = xr.Dataset(columns).compute()
-    table = computed.to_dataframe()
+    computed = xr.Dataset({k: v.reset_coords(drop=True) for k, v in columns.items()}).compute()
+    table = computed.to_dataframe(dim_order=sweep_dims)  # rows in sweep order, last dimension fastest
     table = table[[c for c in columns]]
     table["status"] = table["status"].map({0: "missing", 1: "ok", 2: "failed"})
     return table.reset_index()[sweep_dims + list(columns)] if sweep_dims else table

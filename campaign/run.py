@@ -266,10 +266,43 @@ def iterations_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
+def write_plots(config: CampaignConfig) -> list[Path]:
+    """PNG plots of every production study that has the fields: z-profiles, phase fractions, MSD."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from storage import open_campaign
+
+    campaign = open_campaign(config.workdir)
+    written = []
+    for study in campaign.studies():
+        fields = campaign.fields(study)
+        plots = [("temperature_profile", "slab_temperature", campaign.plot.temperature_profile),
+                 ("bcc_fraction", "structure_fraction", campaign.plot.phase_fractions),
+                 ("msd_surface", "msd", campaign.plot.msd)]
+        for name, variable, plot in plots:
+            if variable not in fields:
+                continue
+            figure, ax = plt.subplots(figsize=(5.5, 4.2))
+            plot(study, ax=ax)
+            ax.set_title(f"{study}: {name.replace('_', ' ')}")
+            path = config.workdir / "plots" / f"{study}_{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            figure.tight_layout()
+            figure.savefig(path, dpi=110)
+            plt.close(figure)
+            written.append(path)
+    return written
+
+
 def print_production(console: Console, config: CampaignConfig) -> None:
     from campaign.production import run_summary
 
     console.print(f"fields: {config.store_path}  (open with: storage.open_campaign('{config.workdir}'))")
+    for path in write_plots(config):
+        console.print(f"plot: {path}")
     for study in config.production:
         try:
             frame = run_summary(config, study.name)

@@ -182,7 +182,7 @@ def write_run(store: str | Path, study: str, axes: SweepAxes, parameters: Mappin
     xr.Dataset(payload).to_zarr(store, group=study, region=region, mode="r+", consolidated=False)
 
 
-def open_study(store: str | Path, study: str, chunks: Any = "auto") -> xr.Dataset:
+def open_study(store: str | Path, study: str, chunks: Any = None) -> xr.Dataset:
     """A study's fields as a lazy, dask-backed Dataset (raises StoreError with the reason)."""
     store = Path(store)
     if not (store / "zarr.json").exists():
@@ -195,7 +195,8 @@ def open_study(store: str | Path, study: str, chunks: Any = "auto") -> xr.Datase
     if study not in root:
         raise StoreError(f"no study '{study}' in {store}; it holds: {', '.join(sorted(root.group_keys())) or 'none'}")
     # Consolidated metadata is rewritten at every allocation, the only time metadata changes.
-    return xr.open_zarr(store, group=study, consolidated=None, chunks=chunks)
+    # Default chunks are the stored ones (one run each): dask's "auto" cannot size text fields.
+    return xr.open_zarr(store, group=study, consolidated=None, chunks={} if chunks is None else chunks)
 
 
 def studies(store: str | Path) -> list[str]:
@@ -204,7 +205,11 @@ def studies(store: str | Path) -> list[str]:
 
 
 def complete_runs(dataset: xr.Dataset) -> xr.Dataset:
-    """The fields with every run that is not complete masked to NaN."""
+    """The numeric fields with every run that is not complete masked to NaN."""
     complete = dataset.run_status == RUN_COMPLETE
-    return dataset.where(complete)
+    masked = dataset.copy()
+    for name, variable in dataset.data_vars.items():
+        if name not in ("run_status", "n_valid_time") and not _is_text(variable.dtype):
+            masked[name] = variable.where(complete)
+    return masked  # text fields (morphology labels) stay as written: '' where a run never wrote
 

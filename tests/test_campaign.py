@@ -91,3 +91,35 @@ def test_active_learning_then_production(tmp_path):
     status = subprocess.run([sys.executable, "-m", "campaign.cli", "status", str(config_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "active learning" in status.stdout and "explore-0" in status.stdout
+
+
+def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
+    """A production-only campaign (MEAM Li, named as the classical stand-in): no labels, no training;
+    a 2 x 2 deposition sweep streams its fields into the store, the summary and plots are made."""
+    config_path = tmp_path / "deposition.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "campaign": {"name": "deposition-test", "workdir": str(tmp_path / "run"), "seed": 2},
+        "executors": {"cpu": {"max_workers": 1}, "gpu": {"max_workers": 2}},
+        "systems": [{"name": "substrate", "builder": "slab",
+                     "params": {"miller": [1, 0, 0], "layers": 6, "size": [3, 3], "vacuum_angstrom": 5,
+                                "fixed_layers": 2, "lattice_constant": 3.51}}],
+        "production": [{"name": "deposition", "protocol": "deposition", "systems": ["substrate"], "potential": "meam",
+                        "params": {"duration": 1.0, "timestep": 0.002, "trajectory_stride": 25},
+                        "sweep": {"temperature": [200, 300], "zip": [{"rate": [4, 8], "falling_speed": [500, 1000]}]},
+                        "fields": ["slab_temperature", "coordination", "msd", "structure_fractions",
+                                   "deposit_geometry"]}],
+        "analysis": {"slab_width_angstrom": 4.0, "dashboard_port": 0},
+    }, sort_keys=False))  # the first parameter of a zip group names its dimension
+    summary = run_campaign(load_config(config_path))
+    assert summary["labels"] is None and summary["models"] is None and summary["written"] == {"deposition": 4}
+    fields = open_campaign(tmp_path / "run").fields("deposition")
+    assert dict(fields.run_status.sizes) == {"temperature": 2, "rate": 2, "replica": 1}
+    assert fields.falling_speed.values.tolist() == [500, 1000]  # zipped with the rate
+    atoms = fields.n_atoms.max("time").sel(replica=0)
+    assert atoms.sel(rate=4).values.tolist() == [58, 58] and atoms.sel(rate=8).values.tolist() == [62, 62]
+    from campaign.production import run_summary
+
+    table = run_summary(load_config(config_path), "deposition")
+    assert len(table) == 4 and set(table.status) == {"ok"}
+    assert table["final atoms"].tolist() == [58, 62, 58, 62]
+    assert (tmp_path / "run" / "plots" / "deposition_temperature_profile.png").stat().st_size > 10_000
