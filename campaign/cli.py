@@ -12,9 +12,9 @@ import sys
 from campaign.config import CampaignConfig, ConfigError, load_config
 
 
-def _load_or_exit(path: str) -> CampaignConfig:
+def _load_or_exit(path: str, scale: str | None = None) -> CampaignConfig:
     try:
-        return load_config(path)
+        return load_config(path, scale)
     except ConfigError as error:
         print(f"{error.source}: invalid campaign config ({len(error.problems)} problem"
               f"{'s' if len(error.problems) != 1 else ''})", file=sys.stderr)
@@ -24,7 +24,7 @@ def _load_or_exit(path: str) -> CampaignConfig:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, args.scale)
     n_explore = sum(len(section.points()) * len(section.systems) for section in config.explore)
     n_production = sum(len(study.points()) * len(study.systems) for study in config.production)
     print(f"{args.config}: valid campaign '{config.campaign.name}' "
@@ -34,7 +34,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, args.scale)
     from campaign.engine import StageFailed
     from campaign.run import run_campaign
 
@@ -49,14 +49,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from campaign.status import print_status
 
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, args.scale)
     return print_status(config)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from campaign.status import watch
 
-    config = _load_or_exit(args.config)
+    config = _load_or_exit(args.config, args.scale)
     return watch(config, args.interval)
 
 
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("config", help="campaign YAML file")
     watch.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
     watch.set_defaults(handler=cmd_watch)
+    for command in (validate, run, status, watch):
+        command.add_argument("--scale", help="apply the overrides of `scales.<name>` in the config (e.g. small)")
     return parser
 
 

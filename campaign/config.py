@@ -468,8 +468,48 @@ def project_root_for(path: Path) -> Path:
     return path.resolve().parent
 
 
-def load_config(path: str | Path) -> CampaignConfig:
-    """Read and validate a YAML file; raises ConfigError with one line per problem."""
+def apply_scale(data: dict[str, Any], scale: str, source: str) -> dict[str, Any]:
+    """Apply the overrides of `scales.<scale>` (dotted paths, list indices as numbers) to the raw config.
+
+    A study config holds its full-scale values and, under `scales:`, smaller variants::
+
+        scales:
+          small:
+            production.0.params.duration: 2.0
+            systems.0.params.size: [6, 2]
+
+    The parent of every path must exist in the config (a list index must exist too); a new
+    key in an existing section is allowed and then checked by the schema like any other.
+    """
+    import copy
+
+    scales = data.get("scales") or {}
+    if scale not in scales:
+        known = ", ".join(sorted(scales)) or "none"
+        raise ConfigError(source, [f"scales: no scale named '{scale}' (this config defines: {known})"])
+    result = copy.deepcopy(data)
+    problems = []
+    for dotted, value in (scales[scale] or {}).items():
+        keys: list[str | int] = [int(k) if k.isdigit() else k for k in str(dotted).split(".")]
+        node: Any = result
+        try:
+            for key in keys[:-1]:
+                node = node[key]
+            if isinstance(node, list):
+                node[keys[-1]]  # an index must exist
+            elif not isinstance(node, dict):
+                raise TypeError
+        except (KeyError, IndexError, TypeError):
+            problems.append(f"scales.{scale}.{dotted}: no such entry in the config")
+            continue
+        node[keys[-1]] = value
+    if problems:
+        raise ConfigError(source, problems)
+    return result
+
+
+def load_config(path: str | Path, scale: str | None = None) -> CampaignConfig:
+    """Read and validate a YAML file (at a named scale); raises ConfigError with one line per problem."""
     path = Path(path)
     source = str(path)
     if not path.is_file():
@@ -480,4 +520,8 @@ def load_config(path: str | Path) -> CampaignConfig:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(source, [f"{where}not valid YAML ({getattr(error, 'problem', error)})"]) from None
+    if isinstance(data, dict):
+        if scale is not None:
+            data = apply_scale(data, scale, source)
+        data = {k: v for k, v in data.items() if k != "scales"}
     return parse_config(data, source, project_root_for(path))

@@ -305,6 +305,69 @@ def adatom_slab(miller: Sequence[int] | str = (1, 0, 0), site: str = "hollow", l
     return atoms
 
 
+ARGYRODITE_LATTICE_CONSTANT = 9.85  # Li6PS5Cl, Å
+
+
+def argyrodite_cell(lattice_constant: float = ARGYRODITE_LATTICE_CONSTANT, seed: int = 0) -> Atoms:
+    """Ordered cubic Li6PS5Cl (F-43m, 4 formula units, 52 atoms) for the interface study (§4).
+
+    P on 4b, the PS4 sulfur on 16e (x = 0.619), the free S on 4c, Cl on 4a; Li on half of the
+    48h sites (x = 0.183, z = 0.024): the sites come in pairs 1.87 Å apart of which the real
+    crystal fills one at random; `seed` picks one of each pair (nearest Li-Li then 2.2 Å).
+    """
+    from ase.geometry import get_distances
+    from ase.spacegroup import crystal
+
+    _positive("lattice_constant", lattice_constant)
+    cell = [lattice_constant] * 3 + [90, 90, 90]
+    frame = crystal(["P", "S", "S", "Cl"], basis=[(0.5, 0.5, 0.5), (0.619, 0.619, 0.619), (0.25, 0.25, 0.25),
+                                                  (0, 0, 0)], spacegroup=216, cellpar=cell)
+    sites = crystal(["Li"], basis=[(0.183, 0.183, 0.024)], spacegroup=216, cellpar=cell)
+    distances = get_distances(sites.positions, cell=sites.cell, pbc=True)[1]
+    np.fill_diagonal(distances, np.inf)
+    partner = distances.argmin(axis=1)
+    pairs = sorted({tuple(sorted((i, int(partner[i])))) for i in range(len(sites))})
+    rng = np.random.default_rng(seed)
+    chosen = [pair[int(rng.integers(2))] for pair in pairs]
+    return sites[chosen] + frame
+
+
+def lithium_electrolyte_interface(electrolyte_cells: Sequence[int] = (1, 1, 1), lithium_cells: int = 3,
+                                  lithium_layers: int = 8, gap_angstrom: float = 2.5,
+                                  lattice_constant: float = ARGYRODITE_LATTICE_CONSTANT) -> Atoms:
+    """Li | Li6PS5Cl | Li: a bcc Li (100) slab on each side of an argyrodite block, periodic in z.
+
+    The Li slab has `lithium_cells` x `lithium_cells` conventional cells per electrolyte cell,
+    strained in-plane to the electrolyte's width (`info["lithium_inplane_strain"]`: 3 cells
+    of 3.51 Å on 9.85 Å is -6.5 %); the Li spacing along z keeps bulk bcc Li's 1.755 Å.
+    """
+    electrolyte = argyrodite_cell(lattice_constant).repeat(_repeat(electrolyte_cells, "electrolyte_cells"))
+    lx, ly, lz = electrolyte.cell.lengths()
+    n_x, n_y = lithium_cells * electrolyte_cells[0], lithium_cells * electrolyte_cells[1]
+    lithium = slab((1, 0, 0), lithium_layers, (n_x, n_y), 0.0, 0, LI_LATTICE_CONSTANT_MD)
+    strain = lx / (n_x * LI_LATTICE_CONSTANT_MD) - 1
+    lithium.set_cell([lx, ly, lithium.cell[2, 2]], scale_atoms=False)
+    lithium.positions[:, :2] *= 1 + strain
+    half = lithium_layers // 2
+    layer = lithium.arrays["layer"]
+    bottom, top = lithium[layer < half], lithium[layer >= half]
+    top.positions[:, 2] -= top.positions[:, 2].min()
+    bottom.positions[:, 2] -= bottom.positions[:, 2].min()
+    thickness_top = top.positions[:, 2].max()
+    thickness_bottom = bottom.positions[:, 2].max()
+    electrolyte.positions[:, 2] += thickness_top + gap_angstrom
+    bottom.positions[:, 2] += thickness_top + 2 * gap_angstrom + lz
+    interface = top + electrolyte + bottom
+    height = thickness_top + thickness_bottom + 2 * gap_angstrom + lz + LI_LATTICE_CONSTANT_MD / 2
+    interface.set_cell([lx, ly, height])
+    interface.pbc = True
+    for name in list(interface.arrays):
+        if name not in ("numbers", "positions"):
+            del interface.arrays[name]
+    interface.info = {"lithium_inplane_strain": float(strain)}
+    return interface
+
+
 def cut_out(atoms: Atoms, center_indices: Sequence[int], radius_angstrom: float,
             shape: Literal["sphere", "cuboid"] = "sphere", vacuum_angstrom: float = 6.0) -> Atoms:
     """Local region of a large structure around `center_indices`, as a small cell for DFT.
@@ -363,4 +426,6 @@ BUILDERS: dict[str, Callable[..., Atoms]] = {
     "column_on_substrate": column_on_substrate,
     "random_cluster": random_cluster,
     "adatom_slab": adatom_slab,
+    "argyrodite_cell": argyrodite_cell,
+    "lithium_electrolyte_interface": lithium_electrolyte_interface,
 }

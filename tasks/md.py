@@ -265,14 +265,39 @@ def _deposition_segment(params: dict[str, Any], atoms: Atoms, temperature: float
     return Segment("deposition", int(round(duration / timestep)), commands, _fix_ids(commands), temperature)
 
 
+def coordination_cv(atoms: Atoms, group: Sequence[int], partners: Sequence[int] | None, cutoff: float) -> float:
+    """Colvars' coordNum (group-partners) or selfCoordNum (pairs within group): sum of
+    (1 - (r/R0)^6) / (1 - (r/R0)^12) over pairs, minimum-image distances (0-based indices)."""
+    from ase.geometry import get_distances
+
+    positions = atoms.positions
+    second = positions[list(partners)] if partners is not None else None
+    _, distances = get_distances(positions[list(group)], second, cell=atoms.cell, pbc=atoms.pbc)
+    if partners is None:
+        distances = distances[np.triu_indices(len(group), k=1)]
+    ratio = np.asarray(distances, dtype=float).ravel() / cutoff
+    near_one = np.isclose(ratio, 1.0)
+    ratio = np.where(near_one, 1.0 + 1e-9, ratio)
+    return float(np.sum((1 - ratio ** 6) / (1 - ratio ** 12)))
+
+
 def _moving_restraint_segment(params: dict[str, Any], atoms: Atoms, temperature: float) -> Segment:
     """NVT with a Colvars harmonic restraint whose centre moves along a coordination-number CV.
 
     CN = sum_i sum_j (1 - (r/R0)^6) / (1 - (r/R0)^12), the form of the interface-nucleation
     study: between `group_ids` and `partner_ids` (LAMMPS ids, 1-based, disjoint) when partners
     are given, else among the atoms of `group_ids` themselves (Colvars `selfCoordNum`).
+    `group_elements: [Li]` selects the group by element instead of ids. Without `cv_start`
+    the restraint starts at the CV of the initial structure; `cv_end` or
+    `cv_change_fraction` (relative to the start) sets where it moves to.
     """
-    ids = params.get("group_ids") or list(range(1, len(atoms) + 1))
+    symbols = np.array(atoms.get_chemical_symbols())
+    if "group_elements" in params:
+        ids = (np.flatnonzero(np.isin(symbols, params["group_elements"])) + 1).tolist()
+        if not ids:
+            raise ValueError(f"no atoms of group_elements {params['group_elements']} in the structure")
+    else:
+        ids = params.get("group_ids") or list(range(1, len(atoms) + 1))
     partners = params.get("partner_ids")
     if partners and set(partners) & set(ids):
         raise ValueError("group_ids and partner_ids must not share atoms")
@@ -282,7 +307,14 @@ def _moving_restraint_segment(params: dict[str, Any], atoms: Atoms, temperature:
     else:
         component = f"selfCoordNum {{\n    group1 {{ atomNumbers {' '.join(map(str, ids))} }}"
     cutoff = float(params.get("cutoff_angstrom", 3.2))
-    start, end = float(params["cv_start"]), float(params["cv_end"])
+    start = float(params["cv_start"]) if "cv_start" in params else \
+        coordination_cv(atoms, [i - 1 for i in ids], [i - 1 for i in partners] if partners else None, cutoff)
+    if "cv_end" in params:
+        end = float(params["cv_end"])
+    elif "cv_change_fraction" in params:
+        end = start * (1 + float(params["cv_change_fraction"]))
+    else:
+        raise ValueError("give 'cv_end' or 'cv_change_fraction' for the moving restraint")
     steps = _steps(params)
     config_text = f"""colvarsTrajFrequency {int(params.get('trajectory_stride', 100))}
 colvar {{

@@ -114,3 +114,17 @@ def test_cut_out_keeps_neighbourhood_across_boundary():
     assert len(region) == 1 + 8  # the centre and its first shell (3.03 Å); the second is at 3.5 Å
     assert not region.pbc.any()
     assert 0 in region.info["source_indices"]
+
+
+def test_argyrodite_and_interface_are_stoichiometric_and_not_overlapping():
+    from ase.geometry import get_distances
+
+    cell = build.argyrodite_cell()
+    assert cell.get_chemical_formula() == "Cl4Li24P4S20" and abs(cell.get_volume() - 9.85 ** 3) < 1e-6
+    interface = build.lithium_electrolyte_interface(lithium_layers=6)
+    counts = {s: interface.get_chemical_symbols().count(s) for s in ("Li", "P", "S", "Cl")}
+    assert counts == {"Li": 24 + 6 * 9, "P": 4, "S": 20, "Cl": 4}
+    distances = get_distances(interface.positions, cell=interface.cell, pbc=True)[1]
+    distances[np.diag_indices(len(interface))] = np.inf
+    assert distances.min() > 1.9  # P-S bonds are the shortest (2.03 Å)
+    assert interface.info["lithium_inplane_strain"] == pytest.approx(9.85 / (3 * 3.51) - 1)

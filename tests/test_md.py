@@ -121,3 +121,17 @@ def test_deposition_with_deepmd_model(tmp_path, tiny_ensemble):
     assert np.all(frames[-1].positions[inserted, 2] < wall)
     dataset = temperatures.result()
     assert np.nanmax(dataset.atoms_per_slab.values[-1]) > 0
+
+
+def test_moving_restraint_starts_at_the_structures_own_coordination(tmp_path):
+    atoms = build.rattled(build.bcc_bulk(3.51, 2), 0.05, 3)
+    expected = md.coordination_cv(atoms, list(range(len(atoms))), None, 3.2)
+    result = md.run_md(atoms, md.Potential("meam"), "moving_restraint",
+                       {"temperature": 300, "steps": 20, "group_elements": ["Li"], "cv_change_fraction": -0.1,
+                        "trajectory_stride": 10}, tmp_path)
+    assert result.status == "ok", result.reason
+    rows = [line.split() for line in (tmp_path / "colvars.colvars.traj").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert float(rows[0][1]) == pytest.approx(expected, rel=1e-4)  # Colvars' own CV at step 0
+    centre = [line for line in (tmp_path / "restraint.colvars").read_text().splitlines() if "centers" in line]
+    assert float(centre[0].split()[1]) == pytest.approx(expected)
