@@ -299,8 +299,12 @@ class AnalysisSection(Strict):
     coordination_cutoff_angstrom: float = Field(3.2, gt=0)
     rdf_max_angstrom: float = Field(8.0, gt=0)
     diffusion_fit_window: tuple[float, float] = Field((0.2, 0.8), description="fractions of the MSD lag range")
-    dask_workers: int = Field(2, ge=1)
-    dashboard_port: int = Field(8787, ge=0, le=65535)
+    dask_workers: int = Field(2, ge=1, description="threads of the local cluster, or jobs of a SLURM one")
+    dashboard_port: int = Field(8787, ge=0, le=65535, description="0 picks a free port")
+    dask_cluster: Literal["local", "slurm"] = "local"
+    dask_slurm: dict[str, Any] = Field(default_factory=dict,
+                                       description="keyword arguments of dask_jobqueue.SLURMCluster "
+                                                   "(queue, account, cores, memory, walltime, ...)")
 
 
 class StorageSection(Strict):

@@ -157,11 +157,23 @@ def write_study(store_path: Path, study: ProductionStudy, refs: list[RunRef], ou
 
 
 def start_dask(config: CampaignConfig):
-    """The Dask LocalCluster of the analysis (threads in this process; dashboard on the configured port)."""
+    """The Dask cluster of the analysis, with its dashboard on the configured port.
+
+    `local` (default): threads in this process, beside the Parsl workers that run MD.
+    `slurm`: `dask_jobqueue.SLURMCluster(**analysis.dask_slurm)` scaled to `dask_workers` jobs.
+    """
     from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=config.analysis.dask_workers, processes=False,
-                           dashboard_address=f":{config.analysis.dashboard_port}")
+    analysis = config.analysis
+    dashboard = f":{analysis.dashboard_port}"
+    if analysis.dask_cluster == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        cluster = SLURMCluster(scheduler_options={"dashboard_address": dashboard}, **analysis.dask_slurm)
+        cluster.scale(jobs=analysis.dask_workers)
+    else:
+        cluster = LocalCluster(n_workers=1, threads_per_worker=analysis.dask_workers, processes=False,
+                               dashboard_address=dashboard)
     return Client(cluster)
 
 

@@ -33,6 +33,49 @@ def test_every_shipped_config_validates(path):
     assert config.campaign.workdir.is_absolute()
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_study_validates_at_small_scale(path):
+    full, small = load_config(path), load_config(path, scale="small")
+    assert small.workdir != full.workdir and small.workdir.name.endswith("-small")
+    assert all(e.provider == "local" for e in small.executors.values())
+
+
+def test_scale_overrides_name_what_is_wrong(tmp_path):
+    config = tmp_path / "configs" / "c.yaml"
+    config.parent.mkdir()
+    data = minimal(scales={"small": {"systems.0.params.layers": 3, "systems.4.params": {}, "nothing.here": 1}})
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, scale="small")
+    assert sorted(caught.value.problems) == ["scales.small.nothing.here: no such entry in the config",
+                                             "scales.small.systems.4.params: no such entry in the config"]
+    with pytest.raises(ConfigError, match="no scale named 'large'"):
+        load_config(config, scale="large")
+    data["scales"]["small"] = {"systems.0.params.layers": 3}
+    config.write_text(yaml.safe_dump(data))
+    assert load_config(config, scale="small").systems[0].params["layers"] == 3
+    assert load_config(config).systems[0].params["layers"] == 4
+
+
+def test_missing_data_files_and_unbuildable_structures_are_config_errors(tmp_path):
+    config = tmp_path / "configs" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump(minimal(train={"initial_models": ["data/none.pth"]})))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert caught.value.problems == [f"train.initial_models[0]: no such file or directory: {tmp_path}/data/none.pth"]
+    bad = minimal()
+    bad["systems"][0]["params"] = {"miller": [1, 1, 0], "size": [1, 1], "layers": 4}
+    assert problems_of(bad)[0].startswith("systems[0].params: 'slab' cannot build this structure")
+
+
+def test_explore_temperatures_need_a_trust_level():
+    data = minimal(explore=[{"protocol": "nvt", "systems": ["slab"], "params": {"steps": 10},
+                             "sweep": {"temperature": [300, 900]}}],
+                   select={"trust_levels": [{"lo": 0.1, "hi": 0.3, "temperature_max": 500}]})
+    assert problems_of(data) == ["explore[0]: no select.trust_levels entry covers system 'slab' at 900.0 K"]
+
+
 def test_shipped_configs_exist():
     assert any(p.name == "quickstart.yaml" for p in CONFIGS)
 
