@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from campaign.run import run_campaign
 
     try:
-        run_campaign(config)
+        run_campaign(config, retry_failed=args.retry_failed)
     except StageFailed as error:
         print(f"campaign stopped: {error}", file=sys.stderr)
         return 1
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
     run = commands.add_parser("run", help="run the campaign; rerunning resumes and redoes nothing finished")
     run.add_argument("config", help="campaign YAML file")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run again the tasks that failed deterministically (after fixing the cause)")
     run.set_defaults(handler=cmd_run)
     status = commands.add_parser("status", help="tasks by stage and state, failures and recent events")
     status.add_argument("config", help="campaign YAML file")

@@ -193,8 +193,9 @@ class Ledger:
             "UPDATE tasks SET state = 'failed', ended_at = ?, error = ?, transient = ?, "
             "wall_time_s = ? - started_at WHERE task_id = ?", (now, error[:4000], int(transient), now, task_id))
 
-    def reset_to_pending(self, task_id: str) -> None:
-        self._db.execute("UPDATE tasks SET state = 'pending' WHERE task_id = ?", (task_id,))
+    def reset_failed(self) -> int:
+        """Every failed task back to pending (its error kept until it runs again); returns how many."""
+        return self._db.execute("UPDATE tasks SET state = 'pending', transient = 1 WHERE state = 'failed'").rowcount
 
     def tasks(self, stage: str | None = None, state: str | None = None) -> list[TaskRow]:
         query, arguments = "SELECT * FROM tasks WHERE 1=1", []

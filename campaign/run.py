@@ -179,11 +179,13 @@ def initial_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -
     return {**outcome, "training": training, "testing": testing}
 
 
-def run_campaign(config: CampaignConfig, console: Console | None = None) -> dict[str, Any]:
+def run_campaign(config: CampaignConfig, console: Console | None = None, retry_failed: bool = False
+                 ) -> dict[str, Any]:
     """Run every configured stage; a second call on the same workdir redoes nothing finished.
 
     Stages: labels of the systems and the first ensemble (unless initial models are given),
     the active-learning loop (when `explore` is set), production sweeps into the store.
+    Deterministic failures are not rerun unless `retry_failed` (after the cause was fixed).
     """
     import parsl
 
@@ -199,6 +201,9 @@ def run_campaign(config: CampaignConfig, console: Console | None = None) -> dict
     summary: dict[str, Any] = {"workdir": config.workdir, "iterations": [], "production": None, "store": None}
     with Ledger(config.workdir / "ledger.sqlite") as ledger:
         ledger.log_event("campaign", f"run started (config {config.config_hash()})")
+        if retry_failed:
+            retried = ledger.reset_failed()
+            ledger.log_event("campaign", f"{retried} failed tasks set back to pending (--retry-failed)")
         parsl.load(make_parsl_config(config.executors, config.workdir / "parsl"))
         client = None
         try:

@@ -36,3 +36,15 @@ def test_states_and_counts(tmp_path):
         assert row.outputs == {"energy": -1.0} and row.attempts == 1 and row.executor == "cpu"
     with Ledger(tmp_path / "ledger.sqlite") as reopened:
         assert reopened.get("t2").error == "SCF"
+
+
+def test_failed_tasks_can_be_set_back_to_pending(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.register_many([("a", "label", "label", "a", {}), ("b", "label", "label", "b", {})])
+        ledger.mark_running("a", "cpu")
+        ledger.mark_failed("a", "SCF not converged", transient=False)
+        assert ledger.reset_failed() == 1
+        assert ledger.get("a").state == "pending" and ledger.get("b").state == "pending"
+        ledger.save_iteration(0, {"accurate_ratio": 0.5})
+        ledger.save_iteration(0, {"accurate_ratio": 0.7})
+        assert ledger.iterations() == [{"accurate_ratio": 0.7}]

@@ -1,0 +1,94 @@
+"""`make quickstart` end to end on the real codes (GPAW, DeePMD-kit, LAMMPS, Parsl, Dask, Zarr),
+the physical trends it must show, the resume, and the example notebook on its store."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from campaign.config import load_config
+from campaign.production import run_summary
+from campaign.run import run_campaign
+from storage import open_campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """The quickstart campaign run once in a temporary workdir (the user's runs/ stay untouched)."""
+    workdir = tmp_path_factory.mktemp("quickstart") / "run"
+    config = load_config(ROOT / "configs" / "quickstart.yaml")
+    config = config.model_copy(update={"campaign": config.campaign.model_copy(update={"workdir": workdir})})
+    return config, run_campaign(config)
+
+
+@pytest.mark.slow
+def test_one_active_learning_iteration_labels_at_most_five(quickstart):
+    config, summary = quickstart
+    (record,) = summary["iterations"]
+    assert record.exploration_runs == 3 and record.frames == 60
+    assert 0 <= record.labels_added <= 5 and record.labels_failed == 0
+    assert record.converged  # one iteration, by configuration
+    labels = open_campaign(config.workdir).labels()
+    assert set(labels.engine) <= {"gpaw"} and (labels.source == "iteration:0").sum() == record.labels_added
+
+
+@pytest.mark.slow
+def test_deposition_trends(quickstart):
+    config, _ = quickstart
+    table = run_summary(config, "deposition")
+    assert len(table) == 4 and set(table.status) == {"ok"}
+    # atoms deposited: rate x 4 ps on the 250-atom substrate
+    assert sorted(table["final atoms"].tolist()) == [258, 258, 282, 282]
+    # the top of the deposit is hotter at the higher generation rate, at each temperature
+    for _, rows in table.groupby("temperature"):
+        low, high = rows.sort_values("rate")["top slab T (K)"].tolist()
+        assert high > low
+    # surface atoms diffuse faster than bulk atoms
+    assert (table["D surface (Å²/ps)"] > table["D bulk (Å²/ps)"]).all()
+    # the substrate's interior stays bcc at 200 K
+    fields = open_campaign(config.workdir).fields("deposition")
+    interior = fields.structure_fraction_by_slab.sel(structure="bcc", temperature=200)
+    counts = fields.atoms_per_slab.sel(temperature=200)
+    inner = interior.where(counts >= 40).isel(z=slice(1, None))  # full slabs above the bottom one
+    bcc = float(inner.mean(skipna=True))
+    assert bcc > 0.8, f"substrate bcc fraction {bcc:.2f}"
+    for name in ("temperature_profile", "bcc_fraction", "msd_surface"):
+        assert (config.workdir / "plots" / f"deposition_{name}.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_rerun_redoes_nothing(quickstart, tmp_path):
+    config, _ = quickstart
+    override = tmp_path / "configs" / "quickstart.yaml"
+    override.parent.mkdir()
+    text = (ROOT / "configs" / "quickstart.yaml").read_text().replace("workdir: runs/quickstart",
+                                                                       f"workdir: {config.workdir}")
+    override.write_text(text.replace("data/li-seed", str(ROOT / "data" / "li-seed")))
+    rerun = subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(override)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "everything was already done" in rerun.stdout
+
+
+@pytest.mark.slow
+def test_example_notebook_runs_on_the_store(quickstart, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    config, _ = quickstart
+    notebook = nbformat.read(ROOT / "examples" / "analysis.ipynb", as_version=4)
+    os.environ["CAMPAIGN_WORKDIR"] = str(config.workdir)
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
+    finally:
+        del os.environ["CAMPAIGN_WORKDIR"]
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
+    assert np.any(["surface" in o.get("text", "") for o in outputs])
