@@ -11,7 +11,7 @@ from campaign.config import ConfigError, load_config, parse_config
 from campaign.sweep import expand_sweep, point_id
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "executors")
 
 
 def minimal(**sections):
@@ -74,6 +74,17 @@ def test_explore_temperatures_need_a_trust_level():
                              "sweep": {"temperature": [300, 900]}}],
                    select={"trust_levels": [{"lo": 0.1, "hi": 0.3, "temperature_max": 500}]})
     assert problems_of(data) == ["explore[0]: no select.trust_levels entry covers system 'slab' at 900.0 K"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "executors").glob("*.yaml")), ids=lambda p: p.name)
+def test_cluster_executor_examples_make_parsl_configs(path, tmp_path):
+    from campaign.config import ExecutorSection
+    from campaign.executors import make_parsl_config
+
+    sections = {k: ExecutorSection(**v) for k, v in yaml.safe_load(path.read_text())["executors"].items()}
+    parsl_config = make_parsl_config(sections, tmp_path)
+    assert sorted(e.label for e in parsl_config.executors) == ["cpu", "gpu"]
+    assert all(type(e.provider).__name__.lower().startswith(path.stem[:3]) for e in parsl_config.executors)
 
 
 def test_shipped_configs_exist():
