@@ -177,7 +177,8 @@ def verify_exploration(output_dir: Path) -> dict[str, Any] | None:
     return outputs
 
 
-def exploration_specs(config: CampaignConfig, iteration: int, models: list[str]) -> tuple[list[TaskSpec], dict[str, _Run]]:
+def exploration_specs(config: CampaignConfig, iteration: int,
+                      models: list[str]) -> tuple[list[TaskSpec], dict[str, _Run]]:
     """One LAMMPS run per explore section x system x sweep point, with the whole ensemble."""
     specs: list[TaskSpec] = []
     runs: dict[str, _Run] = {}

@@ -15,13 +15,13 @@ import contextlib
 import hashlib
 import json
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from campaign import __version__
+from storage.sqlite import connect
 
 STATES = ("pending", "running", "done", "failed")
 
@@ -102,18 +102,11 @@ class TaskRow:
 
 
 class Ledger:
-    """Thin, synchronous access to the ledger; every write is its own committed transaction."""
+    """Thin, synchronous access to the ledger; a write commits at once, or with its `batch()`."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a killed driver (every commit is in the WAL file); only a
-        # power cut can lose the last commits, and those tasks' outputs are found and verified
-        # on disk by the next run. FULL would cost an fsync per task state change.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path, _SCHEMA)
         self._batch_depth = 0
 
     def close(self) -> None:

@@ -191,11 +191,9 @@ def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
     return result, written
 
 
-def run_summary(config: CampaignConfig, study: str, min_atoms_per_slab: int = 4) -> "Any":
+def run_summary(config: CampaignConfig, study: str, min_atoms_per_slab: int = 4) -> Any:
     """Per run: final atoms, bottom and top slab temperature and bcc fraction (last 20 % of
     the run), surface and bulk D — reduced from the store with Dask. Returns a pandas table."""
-    import pandas as pd
-
     from storage.reduce import last_fraction
 
     dataset = store.open_study(config.store_path, study)

@@ -9,9 +9,10 @@ kept with their reason and never reach training.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
+
+from storage.sqlite import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -35,10 +36,7 @@ CREATE TABLE IF NOT EXISTS labels (
 class LabelIndex:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
