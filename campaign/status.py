@@ -7,6 +7,7 @@ beside the writer) and never changes it.
 from __future__ import annotations
 
 import datetime
+import re
 import time
 
 from rich.console import Console, Group
@@ -28,6 +29,14 @@ def _eta(rows: list, workers: int) -> str:
         return "?"
     seconds = left * (sum(times) / len(times)) / max(1, workers)
     return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def failure_reason(error: str) -> str:
+    """The line of a recorded error that says what went wrong: the last exception line, which
+    for a wrapped tool error is followed by pages of its output (a torch stack, a log tail)."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    messages = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Failed|Lost):", line)]
+    return (messages[-1] if messages else lines[-1] if lines else "")[:300]
 
 
 def status_view(config: CampaignConfig) -> Group:
@@ -60,7 +69,7 @@ def status_view(config: CampaignConfig) -> Group:
 
             parts.append(iterations_table(iterations))
         for row in ledger.tasks(state="failed")[-5:]:
-            reason = (row.error or "").strip().splitlines()[-1] if row.error else ""
+            reason = failure_reason(row.error or "")
             parts.append(Text.from_markup(f"[red]failed[/] {row.stage}/{row.name}: ") + Text(reason))
         for at, stage, message in ledger.events(8):
             stamp = datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,0 +1,38 @@
+"""`campaign status`: the reason shown for a failure, the ETA, the active-learning table."""
+
+from rich.console import Console
+
+from campaign.config import parse_config
+from campaign.ledger import Ledger
+from campaign.status import failure_reason, print_status
+
+
+def test_failure_reason_is_the_exception_line_not_the_tool_output():
+    error = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+             "tasks.train.TrainingError: `dp --pt train input.json` exited 1 in /w:\n"
+             "RuntimeError: Shared memory manager connection has timed out\n"
+             "Exception raised from recv at socket.h:67 (most recent call first):\n"
+             "frame #0: c10::Error::Error(c10::SourceLocation) + 0x9d\n")
+    assert failure_reason(error) == "RuntimeError: Shared memory manager connection has timed out"
+    assert failure_reason("ManagerLost: worker gone") == "ManagerLost: worker gone"
+
+
+def test_status_shows_stages_eta_iterations_and_failures(tmp_path):
+    config = parse_config({"campaign": {"name": "s", "workdir": str(tmp_path)}})
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.register_many([(f"t{i}", "label", "label", f"t{i}", {}) for i in range(4)])
+        for i in range(2):
+            ledger.mark_running(f"t{i}", "cpu")
+            ledger.mark_done(f"t{i}", {}, wall_time_s=30.0)
+        ledger.mark_running("t2", "cpu")
+        ledger.mark_failed("t2", "ValueError: SCF not converged after 300 iterations", transient=False)
+        ledger.save_iteration(0, {"iteration": 0, "exploration_runs": 3, "exploration_runs_failed": 0, "frames": 60,
+                                  "accurate_ratio": 0.9, "candidate_ratio": 0.1, "failed_ratio": 0.0,
+                                  "labels_added": 5, "labels_failed": 0, "force_rmse_ev_per_angstrom": 0.05,
+                                  "explore_and_label_wall_time_s": 100, "train_wall_time_s": 50, "converged": None})
+    console = Console(record=True, width=200)
+    assert print_status(config, console) == 0
+    text = console.export_text()
+    assert "label" in text and "0:00:15" in text  # 1 pending x 30 s / 2 cpu workers
+    assert "active learning" in text and "0.900" in text
+    assert "SCF not converged" in text
