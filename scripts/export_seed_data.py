@@ -53,7 +53,12 @@ def main(config_path: str, destination: str) -> None:
     for part, systems in (("train", training), ("test", testing)):
         for system in systems:
             shutil.copytree(system, out / part / ok[system])
-    members = sorted((workdir / "models" / "iter-000").glob("member-*/record.json"))
+    latest: dict[str, Path] = {}  # member-<k> -> its newest record (older ones: earlier settings)
+    for record_file in (workdir / "models" / "iter-000").glob("member-*/record.json"):
+        key = "-".join(record_file.parent.name.split("-")[:2])
+        if key not in latest or record_file.stat().st_mtime > latest[key].stat().st_mtime:
+            latest[key] = record_file
+    members = [latest[key] for key in sorted(latest)]
     if len(members) != config.train.ensemble_size:
         raise SystemExit(f"expected {config.train.ensemble_size} trained members in {workdir}/models/iter-000, "
                          f"found {len(members)}: run `campaign run {config_path}` first")
