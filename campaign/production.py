@@ -191,9 +191,13 @@ def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
     return result, written
 
 
-def run_summary(config: CampaignConfig, study: str, min_atoms_per_slab: int = 4) -> Any:
+def run_summary(config: CampaignConfig, study: str, filled_fraction: float = 0.25) -> Any:
     """Per run: final atoms, bottom and top slab temperature and bcc fraction (last 20 % of
-    the run), surface and bulk D — reduced from the store with Dask. Returns a pandas table."""
+    the run), surface and bulk D — reduced from the store with Dask. Returns a pandas table.
+
+    The top (bottom) slab is the highest (lowest) holding at least `filled_fraction` of the
+    fullest slab's mobile atoms, so a few atoms still falling are not taken for the surface.
+    """
     from storage.reduce import last_fraction
 
     dataset = store.open_study(config.store_path, study)
@@ -203,7 +207,7 @@ def run_summary(config: CampaignConfig, study: str, min_atoms_per_slab: int = 4)
         columns["final atoms"] = dataset.n_atoms.max("time")  # atoms are only ever added
     if "slab_temperature" in dataset:
         steady = last_fraction(dataset[["slab_temperature", "atoms_per_slab"]], 0.2)
-        occupied = steady.atoms_per_slab >= min_atoms_per_slab
+        occupied = steady.atoms_per_slab >= filled_fraction * steady.atoms_per_slab.max("z")
         temperature = steady.slab_temperature.where(occupied).mean("time")
         filled = occupied.any("time")
         z = dataset.z.broadcast_like(temperature)

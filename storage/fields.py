@@ -133,9 +133,13 @@ def allocate_study(store: str | Path, study: str, axes: SweepAxes, template: xr.
     if (store / study / "zarr.json").exists():
         existing = xr.open_zarr(store, group=study, consolidated=False)
         same = dict(existing.sizes) == dict(dataset.sizes) and set(existing.data_vars) == set(dataset.data_vars)
+        same = same and all(np.array_equal(np.asarray(existing[dim].values), np.asarray(values))
+                            for dim, values in axes.dims.items())
         if not same:
             raise StoreError(f"study '{study}' in {store} exists with another layout "
-                             f"({dict(existing.sizes)}); use a new study name or a new workdir")
+                             f"({dict(existing.sizes)}, sweep {json.loads(existing.attrs['sweep_dims'])}: "
+                             f"{ {d: existing[d].values.tolist() for d in axes.dims} }); "
+                             f"use a new study name or a new workdir")
         return
     dataset.to_zarr(store, group=study, mode="w", compute=False, zarr_format=3, consolidated=False)
     _write_root_attrs(store)

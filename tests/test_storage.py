@@ -147,3 +147,12 @@ def test_notebook_api_and_plots(tmp_path):
     ax.figure.savefig(tmp_path / "profile.png")
     assert (tmp_path / "profile.png").stat().st_size > 1000
     campaign.plot.phase_fractions("deposition").figure.savefig(tmp_path / "bcc.png")
+
+
+def test_same_shape_other_sweep_values_is_another_layout(tmp_path):
+    axes = fields.SweepAxes.from_sweep({"temperature": [200, 300]}, 1)
+    fields.allocate_study(tmp_path / "fields.zarr", "deposition", axes, run_dataset(30, 0))
+    fields.allocate_study(tmp_path / "fields.zarr", "deposition", axes, run_dataset(30, 0))  # same: no-op
+    other = fields.SweepAxes.from_sweep({"temperature": [200, 250]}, 1)
+    with pytest.raises(StoreError, match="another layout"):
+        fields.allocate_study(tmp_path / "fields.zarr", "deposition", other, run_dataset(30, 0))
