@@ -198,7 +198,7 @@ def run_summary(config: CampaignConfig, study: str, filled_fraction: float = 0.2
     The top (bottom) slab is the highest (lowest) holding at least `filled_fraction` of the
     fullest slab's mobile atoms, so a few atoms still falling are not taken for the surface.
     """
-    from storage.reduce import last_fraction
+    from storage.reduce import filled_slabs, last_fraction
 
     dataset = store.open_study(config.store_path, study)
     sweep_dims = [d for d in dataset.run_status.dims]
@@ -207,7 +207,7 @@ def run_summary(config: CampaignConfig, study: str, filled_fraction: float = 0.2
         columns["final atoms"] = dataset.n_atoms.max("time")  # atoms are only ever added
     if "slab_temperature" in dataset:
         steady = last_fraction(dataset[["slab_temperature", "atoms_per_slab"]], 0.2)
-        occupied = steady.atoms_per_slab >= filled_fraction * steady.atoms_per_slab.max("z")
+        occupied = filled_slabs(steady.atoms_per_slab, filled_fraction)
         temperature = steady.slab_temperature.where(occupied).mean("time")
         filled = occupied.any("time")
         z = dataset.z.broadcast_like(temperature)

@@ -15,6 +15,7 @@ a label finished by a worker after the driver died is found on disk and never re
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -193,7 +194,8 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     from campaign.executors import make_parsl_config
     from campaign.production import production_stage, start_dask
 
-    console = console or Console()
+    # Tables keep their columns readable in logs and pipes too (rich assumes 80 columns there).
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
     started = time.perf_counter()
     config.workdir.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]campaign[/] {config.campaign.name}: workdir {config.workdir}")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import xarray as xr
 
-from storage.reduce import last_fraction, replica_mean
+from storage.reduce import filled_slabs, last_fraction, replica_mean
 
 if TYPE_CHECKING:
     from storage.api import Campaign
@@ -35,8 +35,10 @@ class Plots:
         self.campaign = campaign
 
     def temperature_profile(self, study: str, fraction: float = 0.2, ax=None):
-        """Slab temperature vs height over the last `fraction` of the run."""
-        data = replica_mean(last_fraction(self.campaign.fields(study).slab_temperature, fraction).mean("time"))
+        """Slab temperature vs height over the last `fraction` of the run (well-filled slabs only)."""
+        steady = last_fraction(self.campaign.fields(study)[["slab_temperature", "atoms_per_slab"]], fraction)
+        temperature = steady.slab_temperature.where(filled_slabs(steady.atoms_per_slab))
+        data = replica_mean(temperature.mean("time"))
         ax = plot_runs(data, "z", ax, vertical=True)
         ax.set_xlabel("temperature (K)")
         ax.set_ylabel("z (Å)")

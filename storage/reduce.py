@@ -31,6 +31,12 @@ def last_fraction(data: xr.DataArray | xr.Dataset, fraction: float = 0.2) -> xr.
     return data.isel(time=slice(n - max(1, int(round(fraction * n))), n))
 
 
+def filled_slabs(atoms_per_slab: xr.DataArray, fraction: float = 0.25) -> xr.DataArray:
+    """True where a slab holds at least `fraction` of the fullest slab's atoms at that time:
+    the slabs whose temperature means something (not a few atoms still falling)."""
+    return atoms_per_slab >= fraction * atoms_per_slab.max("z")
+
+
 def time_window(data: xr.DataArray | xr.Dataset, start_ps: float, end_ps: float) -> xr.DataArray | xr.Dataset:
     return data.sel(time=slice(start_ps, end_ps))
 

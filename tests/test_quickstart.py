@@ -51,13 +51,16 @@ def test_deposition_trends(quickstart):
     # surface atoms diffuse faster than bulk atoms (on average over the runs: 4 ps at 200-250 K
     # leaves single-run fits noisy)
     assert table["D surface (Å²/ps)"].mean() > table["D bulk (Å²/ps)"].mean()
-    # the substrate's interior stays bcc at 200 K
-    fields = open_campaign(config.workdir).fields("deposition")
-    interior = fields.structure_fraction_by_slab.sel(structure="bcc", temperature=200)
-    counts = fields.atoms_per_slab.sel(temperature=200)
-    inner = interior.where(counts >= 40).isel(z=slice(1, None))  # full slabs above the bottom one
-    bcc = float(inner.mean(skipna=True))
-    assert bcc > 0.8, f"substrate bcc fraction {bcc:.2f}"
+    # the substrate's interior (5 Å slabs wholly below its initial surface) stays bcc at 200 K at the
+    # lower rate; at 8 Li/ps the heat of landing disorders its upper part, its lowest slab stays bcc
+    fields = open_campaign(config.workdir).fields("deposition").load()
+    substrate_top = 5.0 + 9 * 3.43 / 2  # 10 (100) layers above 5 Å of vacuum
+    at_200 = fields.sel(temperature=200, replica=0)
+    inside = (fields.z + 2.5 < substrate_top - 2.5) & (at_200.atoms_per_slab.max("time") > 0)
+    interior = at_200.structure_fraction_by_slab.sel(structure="bcc").where(inside).dropna("z", how="all")
+    low_rate = float(interior.sel(rate=2).mean())
+    assert low_rate > 0.8, f"substrate bcc fraction at 200 K, 2 Li/ps: {low_rate:.2f}"
+    assert float(interior.isel(z=0).mean()) > 0.8
     for name in ("temperature_profile", "bcc_fraction", "msd_surface"):
         assert (config.workdir / "plots" / f"deposition_{name}.png").stat().st_size > 10_000
 
