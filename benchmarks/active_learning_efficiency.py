@@ -45,7 +45,6 @@ def oracle_test_set(work: Path) -> list[list]:
     groups = []
     cases = [("bulk", build.bcc_bulk(3.45, 2), t) for t in (300, 600, 900, 1500)]
     cases.append(("slab", build.slab((1, 0, 0), 6, (2, 2), 10.0, lattice_constant=3.45), 500))
-    calculator = reference_calculator({"potential": "snap"})
     for name, atoms, temperature in cases:
         run_dir = work / f"test-{name}-{temperature}"
         md.run_md(atoms, md.Potential("snap"), "nvt", {"temperature": temperature, "steps": 3000,
@@ -57,7 +56,7 @@ def oracle_test_set(work: Path) -> list[list]:
             snapshot.wrap()
             if name == "slab":
                 snapshot.pbc = (True, True, True)  # the reference and DeePMD both see the vacuum gap
-            snapshot.calc = calculator
+            snapshot.calc = reference_calculator({"potential": "snap"})  # one per frame: LAMMPSlib keeps its atoms
             snapshot.arrays["reference_forces"] = snapshot.get_forces()
             snapshot.calc = None
             frames.append(snapshot)

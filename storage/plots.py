@@ -36,8 +36,11 @@ class Plots:
 
     def temperature_profile(self, study: str, fraction: float = 0.2, ax=None):
         """Slab temperature vs height over the last `fraction` of the run (well-filled slabs only)."""
-        steady = last_fraction(self.campaign.fields(study)[["slab_temperature", "atoms_per_slab"]], fraction)
-        temperature = steady.slab_temperature.where(filled_slabs(steady.atoms_per_slab))
+        fields = self.campaign.fields(study)
+        steady = last_fraction(fields, fraction)
+        temperature = steady.slab_temperature
+        if "atoms_per_slab" in fields:
+            temperature = temperature.where(filled_slabs(steady.atoms_per_slab))
         data = replica_mean(temperature.mean("time"))
         ax = plot_runs(data, "z", ax, vertical=True)
         ax.set_xlabel("temperature (K)")

@@ -52,7 +52,9 @@ def group_mean(data: xr.DataArray, by: str, keep: tuple[str, ...] = ()) -> xr.Da
     `group_mean(profiles, "temperature", keep=("z",))` gives one z-profile per temperature,
     averaged over rates and replicas. xarray hands the group-by to flox when it is installed.
     """
-    return data.groupby(by).mean(dim=[d for d in data.dims if d not in keep], skipna=True)
+    # A dimension that is grouped over is reduced by the groupby itself; naming it again
+    # made flox look for the kept dimensions in the grouped chunks and fail.
+    return data.groupby(by).mean(dim=[d for d in data.dims if d not in keep and d != by], skipna=True)
 
 
 def phase_fraction_series(dataset: xr.Dataset, structure: str = "bcc") -> xr.DataArray:
