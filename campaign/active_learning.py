@@ -64,14 +64,16 @@ class IterationRecord:
     converged: str | None = None  # why the loop stopped after this iteration, if it did
     tasks_run: int = 0  # computed by this call, not earlier runs
 
+    def _share(self, count: int) -> float:
+        return count / self.frames if self.frames else 0.0
+
     @property
     def accurate_ratio(self) -> float:
-        return self.accurate / self.frames if self.frames else 0.0
+        return self._share(self.accurate)
 
     def ratios(self) -> dict[str, float]:
-        total = max(1, self.frames)
-        return {"accurate_ratio": self.accurate / total, "candidate_ratio": self.candidate / total,
-                "failed_ratio": self.failed / total}
+        return {"accurate_ratio": self.accurate_ratio, "candidate_ratio": self._share(self.candidate),
+                "failed_ratio": self._share(self.failed)}
 
 
 def trust_level_for(levels: list[TrustLevel], temperature: float, system: str) -> TrustLevel:
@@ -144,9 +146,7 @@ class _Selection:
             path = self.config.workdir / "iterations" / f"iter-{self.iteration:03d}" / "candidates" / \
                 f"{run.name}-step{step}.extxyz"
             if not path.exists():
-                temporary = path.with_suffix(".tmp.extxyz")
-                build.write_structure(atoms, temporary)
-                temporary.replace(path)
+                build.write_structure(atoms, path)
             label_task = label_spec(self.config, f"iter{self.iteration}-{run.name}-step{step}", path,
                                     stage=f"label-{self.iteration}")
             self.label_tasks.append(label_task.task_id)

@@ -130,17 +130,8 @@ class Ledger:
         values = cursor.fetchone()
         return self._row(values) if values else None
 
-    def register(self, task_id: str, kind: str, stage: str, name: str, parameters: dict[str, Any]) -> TaskRow:
-        """Insert the task as pending unless it is already known; returns its row."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO tasks (task_id, kind, stage, name, state, parameters) VALUES (?, ?, ?, ?, ?, ?)",
-            (task_id, kind, stage, name, "pending", json.dumps(parameters, sort_keys=True, default=str)))
-        row = self.get(task_id)
-        assert row is not None
-        return row
-
     def register_many(self, rows: Sequence[tuple[str, str, str, str, dict[str, Any]]]) -> dict[str, TaskRow]:
-        """Register (task_id, kind, stage, name, parameters) rows in one transaction; returns id -> row."""
+        """Insert tasks as pending unless already known, in one transaction; returns id -> row."""
         with self.batch():
             self._db.executemany(
                 "INSERT OR IGNORE INTO tasks (task_id, kind, stage, name, state, parameters) VALUES (?, ?, ?, ?, ?, ?)",

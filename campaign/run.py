@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ase import Atoms
 from rich.console import Console
 from rich.table import Table
 
@@ -33,8 +34,6 @@ from tasks import build, label, train
 
 def structure_files(config: CampaignConfig) -> list[tuple[str, Path]]:
     """Write each labelled system's structures (base + rattled copies); returns (name, file)."""
-    from ase.io import read
-
     wanted = config.label.systems if config.label.systems is not None else [s.name for s in config.systems]
     result = []
     for system in config.systems:
@@ -45,15 +44,18 @@ def structure_files(config: CampaignConfig) -> list[tuple[str, Path]]:
                            for k in range(1, system.rattle_copies + 1)]
         for k, atoms in enumerate(copies):
             path = config.workdir / "structures" / system.name / f"{k:03d}.extxyz"
-            name = f"{system.name}-{k:03d}"
-            if path.exists() and len(read(path)) == len(atoms):
-                result.append((name, path))
-                continue
-            temporary = path.with_suffix(".tmp.extxyz")
-            build.write_structure(atoms, temporary)
-            temporary.replace(path)
-            result.append((name, path))
+            result.append((f"{system.name}-{k:03d}", _write_once(atoms, path)))
     return result
+
+
+def _write_once(atoms: Atoms, path: Path) -> Path:
+    """Write a structure unless the file already holds one of the same size (a rerun keeps the
+    file, so the content hashes of the tasks that read it stay the same)."""
+    from ase.io import read
+
+    if not (path.exists() and len(read(path)) == len(atoms)):
+        build.write_structure(atoms, path)
+    return path
 
 
 def verify_label(output_dir: Path) -> dict[str, Any] | None:
@@ -76,16 +78,9 @@ def verify_model(output_dir: Path) -> dict[str, Any] | None:
 
 def base_structure(config: CampaignConfig, name: str) -> Path:
     """The unrattled structure of a system (`structures/<name>/000.extxyz`), written once."""
-    from ase.io import read
-
     system = next(s for s in config.systems if s.name == name)
     atoms = build.BUILDERS[system.builder](**system.params)
-    path = config.workdir / "structures" / name / "000.extxyz"
-    if not (path.exists() and len(read(path)) == len(atoms)):
-        temporary = path.with_suffix(".tmp.extxyz")
-        build.write_structure(atoms, temporary)
-        temporary.replace(path)
-    return path
+    return _write_once(atoms, config.workdir / "structures" / name / "000.extxyz")
 
 
 def label_spec(config: CampaignConfig, name: str, path: Path, stage: str | None = None) -> TaskSpec:

@@ -403,14 +403,20 @@ def cut_out(atoms: Atoms, center_indices: Sequence[int], radius_angstrom: float,
 
 
 def write_structure(atoms: Atoms, path: str | Path) -> Path:
-    """Write extended XYZ (keeps `layer`, `fixed` and info); returns the path."""
+    """Write extended XYZ (keeps `layer`, `fixed` and info); returns the path.
+
+    Written under a temporary name and renamed, so a reader (or a task hashing the file for
+    its id) never sees half a structure, even if the writer is killed.
+    """
     from ase.io import write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atoms = atoms.copy()
     atoms.info.pop("adsorbate_info", None)  # ASE's site table: not storable in extxyz, rebuilt on demand
-    write(path, atoms, format="extxyz")
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(temporary, atoms, format="extxyz")
+    temporary.replace(path)
     return path
 
 

@@ -24,9 +24,8 @@ def test_directory_digest_sees_every_file(tmp_path):
 
 def test_states_and_counts(tmp_path):
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
-        ledger.register("t1", "label", "label", "a", {"p": 1})
-        ledger.register("t2", "label", "label", "b", {"p": 2})
-        ledger.register("t1", "label", "label", "a", {"p": 1})  # idempotent
+        ledger.register_many([("t1", "label", "label", "a", {"p": 1}), ("t2", "label", "label", "b", {"p": 2})])
+        ledger.register_many([("t1", "label", "label", "a", {"p": 1})])  # idempotent
         ledger.mark_running("t1", "cpu")
         ledger.mark_done("t1", {"energy": -1.0})
         ledger.mark_running("t2", "cpu")
