@@ -1,17 +1,18 @@
 """MD speed of tasks.md against the bare `lmp` binary on the same input (2,000-atom bcc Li, NVT).
 
 `run_md` writes the LAMMPS script it executed (`in.lammps`); the baseline replays that very
-script with `lmp` (1 rank, then `mpirun -np 2`), so both runs do the same work, frames and
-all. Prints atom-steps/s for SNAP, MEAM, and a DeePMD model plain and compressed, and the
-ratio ours/bare at 1 rank (the target is >= 0.97). Throughput is from LAMMPS's own loop
-timers ("Loop time" in each log), so neither side is charged for process start-up (a bare
-`lmp` loads the DeePMD plugin, and with it torch, at every start); the wall-clock ratio is
-printed too. Our runs are in-process and single-rank: the 2-rank column is the bare binary's.
+script with `lmp` on the same number of ranks, so both runs do the same work, frames and
+all. Our 1-rank run is in-process (as in a Parsl worker); our 2-rank run is
+`run_md(params={"mpi_ranks": 2})`, which starts `mpirun -np 2 python -m tasks.md` and
+gathers each frame from both ranks. Prints atom-steps/s for SNAP, MEAM, and a DeePMD model
+plain and compressed, and the ratio ours/bare (the target is >= 0.97). Throughput is from
+LAMMPS's own loop timers ("Loop time" in each log), so neither side is charged for process
+start-up (a bare `lmp` loads the DeePMD plugin, and with it torch, at every start); the
+wall-clock ratio is printed too.
 
 Usage: python benchmarks/md_throughput.py [--steps 300] [--model model.pth] [--potentials snap meam deepmd]
+           [--ranks 1 2]
 Without --model a small DeePMD model is trained on SNAP labels first (about 2 minutes).
-"""
-
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--model", help="a frozen DeePMD .pth model (its compressed twin is made if missing)")
     parser.add_argument("--potentials", nargs="+", default=["snap", "meam", "deepmd", "deepmd-compressed"])
+    parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     args = parser.parse_args()
     atoms = build.bcc_bulk(3.51, 10)
     with tempfile.TemporaryDirectory(prefix="md-benchmark-") as directory:
@@ -78,25 +80,24 @@ def main() -> None:
                                env=child_environment(), check=True, capture_output=True)
             models = {"deepmd": model, "deepmd-compressed": str(compressed)}
         print(f"{len(atoms)} atoms, {args.steps} steps, NVT Langevin 300 K, frames every 100 steps")
-        print(f"{'potential':18} {'ours':>10} {'bare 1 rank':>12} {'ratio':>7} {'bare 2 ranks':>13} "
-              f"{'wall ratio':>11}   (atom-steps/s from loop timers)")
+        print(f"{'potential':18} {'ranks':>5} {'ours':>10} {'bare':>10} {'ratio':>7} {'wall ratio':>11}"
+              "   (atom-steps/s from loop timers)")
         for name in args.potentials:
             potential = md.Potential("deepmd", [models[name]]) if name.startswith("deepmd") else md.Potential(name)
-            out = work / name
-            started = time.perf_counter()
-            result = md.run_md(atoms, potential, "nvt", {"temperature": 300, "steps": args.steps,
-                                                         "trajectory_stride": 100}, out)
-            ours = time.perf_counter() - started
-            if result.status != "ok":
-                print(f"{name:18} failed: {result.reason}")
-                continue
-            ours_loop = loop_seconds(out / "log.lammps")
-            one, one_wall = bare_lammps(out / "in.lammps", 1)
-            two, _ = bare_lammps(out / "in.lammps", 2)
-            work_done = len(atoms) * args.steps
-            print(f"{name:18} {work_done / ours_loop:10.0f} {work_done / one:12.0f} {one / ours_loop:7.3f} "
-                  f"{work_done / two:13.0f} {one_wall / ours:11.2f}")
-
+            for ranks in args.ranks:
+                out = work / name / f"ranks-{ranks}"
+                started = time.perf_counter()
+                result = md.run_md(atoms, potential, "nvt", {"temperature": 300, "steps": args.steps,
+                                                             "trajectory_stride": 100, "mpi_ranks": ranks}, out)
+                ours = time.perf_counter() - started
+                if result.status != "ok":
+                    print(f"{name:18} {ranks:5} failed: {result.reason}")
+                    continue
+                ours_loop = loop_seconds(out / "log.lammps")
+                bare, bare_wall = bare_lammps(out / "in.lammps", ranks)
+                work_done = len(atoms) * args.steps
+                print(f"{name:18} {ranks:5} {work_done / ours_loop:10.0f} {work_done / bare:10.0f} "
+                      f"{bare / ours_loop:7.3f} {bare_wall / ours:11.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

