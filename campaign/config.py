@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from campaign.sweep import SweepPoint, check_parameter, expand_sweep, sweep_problems
@@ -115,6 +116,8 @@ class SystemSection(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     rattle_copies: int = Field(0, ge=0, description="extra copies with rattled positions (for labels)")
     rattle_stdev_angstrom: float = Field(0.05, ge=0)
+    #: Digest of the built structure: two systems that build the same atoms are a config error.
+    _structure_digest: str | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _builder_accepts_params(self) -> "SystemSection":
@@ -135,7 +138,12 @@ class SystemSection(Strict):
         problems += [(["params"], f"'{self.builder}' needs parameter '{n}'") for n in missing]
         if not problems:
             try:  # builders are cheap: a structure that cannot be built is a config error, found now
-                BUILDERS[self.builder](**self.params)
+                atoms = BUILDERS[self.builder](**self.params)
+                rows = np.column_stack([atoms.numbers, atoms.positions.round(4)])
+                rows = rows[np.lexsort(rows.T[::-1])]  # the same atoms listed in another order are the same
+                rattle = f"{self.rattle_copies} {self.rattle_stdev_angstrom}".encode()  # labels differ: not a duplicate
+                self._structure_digest = hashlib.sha256(rows.tobytes() + atoms.cell.array.round(4).tobytes()
+                                                        + rattle).hexdigest()
             except (ValueError, TypeError) as error:
                 problems.append((["params"], f"'{self.builder}' cannot build this structure: {error}"))
         if problems:
@@ -329,6 +337,13 @@ class CampaignConfig(Strict):
         names = [s.name for s in self.systems]
         duplicates = {n for n in names if names.count(n) > 1}
         problems += [(["systems"], f"system name '{n}' is used twice") for n in sorted(duplicates)]
+        built: dict[str, str] = {}
+        for i, system in enumerate(self.systems):
+            if system._structure_digest in built:
+                problems.append((["systems", i], f"'{system.name}' builds the same structure as "
+                                                 f"'{built[system._structure_digest]}' (at these parameters)"))
+            elif system._structure_digest:
+                built[system._structure_digest] = system.name
         for section, items in (("explore", self.explore), ("production", self.production)):
             for i, item in enumerate(items):
                 problems += [([section, i, "systems", j], f"no system named '{s}' in 'systems'")

@@ -130,6 +130,18 @@ def test_unknown_builder():
     assert line.startswith("systems[0].builder: unknown builder 'fcc'")
 
 
+def test_two_systems_that_build_the_same_atoms():
+    """At small sizes two shapes can select the same atoms: the comparison would be silently lost."""
+    column = {"height_angstrom": 10, "substrate_size": [5, 5], "substrate_layers": 4, "width_angstrom": 8}
+    data = minimal()
+    data["systems"] = [{"name": "circular", "builder": "column_on_substrate", "params": {"shape": "circular", **column}},
+                       {"name": "cuboid", "builder": "column_on_substrate",
+                        "params": {"shape": "cuboid", "facet": "110", **column}}]
+    assert problems_of(data) == ["systems[1]: 'cuboid' builds the same structure as 'circular' (at these parameters)"]
+    data["systems"][1]["rattle_copies"] = 3  # the same base structure with other labels is a different system
+    parse_config(data)
+
+
 def test_trust_levels_ordered():
     lines = problems_of(minimal(select={"trust_levels": [{"lo": 0.3, "hi": 0.1}]}))
     assert lines == ["select.trust_levels[0]: lo (0.3) must be smaller than hi (0.1)"]
