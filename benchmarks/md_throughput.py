@@ -13,6 +13,8 @@ wall-clock ratio is printed too.
 Usage: python benchmarks/md_throughput.py [--steps 300] [--model model.pth] [--potentials snap meam deepmd]
            [--ranks 1 2]
 Without --model a small DeePMD model is trained on SNAP labels first (about 2 minutes).
+"""
+
 from __future__ import annotations
 
 import argparse
