@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 PYTEST := $(PYTHON) -m pytest
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: install quickstart seed-data test test-fast test-slow clean-runs
+.PHONY: install quickstart seed-data studies-small tensorflow-backend test test-fast test-slow clean-runs
 
 install:
 	@bash scripts/install.sh
@@ -16,6 +16,17 @@ quickstart: install
 seed-data: install
 	$(VENV)/bin/campaign run configs/li-seed-data.yaml
 	$(PYTHON) scripts/export_seed_data.py configs/li-seed-data.yaml data/li-seed
+
+# Every study of configs/studies/ at its small scale, one after the other (about 30 minutes on 2 cores).
+STUDIES := self-healing-deposition dendrite-columns li-properties-dpgen interface-nucleation glassy-clusters
+studies-small: install
+	@for study in $(STUDIES); do \
+	  $(VENV)/bin/campaign run configs/studies/$$study.yaml --scale small || exit 1; \
+	done
+
+# DeePMD-kit's TensorFlow backend beside the PyTorch one, for benchmarks/deepmd_backends.py only.
+tensorflow-backend: install
+	@bash scripts/install_tensorflow.sh
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: install

@@ -97,6 +97,11 @@ def test_sweep_value_error_names_the_path():
     assert problems_of(data) == ["production[0].sweep.temperature[2]: must be > 0 K"]
 
 
+def test_mpi_ranks_is_a_whole_number():
+    data = minimal(production=[{"name": "d", "protocol": "nvt", "systems": ["slab"], "params": {"mpi_ranks": 1.5}}])
+    assert problems_of(data) == ["production[0].params.mpi_ranks: must be a whole number >= 1"]
+
+
 def test_all_problems_reported_at_once():
     data = minimal(production=[{"name": "d", "protocol": "deposition", "systems": ["nope"],
                                 "sweep": {"temperature": [0], "zip": [{"rate": [1, 5], "falling_speed": [500]}]}}])
