@@ -54,7 +54,7 @@ def restore_training_script(model: Path, output: Path) -> None:
 
 
 def dp(*arguments: str, cwd: Path) -> None:
-    subprocess.run(["dp", *arguments], cwd=cwd, env=os.environ.copy(), check=True, capture_output=True)
+    subprocess.run(["dp", *arguments], cwd=cwd, check=True, capture_output=True)
 
 
 def prepare_models(source: Path, work: Path) -> dict[str, Path]:

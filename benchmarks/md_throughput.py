@@ -53,7 +53,7 @@ def bare_lammps(script: Path, ranks: int, preload_torch: bool = False) -> tuple[
 
     `preload_torch` loads libtorch before LAMMPS starts (LD_PRELOAD), as our Python process
     does by importing torch; the binary otherwise loads it late, when `pair_style deepmd`
-    loads the DeePMD plugin, and then the same DeePMD script ran 1.3-1.5x slower (measured;
+    loads the DeePMD plugin, and then the same DeePMD script ran 1.3-1.8x slower (measured;
     preloading only CUDA's runtime, as the `lmp` wrapper does, did not change that).
     """
     log = script.parent / f"bare-{ranks}{'-preload' if preload_torch else ''}.log"
