@@ -89,32 +89,35 @@ def label_energies(workdir: Path) -> dict[str, float]:
     return energies
 
 
+KILL_TEST_LABELS = 300  # a reference label takes about 10 ms: 300 keep labelling busy for seconds, not 0.3 s
+
+
 def test_kill_driver_during_labelling_then_resume(tmp_path):
     config_path = tmp_path / "kill.yaml"
-    config_path.write_text(yaml.safe_dump(reference_campaign(tmp_path / "run", 29)))
+    config_path.write_text(yaml.safe_dump(reference_campaign(tmp_path / "run", KILL_TEST_LABELS - 1)))
     command = [sys.executable, "-m", "campaign.cli", "run", str(config_path)]
     driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(label_files(tmp_path / "run")) < 6:
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its Parsl workers, at once
     driver.wait()
     finished_before = label_files(tmp_path / "run")
-    assert 6 <= len(finished_before) < 30, "the kill must land in the middle of labelling"
+    assert 6 <= len(finished_before) < KILL_TEST_LABELS, "the kill must land in the middle of labelling"
 
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     after = label_files(tmp_path / "run")
-    assert len(after) == 30
+    assert len(after) == KILL_TEST_LABELS
     for path, stamp in finished_before.items():
         assert after[path] == stamp, f"{path} was labelled again"
     with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
         rows = ledger.tasks(stage="label")
-        assert len(rows) == 30 and all(row.state == "done" for row in rows)
+        assert len(rows) == KILL_TEST_LABELS and all(row.state == "done" for row in rows)
 
     clean = tmp_path / "clean.yaml"
-    clean.write_text(yaml.safe_dump(reference_campaign(tmp_path / "clean", 29)))
+    clean.write_text(yaml.safe_dump(reference_campaign(tmp_path / "clean", KILL_TEST_LABELS - 1)))
     subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(clean)], cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
     assert label_energies(tmp_path / "run") == label_energies(tmp_path / "clean")
