@@ -253,7 +253,9 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
         record.explore_and_label_wall_time_s = time.perf_counter() - started
         _index_labels(config, labels, iteration)
         record.tasks_run = result.ran
-        training = sorted(set(training) | set(new_systems))
+        # New systems go after the old ones: DeePMD's batches follow this order, so an order that
+        # depends on where the workdir lies (sorting absolute paths) changed the trained model.
+        training = [*training, *(s for s in new_systems if s not in training)]
         if record.frames and record.accurate_ratio >= section.accurate_ratio:
             record.converged = f"accurate ratio {record.accurate_ratio:.3f} >= {section.accurate_ratio}"
         elif record.frames and record.accurate == record.frames:

@@ -15,6 +15,7 @@ a label finished by a worker after the driver died is found on disk and never re
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -113,11 +114,15 @@ def label_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -> 
     return result
 
 
-def split_train_test(system_dirs: list[str], test_fraction: float) -> tuple[list[str], list[str]]:
-    """Deterministic hold-out by content: the systems whose path hashes lowest go to the test set."""
+def split_train_test(system_dirs: list[str], test_fraction: float, workdir: Path) -> tuple[list[str], list[str]]:
+    """Deterministic hold-out: the systems whose path below `workdir` hashes lowest go to the test set.
+
+    The path below the workdir (the label's content-addressed id and the system's name), not
+    the absolute path, so that the same campaign holds out the same systems wherever it runs.
+    """
     if test_fraction <= 0 or len(system_dirs) < 5:
         return sorted(system_dirs), []
-    ranked = sorted(system_dirs, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    ranked = sorted(system_dirs, key=lambda s: hashlib.sha256(os.path.relpath(s, workdir).encode()).hexdigest())
     n_test = max(1, round(test_fraction * len(ranked)))
     return sorted(ranked[n_test:]), sorted(ranked[:n_test])
 
@@ -164,7 +169,7 @@ def initial_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -
     if config.label.systems != [] and config.systems:
         outcome["labels"] = label_stage(config, ledger, show_progress)
         labelled_training, labelled_testing = split_train_test(ok_systems(outcome["labels"].outputs),
-                                                               config.train.test_fraction)
+                                                               config.train.test_fraction, config.workdir)
         training, testing = training + labelled_training, testing + labelled_testing
     if not outcome["model_paths"]:
         if not training:

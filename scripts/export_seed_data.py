@@ -47,7 +47,7 @@ def main(config_path: str, destination: str) -> None:
             records[record.name] = record
     ok = {r.system_dir: r.name for r in records.values() if r.status == "ok"}
     training, testing = split_train_test(ok_systems({"x": {"records": [r.__dict__ for r in records.values()]}}),
-                                         config.train.test_fraction)
+                                         config.train.test_fraction, workdir)
     if out.exists():
         shutil.rmtree(out)
     for part, systems in (("train", training), ("test", testing)):

@@ -12,7 +12,7 @@ import yaml
 
 from campaign.config import load_config
 from campaign.ledger import Ledger
-from campaign.run import run_campaign
+from campaign.run import run_campaign, split_train_test
 from storage import open_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +44,16 @@ def al_campaign(workdir: Path, strategy: str = "highest_deviation") -> dict:
 
 
 @pytest.mark.slow
+def test_train_test_split_does_not_depend_on_where_the_workdir_lies(tmp_path):
+    names = [f"labels/{k:04x}/systems/Li16-16-virial" for k in range(40)]
+    splits = []
+    for workdir in (tmp_path / "a", tmp_path / "elsewhere" / "b"):
+        training, testing = split_train_test([str(workdir / n) for n in names], 0.2, workdir)
+        assert len(testing) == 8 and len(training) == 32
+        splits.append(sorted(str(Path(s).relative_to(workdir)) for s in testing))
+    assert splits[0] == splits[1]
+
+
 def test_active_learning_then_production(tmp_path):
     config_path = tmp_path / "al.yaml"
     config_path.write_text(yaml.safe_dump(al_campaign(tmp_path / "run")))
@@ -64,6 +74,12 @@ def test_active_learning_then_production(tmp_path):
         == pytest.approx(first.accurate_ratio)
     # final models come from the last retraining, initialised from the previous ones
     assert all("iter-00" in m and "iter-000" not in m for m in summary["model_paths"])
+    # the retraining keeps the first training's systems, in their order, and appends the new labels
+    first_systems, retrained_systems = (
+        json.loads(next((tmp_path / "run" / "models" / f"iter-00{i}").glob("member-0-*/input.json")).read_text())
+        ["training"]["training_data"]["systems"] for i in (0, 1))
+    assert retrained_systems[:len(first_systems)] == first_systems
+    assert len(retrained_systems) == len(first_systems) + first.labels_added
 
     with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
         labels = [r for r in ledger.tasks() if r.kind == "label"]
