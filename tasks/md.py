@@ -513,8 +513,9 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
             remaining = segment.steps
             while remaining > 0:
                 chunk = min(stride - (steps_done % stride), remaining)
-                lmp.command(f"run {chunk} pre {'yes' if remaining == segment.steps else 'no'} post no")
-                script.append(f"run {chunk}")
+                run = f"run {chunk} pre {'yes' if remaining == segment.steps else 'no'} post no"
+                lmp.command(run)
+                script.append(run)  # as run: a replay by `lmp` then does the same setups as this run
                 remaining -= chunk
                 steps_done += chunk
                 if steps_done % stride:

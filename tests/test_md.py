@@ -23,6 +23,21 @@ def test_nvt_streams_frames_and_writes_outputs(tmp_path):
     assert md.read_result(tmp_path).final_structure.endswith("final.extxyz")
 
 
+def test_written_script_replays_the_run_exactly(tmp_path):
+    """`in.lammps` is what ran, run commands included: replayed, it ends on the same energies, to the bit."""
+    from tasks.runtime import new_lammps
+
+    result = md.run_md(build.bcc_bulk(3.51, 3), md.Potential("meam"), "nvt",
+                       {"temperature": 600, "steps": 300, "trajectory_stride": 50}, tmp_path)
+    assert result.status == "ok", result.reason
+    ours = np.loadtxt(tmp_path / "thermo.csv", delimiter=",", skiprows=1)[-1]
+    replay = new_lammps(tmp_path / "replay.log")
+    replay.file(str(tmp_path / "in.lammps"))
+    replayed = [replay.get_thermo(key) for key in ("step", "pe", "ke")]
+    replay.close()
+    assert replayed == [ours[0], ours[3], ours[4]]
+
+
 def test_positions_are_unwrapped_across_the_boundary(tmp_path):
     frames = []
     md.run_md(build.bcc_bulk(3.51, 3), md.Potential("snap"), "nvt",
