@@ -1,8 +1,8 @@
 """MD speed of tasks.md against the bare `lmp` binary on the same input (2,000-atom bcc Li, NVT).
 
-`run_md` writes the LAMMPS script it executed (`in.lammps`); the baseline replays that very
-script with `lmp` on the same number of ranks, so both runs do the same work, frames and
-all. Our 1-rank run is in-process (as in a Parsl worker); our 2-rank run is
+`run_md` writes the LAMMPS script it executed (`in.lammps`, each run command with its
+pre/post flags); the baseline replays that very script with `lmp` on the same number of
+ranks, so both runs do the same work, setups and frames included. Our 1-rank run is in-process (as in a Parsl worker); our 2-rank run is
 `run_md(params={"mpi_ranks": 2})`, which starts `mpirun -np 2 python -m tasks.md` and
 gathers each frame from both ranks. Prints atom-steps/s for SNAP, MEAM, and a DeePMD model
 plain and compressed, and the ratio ours/bare (the target is >= 0.97). Throughput is from
