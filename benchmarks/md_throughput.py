@@ -2,9 +2,9 @@
 
 `run_md` writes the LAMMPS script it executed (`in.lammps`, each run command with its
 pre/post flags); the baseline replays that very script with `lmp` on the same number of
-ranks, so both runs do the same work, setups and frames included. Our 1-rank run is in-process (as in a Parsl worker); our 2-rank run is
-`run_md(params={"mpi_ranks": 2})`, which starts `mpirun -np 2 python -m tasks.md` and
-gathers each frame from both ranks. Prints atom-steps/s for SNAP, MEAM, and a DeePMD model
+ranks, so both runs do the same work, setups and frames included. Our 1-rank run is
+in-process (as in a Parsl worker); our 2-rank run is `run_md(params={"mpi_ranks": 2})`,
+which starts `mpirun -np 2 python -m tasks.md` and gathers each frame from both ranks. Prints atom-steps/s for SNAP, MEAM, and a DeePMD model
 plain and compressed, and the ratio ours/bare (the target is >= 0.97). Throughput is from
 LAMMPS's own loop timers ("Loop time" in each log), so neither side is charged for process
 start-up (a bare `lmp` loads the DeePMD plugin, and with it torch, at every start); the

@@ -43,7 +43,6 @@ def al_campaign(workdir: Path, strategy: str = "highest_deviation") -> dict:
     }
 
 
-@pytest.mark.slow
 def test_train_test_split_does_not_depend_on_where_the_workdir_lies(tmp_path):
     names = [f"labels/{k:04x}/systems/Li16-16-virial" for k in range(40)]
     splits = []
@@ -54,6 +53,7 @@ def test_train_test_split_does_not_depend_on_where_the_workdir_lies(tmp_path):
     assert splits[0] == splits[1]
 
 
+@pytest.mark.slow
 def test_active_learning_then_production(tmp_path):
     config_path = tmp_path / "al.yaml"
     config_path.write_text(yaml.safe_dump(al_campaign(tmp_path / "run")))
