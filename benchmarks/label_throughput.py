@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from campaign.config import GpawSettings
+from tasks.labellers.gpaw import GpawSettings
 from tasks import build, label
 
 CELLS = {2: 1, 16: 2, 54: 3, 128: 4}

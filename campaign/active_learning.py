@@ -36,8 +36,11 @@ import numpy as np
 from campaign.config import CampaignConfig, TrustLevel
 from campaign.engine import StageResult, TaskSpec, run_stage
 from campaign.ledger import Ledger, task_id
-from campaign.run import base_structure, label_spec, ok_systems, train_stage
+from campaign.stages import base_structure, label_spec, ok_systems, train_stage
 from tasks import build, md, select
+from tasks.frame import Frame, frame_to_atoms
+from tasks.potentials import Potential
+from tasks.protocols import PROTOCOLS
 
 #: Frames with more atoms than this are cut down to the region around their most uncertain
 #: atom when `select.cut_out_radius_angstrom` is set.
@@ -159,7 +162,7 @@ def _frame_atoms(path: Path, type_map: list[str]):
     with np.load(path) as data:
         values = {k: data[k] for k in data.files}
     values["step"], values["time_ps"] = int(values["step"]), float(values["time_ps"])
-    atoms = md.frame_to_atoms(md.Frame(**values), type_map)
+    atoms = frame_to_atoms(Frame(**values), type_map)
     atoms.wrap()
     del atoms.arrays["lammps_id"]
     return atoms
@@ -182,29 +185,28 @@ def exploration_specs(config: CampaignConfig, iteration: int,
     """One LAMMPS run per explore section x system x sweep point, with the whole ensemble."""
     specs: list[TaskSpec] = []
     runs: dict[str, _Run] = {}
-    potential = md.Potential("deepmd", list(models))
+    potential = Potential("deepmd", list(models))
     for section_index, section in enumerate(config.explore):
         for system in section.systems:
             structure = base_structure(config, system)
             for point in section.points():
-                parameters = {key: value for key, value in point.parameters.items() if key != "replica"}
-                params = {**section.params, **parameters}
-                params["seed"] = (config.campaign.seed * 1000 + iteration * 10 + point.parameters.get("replica", 0)
-                                  + 1) % 900_000_000
+                seed = (config.campaign.seed * 1000 + iteration * 10 + point.replica + 1) % 900_000_000
+                typed = PROTOCOLS[section.protocol].parse({**section.run_params(point), "seed": seed})
                 name = f"e{section_index}-{system}-{point.point_id[:6]}"
-                arguments = {"protocol": section.protocol, "params": params, "type_map": config.campaign.type_map,
+                arguments = {"protocol": section.protocol, "params": typed.model_dump(mode="json", exclude_none=True),
+                             "type_map": config.campaign.type_map,
                              "masses": {e: config.campaign.mass_of(e) for e in config.campaign.type_map}}
                 identifier = task_id("explore", arguments, [structure, *models])
                 output_dir = config.workdir / "iterations" / f"iter-{iteration:03d}" / "explore" / \
                     f"{name}-{identifier[:8]}"
                 specs.append(TaskSpec(identifier, "explore", name, section.executor, md.run_md,
                                       dict(structure=str(structure), potential=potential, protocol=section.protocol,
-                                           params=params, output_dir=str(output_dir),
+                                           params=arguments["params"], output_dir=str(output_dir),
                                            type_map=config.campaign.type_map, masses_amu=arguments["masses"],
                                            save_trajectory=True),
                                       output_dir, verify_exploration, {**arguments, "models": models,
                                                                        "structure": str(structure)}))
-                runs[identifier] = _Run(name, system, float(params.get("temperature", 300.0)), 0)
+                runs[identifier] = _Run(name, system, float(typed.temperature), 0)
     max_labels = config.select.max_labels
     for k, run in enumerate(runs.values()):  # shares of max_labels, the first ones one larger
         run.quota = max_labels // len(runs) + (k < max_labels % len(runs))

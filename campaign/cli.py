@@ -23,8 +23,14 @@ def _load_or_exit(path: str, scale: str | None = None) -> CampaignConfig:
         raise SystemExit(2) from None
 
 
+def _print_warnings(config: CampaignConfig) -> None:
+    for line in config.warnings():
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config, args.scale)
+    _print_warnings(config)
     n_explore = sum(len(section.points()) * len(section.systems) for section in config.explore)
     n_production = sum(len(study.points()) * len(study.systems) for study in config.production)
     print(f"{args.config}: valid campaign '{config.campaign.name}' "
@@ -35,6 +41,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config, args.scale)
+    _print_warnings(config)
     from campaign.engine import StageFailed
     from campaign.run import run_campaign
 
@@ -60,6 +67,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch(config, args.interval)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="campaign", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
     watch = commands.add_parser("watch", help="the status table, refreshed until interrupted (Ctrl-C)")
     watch.add_argument("config", help="campaign YAML file")
-    watch.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    watch.add_argument("--interval", type=_positive_seconds, default=5.0,
+                       help="seconds between refreshes, > 0 (default 5)")
     watch.set_defaults(handler=cmd_watch)
     for command in (validate, run, status, watch):
         command.add_argument("--scale", help="apply the overrides of `scales.<name>` in the config (e.g. small)")

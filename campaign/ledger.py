@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from campaign import __version__
-from storage.sqlite import connect
+from storage.sqlite import connect, connect_readonly
 
 STATES = ("pending", "running", "done", "failed")
 
@@ -71,12 +71,17 @@ def file_digest(path: str | Path) -> str:
 
 
 def task_id(kind: str, parameters: dict[str, Any], input_files: Iterable[str | Path] = (),
-            code_version: str = __version__) -> str:
-    """Content-addressed id: same kind, parameters, input contents and code version -> same id."""
+            code_version: str = __version__, ordered: bool = False) -> str:
+    """Content-addressed id: same kind, parameters, input contents and code version -> same id.
+
+    Input files count by content, never by path, so a campaign moved to another directory
+    keeps its ids; `ordered` when their order matters (training data: DeePMD's batches).
+    """
+    digests = [file_digest(p) for p in input_files]
     payload = {
         "kind": kind,
         "parameters": parameters,
-        "inputs": sorted(file_digest(p) for p in input_files),
+        "inputs": digests if ordered else sorted(digests),
         "code": code_version,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -104,9 +109,10 @@ class TaskRow:
 class Ledger:
     """Thin, synchronous access to the ledger; a write commits at once, or with its `batch()`."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """`readonly`: read an existing file and never change it (DatabaseUnreadable if it cannot be read)."""
         self.path = Path(path)
-        self._db = connect(self.path, _SCHEMA)
+        self._db = connect_readonly(self.path, "tasks") if readonly else connect(self.path, _SCHEMA)
         self._batch_depth = 0
 
     def close(self) -> None:

@@ -23,9 +23,13 @@ import xarray as xr
 from campaign.config import CampaignConfig, ProductionStudy
 from campaign.engine import StageResult, TaskSpec, run_stage
 from campaign.ledger import Ledger, task_id
-from campaign.run import base_structure
+from campaign.stages import base_structure
+from campaign.sweep import sweep_axes
 from storage import fields as store
-from tasks import analyze, md
+from storage.layout import SweepAxes
+from tasks import analyze
+from tasks.potentials import Potential
+from tasks.protocols import PROTOCOLS
 
 
 @dataclass
@@ -37,21 +41,19 @@ class RunRef:
     spec: TaskSpec
 
 
-def study_axes(study: ProductionStudy) -> store.SweepAxes:
-    axes = store.SweepAxes.from_sweep(study.sweep, study.replicas)
-    if len(study.systems) > 1:
-        return store.SweepAxes({"system": list(study.systems), **axes.dims}, axes.companions)
-    return axes
+def study_axes(study: ProductionStudy) -> SweepAxes:
+    axes = sweep_axes(study.sweep, study.replicas)
+    return axes.with_system(list(study.systems)) if len(study.systems) > 1 else axes
 
 
-def potential_for(study: ProductionStudy, models: list[str]) -> md.Potential:
-    if study.potential == "final_model":
+def potential_for(study: ProductionStudy, models: list[str]) -> Potential:
+    if study.potential_kind == "final_model":
         if not models:
             raise ValueError(f"production study '{study.name}' uses the final model, but the campaign has none")
-        return md.Potential("deepmd", [models[0]])
-    if isinstance(study.potential, Path):
-        return md.Potential("deepmd", [str(study.potential)])
-    return md.Potential(study.potential)
+        return Potential("deepmd", [models[0]])
+    if study.potential_kind == "model_file":
+        return Potential("deepmd", [study.potential])
+    return Potential(study.potential)
 
 
 def verify_run(output_dir: Path) -> dict[str, Any] | None:
@@ -67,34 +69,35 @@ def verify_run(output_dir: Path) -> dict[str, Any] | None:
     return outputs
 
 
+def run_parameters(config: CampaignConfig, study: ProductionStudy, point: Any) -> dict[str, Any]:
+    """The validated protocol parameters of one run (defaults filled in): its seed follows the
+    campaign's seed unless the study gives one, and differs by replica."""
+    params = study.run_params(point)
+    params["seed"] = int(params.get("seed", config.campaign.seed * 1000 + 1)) + 7 * point.replica
+    return PROTOCOLS[study.protocol].parse(params).model_dump(mode="json", exclude_none=True)
+
+
 def production_runs(config: CampaignConfig, models: list[str]) -> list[RunRef]:
     refs: list[RunRef] = []
-    analysis = config.analysis
     masses = {e: config.campaign.mass_of(e) for e in config.campaign.type_map}
     for study in config.production:
         potential = potential_for(study, models)
+        fields = config.field_choices(study)
         for system in study.systems:
             structure = base_structure(config, system)
             for point in study.points():
-                replica = int(point.parameters.get("replica", 0))
-                params = {**study.params, **{k: v for k, v in point.parameters.items() if k != "replica"}}
-                params.setdefault("seed", config.campaign.seed * 1000 + 1)
-                params["seed"] = int(params["seed"]) + 7 * replica
-                arguments = dict(protocol=study.protocol, params=params, fields=list(study.fields),
-                                 type_map=config.campaign.type_map, masses_amu=masses,
-                                 slab_width=analysis.slab_width_angstrom,
-                                 coordination_cutoff=analysis.coordination_cutoff_angstrom,
-                                 rdf_max=analysis.rdf_max_angstrom, fit_window=tuple(analysis.diffusion_fit_window))
+                arguments = dict(protocol=study.protocol, params=run_parameters(config, study, point),
+                                 fields=fields, type_map=config.campaign.type_map, masses_amu=masses)
                 identifier = task_id("production", {**arguments, "potential": potential.kind},
                                      [structure, *potential.models])
-                name = f"{study.name}-{system}-{point.point_id[:6]}-r{replica}"
+                name = f"{study.name}-{system}-{point.point_id[:6]}-r{point.replica}"
                 output_dir = config.workdir / "production" / study.name / f"{name}-{identifier[:8]}"
                 spec = TaskSpec(identifier, "production", name, study.executor, analyze.md_with_fields,
                                 dict(structure=str(structure), potential=potential, output_dir=str(output_dir),
                                      **arguments),
                                 output_dir, verify_run, {**arguments, "potential": potential.kind,
                                                          "models": potential.models, "structure": str(structure)})
-                coordinates = {**point.parameters, "replica": replica}
+                coordinates = dict(point.coordinates)
                 if len(study.systems) > 1:
                     coordinates["system"] = system
                 refs.append(RunRef(study.name, coordinates, spec))
@@ -189,40 +192,3 @@ def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
                                           result.outputs, client)
     ledger.log_event("production", "store written: " + ", ".join(f"{k} {v} runs" for k, v in written.items()))
     return result, written
-
-
-def run_summary(config: CampaignConfig, study: str, filled_fraction: float = 0.25) -> Any:
-    """Per run: final atoms, bottom and top slab temperature and bcc fraction (last 20 % of
-    the run), surface and bulk D — reduced from the store with Dask. Returns a pandas table.
-
-    The top (bottom) slab is the highest (lowest) holding at least `filled_fraction` of the
-    fullest slab's mobile atoms, so a few atoms still falling are not taken for the surface.
-    """
-    from storage.reduce import filled_slabs, last_fraction
-
-    dataset = store.open_study(config.store_path, study)
-    sweep_dims = [d for d in dataset.run_status.dims]
-    columns: dict[str, xr.DataArray] = {"status": dataset.run_status}
-    if "n_atoms" in dataset:
-        columns["final atoms"] = dataset.n_atoms.max("time")  # atoms are only ever added
-    if "slab_temperature" in dataset:
-        steady = last_fraction(dataset[["slab_temperature", "atoms_per_slab"]], 0.2)
-        occupied = filled_slabs(steady.atoms_per_slab, filled_fraction)
-        temperature = steady.slab_temperature.where(occupied).mean("time")
-        filled = occupied.any("time")
-        z = dataset.z.broadcast_like(temperature)
-        top = z.where(filled).max("z")
-        bottom = z.where(filled).min("z")
-        columns["bottom slab T (K)"] = temperature.where(z == bottom).max("z")
-        columns["top slab T (K)"] = temperature.where(z == top).max("z")
-        columns["atoms in top slab"] = steady.atoms_per_slab.where(z == top).max("z").mean("time")
-    if "structure_fraction" in dataset:
-        columns["bcc fraction"] = last_fraction(dataset.structure_fraction.sel(structure="bcc"), 0.2).mean("time")
-    if "diffusion_coefficient" in dataset:
-        for group in dataset.group.values:
-            columns[f"D {group} (Å²/ps)"] = dataset.diffusion_coefficient.sel(group=group)
-    computed = xr.Dataset({k: v.reset_coords(drop=True) for k, v in columns.items()}).compute()
-    table = computed.to_dataframe(dim_order=sweep_dims)  # rows in sweep order, last dimension fastest
-    table = table[[c for c in columns]]
-    table["status"] = table["status"].map({0: "missing", 1: "ok", 2: "failed"})
-    return table.reset_index()[sweep_dims + list(columns)] if sweep_dims else table

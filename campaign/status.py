@@ -1,13 +1,15 @@
 """`campaign status` and `campaign watch`: what the ledger knows, as tables.
 
 Read-only: status opens the ledger while a campaign runs (SQLite WAL lets readers in
-beside the writer) and never changes it.
+beside the writer) and never changes it. A ledger that cannot be read is named, with exit
+code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
+import sys
 import time
 
 from rich.console import Console, Group
@@ -17,6 +19,7 @@ from rich.text import Text
 
 from campaign.config import CampaignConfig
 from campaign.ledger import STATES, Ledger
+from storage.sqlite import DatabaseUnreadable
 
 
 def _eta(rows: list, workers: int) -> str:
@@ -45,7 +48,7 @@ def status_view(config: CampaignConfig) -> Group:
     if not path.exists():
         return Group(Text(f"campaign '{config.campaign.name}' has not run yet (no {path})"))
     parts: list = []
-    with Ledger(path) as ledger:
+    with Ledger(path, readonly=True) as ledger:
         table = Table(title=f"campaign {config.campaign.name}: tasks by stage")
         table.add_column("stage")
         for state in STATES:
@@ -65,7 +68,7 @@ def status_view(config: CampaignConfig) -> Group:
         parts.append(table)
         iterations = ledger.iterations()
         if iterations:
-            from campaign.run import iterations_table
+            from campaign.report import iterations_table
 
             parts.append(iterations_table(iterations))
         for row in ledger.tasks(state="failed")[-5:]:
@@ -78,12 +81,19 @@ def status_view(config: CampaignConfig) -> Group:
 
 
 def print_status(config: CampaignConfig, console: Console | None = None) -> int:
-    (console or Console()).print(status_view(config))
+    try:
+        view = status_view(config)
+    except DatabaseUnreadable as error:
+        print(f"campaign status: cannot read the ledger: {error}", file=sys.stderr)
+        return 2
+    (console or Console()).print(view)
     return 0
 
 
 def watch(config: CampaignConfig, interval: float = 5.0, console: Console | None = None) -> int:
-    """Refresh the status view every `interval` seconds until Ctrl-C."""
+    """Refresh the status view every `interval` seconds (> 0) until Ctrl-C."""
+    if not interval > 0:
+        raise ValueError(f"interval must be > 0 s, got {interval}")
     try:
         with Live(status_view(config), console=console, refresh_per_second=1, screen=False) as live:
             while True:
@@ -91,4 +101,7 @@ def watch(config: CampaignConfig, interval: float = 5.0, console: Console | None
                 live.update(status_view(config))
     except KeyboardInterrupt:
         pass
+    except DatabaseUnreadable as error:
+        print(f"campaign watch: cannot read the ledger: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -1,4 +1,4 @@
-"""Sweep expansion: a mapping of parameter lists becomes a list of sweep points.
+"""The sweep grammar, in one place: a mapping of parameter lists becomes sweep points and store axes.
 
 A sweep such as::
 
@@ -10,8 +10,13 @@ A sweep such as::
 expands as the cartesian product of every plain parameter with every zip group, where a
 zip group moves its parameters together (the k-th values of each list belong together).
 Expansion is deterministic: parameters vary in the order they are written, the last one
-fastest. Each point has a stable id, a hash of its canonical parameters, so that adding a
-temperature to a sweep does not rename the runs that already exist.
+fastest, and replicas fastest of all. Each point has a stable id, a hash of its swept
+parameters (never of its replica), so adding a temperature or a replica later does not
+rename the runs that already exist.
+
+The same grammar gives the store its axes (`sweep_axes`): one dimension per plain
+parameter, one per zip group named after its first parameter (its other parameters are
+coordinates along it), and ``replica`` always.
 """
 
 from __future__ import annotations
@@ -22,47 +27,28 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from storage.layout import SweepAxes
+
 Scalar = int | float | str | bool
-
-#: Physical constraints of parameters that are known by name: (predicate, message).
-#: Applied wherever a sweep or a protocol parameter block uses these names.
-PARAMETER_RULES: dict[str, tuple[Any, str]] = {
-    "temperature": (lambda v: v > 0, "must be > 0 K"),
-    "temperature_start": (lambda v: v > 0, "must be > 0 K"),
-    "temperature_end": (lambda v: v > 0, "must be > 0 K"),
-    "rate": (lambda v: v > 0, "must be > 0 Li/ps"),
-    "falling_speed": (lambda v: v > 0, "must be > 0 m/s"),
-    "timestep": (lambda v: v > 0, "must be > 0 ps"),
-    "duration": (lambda v: v > 0, "must be > 0 ps"),
-    "steps": (lambda v: v >= 1, "must be >= 1"),
-    "density": (lambda v: v > 0, "must be > 0 g/cm^3"),
-    "replica": (lambda v: v >= 0, "must be >= 0"),
-    "quench_rate": (lambda v: v > 0, "must be > 0 K/ps"),
-    "mpi_ranks": (lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
-}
-
-
-def check_parameter(name: str, value: Any) -> str | None:
-    """Return a problem message when `value` breaks the rule known for `name`, else None."""
-    rule = PARAMETER_RULES.get(name)
-    if rule is None:
-        return None
-    predicate, message = rule
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"must be a number, not {value!r}"
-    return None if predicate(value) else message
+RESERVED = ("zip", "replica")
 
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One combination of sweep parameters, with its stable id and position in the grid."""
+    """One combination of swept parameters and a replica, with its stable id and grid position."""
 
-    parameters: dict[str, Scalar]
+    parameters: dict[str, Scalar]  # the swept parameters only
+    replica: int
     index: int
 
     @property
     def point_id(self) -> str:
         return point_id(self.parameters)
+
+    @property
+    def coordinates(self) -> dict[str, Scalar]:
+        """Where the run sits along the store's sweep dimensions."""
+        return {**self.parameters, "replica": self.replica}
 
     @property
     def label(self) -> str:
@@ -77,21 +63,23 @@ def point_id(parameters: Mapping[str, Scalar]) -> str:
 
 
 def sweep_problems(sweep: Mapping[str, Any]) -> list[tuple[list[str | int], str]]:
-    """All problems of a sweep mapping as (sub-path, message); empty when it is valid."""
+    """Problems of the sweep's grammar as (sub-path, message): lists, zip groups, duplicates."""
     problems: list[tuple[list[str | int], str]] = []
     seen: set[str] = set()
 
     def check_list(path: list[str | int], name: str, values: Any) -> None:
+        if name == "replica":
+            problems.append((path, "'replica' is not a sweep parameter: give 'replicas: N' beside the sweep"))
+            return
         if not isinstance(values, list) or not values:
             problems.append((path, "must be a non-empty list of values"))
             return
         for i, value in enumerate(values):
             if not isinstance(value, (int, float, str, bool)):
                 problems.append((path + [i], "must be a number, string or boolean"))
-                continue
-            message = check_parameter(name, value)
-            if message:
-                problems.append((path + [i], message))
+        repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+        if repeated:
+            problems.append((path, f"repeats {', '.join(repeated)}: each value would run twice under one id"))
         if name in seen:
             problems.append((path, f"parameter '{name}' appears more than once in the sweep"))
         seen.add(name)
@@ -116,8 +104,21 @@ def sweep_problems(sweep: Mapping[str, Any]) -> list[tuple[list[str | int], str]
     return problems
 
 
+def parameter_paths(sweep: Mapping[str, Any]) -> dict[str, list[str | int]]:
+    """Swept parameter -> its path inside the sweep (for error lines)."""
+    paths: dict[str, list[str | int]] = {}
+    for key, values in sweep.items():
+        if key == "zip":
+            for g, group in enumerate(values or []):
+                for name in group:
+                    paths[name] = ["zip", g, name]
+        else:
+            paths[key] = [key]
+    return paths
+
+
 def expand_sweep(sweep: Mapping[str, Any] | None, replicas: int = 1) -> list[SweepPoint]:
-    """Expand a validated sweep mapping into its points (replicas as the fastest axis)."""
+    """Expand a valid sweep mapping into its points (replicas as the fastest axis)."""
     axes: list[list[dict[str, Scalar]]] = []
     for key, values in (sweep or {}).items():
         if key == "zip":
@@ -126,13 +127,27 @@ def expand_sweep(sweep: Mapping[str, Any] | None, replicas: int = 1) -> list[Swe
                 axes.append([dict(zip(names, combo)) for combo in zip(*(group[n] for n in names))])
         else:
             axes.append([{key: v} for v in values])
-    if replicas > 1:
-        axes.append([{"replica": r} for r in range(replicas)])
     points: list[SweepPoint] = []
-    for index, combo in enumerate(itertools.product(*axes)):
+    for index, (*combo, replica) in enumerate(itertools.product(*axes, range(replicas))):
         parameters: dict[str, Scalar] = {}
         for part in combo:
             parameters.update(part)
-        points.append(SweepPoint(parameters=parameters, index=index))
+        points.append(SweepPoint(parameters=parameters, replica=replica, index=index))
     return points
 
+
+def sweep_axes(sweep: Mapping[str, Any] | None, replicas: int = 1) -> SweepAxes:
+    """The store's sweep dimensions for this sweep (see the module docstring)."""
+    dims: dict[str, list[Any]] = {}
+    companions: dict[str, tuple[str, list[Any]]] = {}
+    for key, values in (sweep or {}).items():
+        if key == "zip":
+            for group in values:
+                names = list(group)
+                dims[names[0]] = list(group[names[0]])
+                for other in names[1:]:
+                    companions[other] = (names[0], list(group[other]))
+        else:
+            dims[key] = list(values)
+    dims["replica"] = list(range(replicas))
+    return SweepAxes(dims, companions)

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from campaign.config import load_config  # noqa: E402
-from campaign.run import ok_systems, split_train_test  # noqa: E402
+from campaign.stages import ok_systems, split_train_test  # noqa: E402
 from tasks import label  # noqa: E402
 
 EV_PER_CUBIC_ANGSTROM_TO_GPA = 160.21766

@@ -1,34 +1,64 @@
 """The notebook API: one line opens a campaign's results.
 
     from storage import open_campaign
-    c = open_campaign("runs/quickstart")
-    c.fields("deposition")          # lazy xarray.Dataset over the sweep
-    c.labels()                      # labelled-data table (pandas)
+    c = open_campaign("runs/quickstart")       # a workdir, or the campaign's YAML file
+    c.fields("deposition")                     # lazy xarray.Dataset over the sweep
+    c.labels()                                 # labelled-data table (pandas)
     c.plot.temperature_profile("deposition")
+
+Every bad call raises a `StoreError` naming the path and what is wrong: `StoreNotFound`
+(no workdir, store or study), `StoreCorrupt` (a file that cannot be read), `NotInStore`
+(a field, structure or coordinate the store does not hold).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import xarray as xr
 
-from storage.fields import StoreError, complete_runs, open_study, studies
+from storage.errors import NotInStore, StoreCorrupt, StoreError, StoreNotFound
+from storage.fields import complete_runs, open_study, studies
 from storage.labels import LabelIndex
+from storage.sqlite import DatabaseUnreadable
 
 if TYPE_CHECKING:
     from storage.plots import Plots
+
+#: Written by `campaign run` into the workdir: where this campaign keeps its store.
+RECORD = "campaign.json"
+
+
+def write_campaign_record(workdir: Path, name: str, store: Path, config_hash: str) -> None:
+    """Tell the notebook API where the store is (`storage.path` may put it anywhere)."""
+    store = Path(store)
+    relative = os.path.relpath(store, workdir) if store.is_absolute() else str(store)
+    record = {"name": name, "store": relative if not relative.startswith("..") else str(store),
+              "config_hash": config_hash}
+    temporary = workdir / f".{RECORD}.tmp"
+    temporary.write_text(json.dumps(record, indent=1))
+    temporary.replace(workdir / RECORD)
+
+
+def _store_of(workdir: Path) -> Path:
+    path = workdir / RECORD
+    if not path.exists():
+        return workdir / "fields.zarr"
+    try:
+        store = Path(json.loads(path.read_text())["store"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise StoreCorrupt(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    return store if store.is_absolute() else workdir / store
 
 
 @dataclass
 class Campaign:
     workdir: Path
-
-    @property
-    def store(self) -> Path:
-        return self.workdir / "fields.zarr"
+    store: Path
 
     def studies(self) -> list[str]:
         return studies(self.store) if (self.store / "zarr.json").exists() else []
@@ -38,6 +68,14 @@ class Campaign:
         dataset = open_study(self.store, study)
         return complete_runs(dataset) if complete_only else dataset
 
+    def field(self, study: str, variable: str, complete_only: bool = True) -> xr.DataArray:
+        """One variable of a study (NotInStore, listing what it holds, if the study did not compute it)."""
+        dataset = self.fields(study, complete_only)
+        if variable not in dataset.data_vars:
+            raise NotInStore(f"study '{study}' in {self.store} has no field '{variable}'; it has: "
+                             f"{', '.join(sorted(dataset.data_vars))}")
+        return dataset[variable]
+
     def labels(self):
         """One row per labelled structure: source, engine, settings hash, status, energy, max force, npy system."""
         import pandas as pd
@@ -45,8 +83,11 @@ class Campaign:
         path = self.workdir / "labels.sqlite"
         if not path.exists():
             return pd.DataFrame()
-        with LabelIndex(path) as index:
-            return index.frame()
+        try:
+            with LabelIndex(path, readonly=True) as index:
+                return index.frame()
+        except (DatabaseUnreadable, pd.errors.DatabaseError) as error:
+            raise StoreCorrupt(str(error)) from None
 
     @property
     def plot(self) -> "Plots":
@@ -55,9 +96,17 @@ class Campaign:
         return Plots(self)
 
 
-def open_campaign(workdir: str | Path) -> Campaign:
-    """Open a campaign's workdir for analysis (raises StoreError if it does not exist)."""
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise StoreError(f"no campaign workdir at {workdir}")
-    return Campaign(workdir)
+def open_campaign(path: str | Path) -> Campaign:
+    """Open a campaign for analysis: its workdir, or its YAML config (the store where `storage.path` says)."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        from campaign.config import ConfigError, load_config
+
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            raise StoreError(f"{path}: {'; '.join(error.problems)}") from None
+        return Campaign(config.workdir, config.store_path)
+    if not path.is_dir():
+        raise StoreNotFound(f"no campaign workdir at {path}" + (" (a file, not a directory)" if path.exists() else ""))
+    return Campaign(path, _store_of(path))

@@ -22,7 +22,6 @@ Chunks are one run wide along every sweep dimension, so two runs never share a c
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,51 +29,11 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from storage.errors import NotInStore, StoreCorrupt, StoreError, StoreNotFound
+from storage.layout import LayoutError, SweepAxes
+
 SCHEMA_VERSION = 1
 RUN_MISSING, RUN_COMPLETE, RUN_FAILED = 0, 1, 2
-
-
-class StoreError(RuntimeError):
-    """A store that is missing, of another schema version, or asked for something it lacks."""
-
-
-@dataclass(frozen=True)
-class SweepAxes:
-    """Sweep dimensions of a study: dimension name -> values, plus zipped companion coordinates."""
-
-    dims: dict[str, list[Any]]
-    companions: dict[str, tuple[str, list[Any]]]  # name -> (dimension it follows, values)
-
-    @classmethod
-    def from_sweep(cls, sweep: Mapping[str, Any] | None, replicas: int = 1) -> "SweepAxes":
-        dims: dict[str, list[Any]] = {}
-        companions: dict[str, tuple[str, list[Any]]] = {}
-        for key, values in (sweep or {}).items():
-            if key == "zip":
-                for group in values:
-                    names = list(group)
-                    dims[names[0]] = list(group[names[0]])
-                    for other in names[1:]:
-                        companions[other] = (names[0], list(group[other]))
-            else:
-                dims[key] = list(values)
-        dims["replica"] = list(range(replicas))
-        return cls(dims, companions)
-
-    def region(self, parameters: Mapping[str, Any]) -> dict[str, slice]:
-        """The one-run region of a sweep point in the sweep dimensions."""
-        region = {}
-        for dim, values in self.dims.items():
-            value = parameters.get(dim, 0 if dim == "replica" else None)
-            if value not in values:
-                raise StoreError(f"sweep point {dict(parameters)} has {dim}={value!r}, not one of {values}")
-            index = values.index(value)
-            region[dim] = slice(index, index + 1)
-        return region
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(v) for v in self.dims.values())
 
 
 def _sweep_coordinates(axes: SweepAxes) -> dict[str, Any]:
@@ -155,7 +114,10 @@ def write_run(store: str | Path, study: str, axes: SweepAxes, parameters: Mappin
               status: int = RUN_COMPLETE) -> None:
     """Write one run's fields into its own region (chunks no other run touches)."""
     store = Path(store)
-    region = axes.region(parameters)
+    try:
+        region = axes.region(parameters)
+    except LayoutError as error:
+        raise StoreError(str(error)) from None
     existing = xr.open_zarr(store, group=study, consolidated=False)
     payload = {}
     n_valid = 0
@@ -188,24 +150,35 @@ def write_run(store: str | Path, study: str, axes: SweepAxes, parameters: Mappin
 
 def open_study(store: str | Path, study: str, chunks: Any = None) -> xr.Dataset:
     """A study's fields as a lazy, dask-backed Dataset (raises StoreError with the reason)."""
-    store = Path(store)
-    if not (store / "zarr.json").exists():
-        raise StoreError(f"no field store at {store}: has a production stage run in this workdir?")
-    root = zarr.open_group(str(store), mode="r")
-    version = root.attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise StoreError(f"{store} has schema version {version}; this version of dendrite-campaign reads "
-                         f"version {SCHEMA_VERSION}")
+    root = open_root(store)
     if study not in root:
-        raise StoreError(f"no study '{study}' in {store}; it holds: {', '.join(sorted(root.group_keys())) or 'none'}")
+        raise NotInStore(f"no study '{study}' in {store}; it holds: {', '.join(sorted(root.group_keys())) or 'none'}")
     # Consolidated metadata is rewritten at every allocation, the only time metadata changes.
     # Default chunks are the stored ones (one run each): dask's "auto" cannot size text fields.
-    return xr.open_zarr(store, group=study, consolidated=None, chunks={} if chunks is None else chunks)
+    try:
+        return xr.open_zarr(store, group=study, consolidated=None, chunks={} if chunks is None else chunks)
+    except (ValueError, KeyError, OSError) as error:
+        raise StoreCorrupt(f"{Path(store) / study}: cannot be read ({type(error).__name__}: {error})") from None
+
+
+def open_root(store: str | Path) -> zarr.Group:
+    """The store's root group, checked: present, readable, of this schema version."""
+    store = Path(store)
+    if not (store / "zarr.json").exists():
+        raise StoreNotFound(f"no field store at {store}: has a production stage run in this workdir?")
+    try:
+        root = zarr.open_group(str(store), mode="r")
+        version = root.attrs.get("schema_version")
+    except (ValueError, KeyError, OSError) as error:
+        raise StoreCorrupt(f"{store / 'zarr.json'}: cannot be read ({type(error).__name__}: {error})") from None
+    if version != SCHEMA_VERSION:
+        raise StoreCorrupt(f"{store} has schema version {version}; this version of dendrite-campaign reads "
+                           f"version {SCHEMA_VERSION}")
+    return root
 
 
 def studies(store: str | Path) -> list[str]:
-    root = zarr.open_group(str(store), mode="r")
-    return sorted(root.group_keys())
+    return sorted(open_root(store).group_keys())
 
 
 def complete_runs(dataset: xr.Dataset) -> xr.Dataset:

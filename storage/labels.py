@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-from storage.sqlite import connect
+from storage.sqlite import connect, connect_readonly
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -34,9 +34,10 @@ CREATE TABLE IF NOT EXISTS labels (
 
 
 class LabelIndex:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """`readonly`: read an existing file and never change it (DatabaseUnreadable if it cannot be read)."""
         self.path = Path(path)
-        self._db = connect(self.path, _SCHEMA)
+        self._db = connect_readonly(self.path, "labels") if readonly else connect(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import xarray as xr
 
-from storage.reduce import filled_slabs, last_fraction, replica_mean
+from storage.reduce import checked_sel, filled_slabs, last_fraction, replica_mean
 
 if TYPE_CHECKING:
     from storage.api import Campaign
@@ -37,6 +37,7 @@ class Plots:
     def temperature_profile(self, study: str, fraction: float = 0.2, ax=None):
         """Slab temperature vs height over the last `fraction` of the run (well-filled slabs only)."""
         fields = self.campaign.fields(study)
+        self.campaign.field(study, "slab_temperature")  # NotInStore if the study did not compute it
         steady = last_fraction(fields, fraction)
         temperature = steady.slab_temperature
         if "atoms_per_slab" in fields:
@@ -48,14 +49,14 @@ class Plots:
         return ax
 
     def phase_fractions(self, study: str, structure: str = "bcc", ax=None):
-        data = replica_mean(self.campaign.fields(study).structure_fraction.sel(structure=structure))
+        data = replica_mean(checked_sel(self.campaign.field(study, "structure_fraction"), structure=structure))
         ax = plot_runs(data, "time", ax)
         ax.set_xlabel("time (ps)")
         ax.set_ylabel(f"{structure} fraction (a-CNA)")
         return ax
 
     def msd(self, study: str, group: str = "surface", ax=None):
-        data = replica_mean(self.campaign.fields(study).msd.sel(group=group))
+        data = replica_mean(checked_sel(self.campaign.field(study, "msd"), group=group))
         ax = plot_runs(data, "lag", ax)
         ax.set_xlabel("lag (ps)")
         ax.set_ylabel(f"MSD of {group} atoms (Å²)")

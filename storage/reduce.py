@@ -8,8 +8,12 @@ Computation happens when `.compute()` (or plotting) asks for values; with a
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import xarray as xr
+
+from storage.errors import NotInStore
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 
@@ -70,3 +74,14 @@ def arrhenius_fit(temperature_k: np.ndarray, diffusion: np.ndarray) -> tuple[flo
         raise ValueError("an Arrhenius fit needs positive D at two temperatures or more")
     slope, intercept = np.polyfit(1.0 / (BOLTZMANN_EV_PER_K * temperature_k[usable]), np.log(diffusion[usable]), 1)
     return float(np.exp(intercept)), float(-slope)
+
+
+def checked_sel(data: xr.DataArray, **coordinates: Any) -> xr.DataArray:
+    """`data.sel(...)` that says which values exist when one does not (NotInStore)."""
+    for name, value in coordinates.items():
+        if name not in data.coords:
+            raise NotInStore(f"'{data.name}' has no coordinate '{name}'; it has: {', '.join(data.coords)}")
+        known = data[name].values.tolist()
+        if value not in known:
+            raise NotInStore(f"no {name} '{value}' in '{data.name}'; it has: {', '.join(map(str, known))}")
+    return data.sel(**coordinates)

@@ -6,6 +6,10 @@ import sqlite3
 from pathlib import Path
 
 
+class DatabaseUnreadable(RuntimeError):
+    """A database file that is missing, not a database, or not readable; the message names it."""
+
+
 def connect(path: str | Path, schema: str) -> sqlite3.Connection:
     """Open (creating) a database in WAL mode with `schema` applied.
 
@@ -20,4 +24,24 @@ def connect(path: str | Path, schema: str) -> sqlite3.Connection:
     database.execute("PRAGMA journal_mode=WAL")
     database.execute("PRAGMA synchronous=NORMAL")
     database.executescript(schema)
+    return database
+
+
+def connect_readonly(path: str | Path, table: str) -> sqlite3.Connection:
+    """Open an existing database for reading only (never creating or changing it).
+
+    Raises DatabaseUnreadable naming the file when it is absent, a directory, not an SQLite
+    database, or lacks `table` (another program's database).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatabaseUnreadable(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}")
+    try:
+        database = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        raise DatabaseUnreadable(f"{path}: not a readable SQLite database ({error})") from None
+    if table not in tables:
+        database.close()
+        raise DatabaseUnreadable(f"{path}: has no '{table}' table; it is not a dendrite-campaign database")
     return database

@@ -14,14 +14,18 @@ structures to label.
 
 from __future__ import annotations
 
+import inspect
+import typing
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from ase import Atoms
 from ase.build import bcc100, bcc110, bcc111, bulk as ase_bulk, surface
 from ase.constraints import FixAtoms
 from ase.data import atomic_masses, atomic_numbers
+
+from tasks.plugin import Params, Registry
 
 LI_LATTICE_CONSTANT_MD = 3.51
 AVOGADRO = 6.02214076e23
@@ -337,6 +341,9 @@ def lithium_electrolyte_interface(electrolyte_cells: Sequence[int] = (1, 1, 1), 
                                   lattice_constant: float = ARGYRODITE_LATTICE_CONSTANT) -> Atoms:
     """Li | Li6PS5Cl | Li: a bcc Li (100) slab on each side of an argyrodite block, periodic in z.
 
+    The per-atom array ``region`` says where each atom belongs: ``lithium_lower`` (the slab
+    below the electrolyte), ``electrolyte``, ``lithium_upper``; restraints select by it.
+
     The Li slab has `lithium_cells` x `lithium_cells` conventional cells per electrolyte cell,
     strained in-plane to the electrolyte's width (`info["lithium_inplane_strain"]`: 3 cells
     of 3.51 Å on 9.85 Å is -6.5 %); the Li spacing along z keeps bulk bcc Li's 1.755 Å.
@@ -364,6 +371,8 @@ def lithium_electrolyte_interface(electrolyte_cells: Sequence[int] = (1, 1, 1), 
     for name in list(interface.arrays):
         if name not in ("numbers", "positions"):
             del interface.arrays[name]
+    interface.set_array("region", np.array(["lithium_lower"] * len(top) + ["electrolyte"] * len(electrolyte)
+                                           + ["lithium_upper"] * len(bottom), dtype=object))
     interface.info = {"lithium_inplane_strain": float(strain)}
     return interface
 
@@ -420,18 +429,68 @@ def write_structure(atoms: Atoms, path: str | Path) -> Path:
     return path
 
 
+def _cells(size: int | Sequence[int]) -> int:
+    return int(np.prod(_repeat(size)))
+
+
+def _slab_atoms(layers: int, size: Sequence[int]) -> int:
+    """Upper bound: ASE's bcc slabs hold at most two atoms per layer and surface cell."""
+    return 2 * int(layers) * int(size[0]) * int(size[1])
+
+
+def _interface_atoms(p: dict[str, Any]) -> int:
+    cells = p.get("electrolyte_cells", (1, 1, 1))
+    li = p.get("lithium_cells", 3)
+    return 52 * _cells(cells) + int(p.get("lithium_layers", 8)) * li * int(cells[0]) * li * int(cells[1])
+
+
+class Builder:
+    """A structure builder plug-in: the function, its parameter model (from its signature,
+    typed by its annotations) and an estimate of the atoms it makes, checked before building."""
+
+    def __init__(self, name: str, function: Callable[..., Atoms], estimate: Callable[[dict[str, Any]], int]):
+        from pydantic import create_model
+
+        self.name, self.function, self._estimate = name, function, estimate
+        hints = typing.get_type_hints(function)
+        fields: dict[str, Any] = {}
+        for parameter in inspect.signature(function).parameters.values():
+            default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+            fields[parameter.name] = (hints.get(parameter.name, Any), default)
+        self.Params = create_model(f"{function.__name__}_params", __base__=Params, **fields)
+        self.__doc__ = function.__doc__
+
+    def __call__(self, **params: Any) -> Atoms:
+        return self.function(**params)
+
+    def estimate_atoms(self, params: dict[str, Any]) -> int:
+        """About how many atoms `params` make (an upper bound for slabs), without building them."""
+        defaults = {n: f.default for n, f in self.Params.model_fields.items() if not f.is_required()}
+        return int(self._estimate({**defaults, **params}))
+
+
+#: Above this many atoms a structure is refused before it is built (validation builds every
+#: system to find structures that cannot be built and systems that build the same atoms).
+MAX_ATOMS = 2_000_000
+
+
+def _register(name: str, function: Callable[..., Atoms], estimate: Callable[[dict[str, Any]], int]) -> None:
+    BUILDERS.register(Builder(name, function, estimate))
+
+
 #: Builders that make a structure from scalar parameters: what `systems[].builder` may name.
-BUILDERS: dict[str, Callable[..., Atoms]] = {
-    "bulk": bcc_bulk,
-    "strained_bulk": strained_bulk,
-    "vacancy": vacancy,
-    "interstitial": interstitial,
-    "slab": slab,
-    "morphology_slab": morphology_slab,
-    "cavity_crystal": cavity_crystal,
-    "column_on_substrate": column_on_substrate,
-    "random_cluster": random_cluster,
-    "adatom_slab": adatom_slab,
-    "argyrodite_cell": argyrodite_cell,
-    "lithium_electrolyte_interface": lithium_electrolyte_interface,
-}
+BUILDERS: Registry[Builder] = Registry("builder")
+_register("bulk", bcc_bulk, lambda p: 2 * _cells(p["size"]))
+_register("strained_bulk", strained_bulk, lambda p: 2 * _cells(p["size"]))
+_register("vacancy", vacancy, lambda p: 2 * _cells(p["size"]) - 1)
+_register("interstitial", interstitial, lambda p: 2 * _cells(p["size"]) + 1)
+_register("slab", slab, lambda p: _slab_atoms(p["layers"], p["size"]))
+_register("morphology_slab", morphology_slab, lambda p: _slab_atoms(
+    p["base_layers"] + p["feature_depth_angstrom"] / (p["lattice_constant"] / 2) + 1, p["size"]))
+_register("cavity_crystal", cavity_crystal, lambda p: 2 * _cells(p["size"]))
+_register("column_on_substrate", column_on_substrate, lambda p: _slab_atoms(
+    p["substrate_layers"] + p["height_angstrom"] / (p["lattice_constant"] / 2) + 1, p["substrate_size"]))
+_register("random_cluster", random_cluster, lambda p: int(p["n_atoms"]))
+_register("adatom_slab", adatom_slab, lambda p: _slab_atoms(p["layers"], p["size"]) + 1)
+_register("argyrodite_cell", argyrodite_cell, lambda p: 52)
+_register("lithium_electrolyte_interface", lithium_electrolyte_interface, _interface_atoms)

@@ -1,11 +1,17 @@
-"""Trajectory reductions checked against exact answers and against LAMMPS' own computes."""
+"""Field plug-ins checked against exact answers, against LAMMPS' own computes, and against
+themselves replayed over a saved trajectory."""
 
 import numpy as np
 import pytest
 
-from tasks import analyze, build
-from tasks.analyze import AMU_A2_PS2_TO_EV, BOLTZMANN_EV_PER_K
-from tasks.md import Frame, frame_to_atoms
+from tasks import analyze, build, md
+from tasks.fields import FIELDS, FieldStream, SlabGrid, make_fields
+from tasks.fields.base import FrameCache
+from tasks.fields.coordination import coordination_numbers
+from tasks.fields.deposit_geometry import classify_morphology
+from tasks.fields.slab_temperature import AMU_A2_PS2_TO_EV, BOLTZMANN_EV_PER_K, slab_temperature_of
+from tasks.fields.structure_fractions import structure_types
+from tasks.frame import Frame, frame_to_atoms
 from tasks.runtime import new_lammps
 
 LI_MASS = 6.94
@@ -39,8 +45,8 @@ def hot_slab_frame():
 
 def test_slab_temperature_removes_drift(hot_slab_frame):
     _, frame = hot_slab_frame
-    grid = analyze.SlabGrid(0.0, 40.0, 10.0)
-    temperature, counts = analyze.slab_temperature_of(frame, grid)
+    grid = SlabGrid(0.0, 40.0, 10.0)
+    temperature, counts = slab_temperature_of(frame, grid)
     assert counts.sum() == np.sum(frame.positions[:, 2] < 40.0)
     assert np.all(np.abs(temperature - 300.0) < 0.03 * 300.0)
     raw = 0.5 * LI_MASS * AMU_A2_PS2_TO_EV * np.sum(frame.velocities[frame.positions[:, 2] < 10] ** 2)
@@ -69,7 +75,7 @@ def test_slab_temperature_matches_lammps_temp_chunk(hot_slab_frame, tmp_path):
     """)
     lmp.close()
     lammps_values = np.loadtxt(tmp_path / "chunks.txt", skiprows=4)[:, 1]
-    ours, counts = analyze.slab_temperature_of(frame, analyze.SlabGrid(0.0, 50.0, 10.0))
+    ours, counts = slab_temperature_of(frame, SlabGrid(0.0, 50.0, 10.0))
     populated = counts[: len(lammps_values)] >= 2
     assert populated.sum() >= 4
     np.testing.assert_allclose(ours[: len(lammps_values)][populated], lammps_values[populated], rtol=1e-3)
@@ -81,7 +87,7 @@ def test_fixed_atoms_excluded_and_empty_slabs_nan():
     velocities = maxwell_boltzmann(len(atoms), 300.0, rng)
     velocities[atoms.arrays["fixed"]] = 0.0
     frame = frame_from(atoms, velocities, atoms.arrays["fixed"])
-    temperature, counts = analyze.slab_temperature_of(frame, analyze.SlabGrid(0.0, atoms.cell[2, 2], 4.0))
+    temperature, counts = slab_temperature_of(frame, SlabGrid(0.0, atoms.cell[2, 2], 4.0))
     assert counts.sum() == (~atoms.arrays["fixed"]).sum()
     assert np.isnan(temperature[0])  # vacuum below the slab
     assert np.isnan(temperature[-1])  # vacuum above
@@ -97,18 +103,19 @@ def liquid_like_frame():
 
 def test_coordination_of_bcc_is_eight():
     frame = perfect_bcc_frame()
-    cn = analyze.coordination_numbers(frame, cutoff=3.2, periodic_z=True)  # between 3.04 and 3.51 Å
+    cn = coordination_numbers(FrameCache(frame), cutoff=3.2, periodic_z=True)  # between 3.04 and 3.51 Å
     assert np.all(cn == 8)
 
 
 def test_structure_fractions_bcc_and_liquid():
-    assert np.all(analyze.structure_types(perfect_bcc_frame(), periodic_z=True) == 0)
-    liquid = analyze.structure_types(liquid_like_frame(), periodic_z=True)
+    assert np.all(structure_types(FrameCache(perfect_bcc_frame()), periodic_z=True) == 0)
+    liquid = structure_types(FrameCache(liquid_like_frame()), periodic_z=True)
     assert np.mean(liquid == 0) < 0.1
 
 
 def test_rdf_of_bcc_has_first_shell_at_sqrt3_over_2_a():
-    dataset = analyze.analyze_frames([perfect_bcc_frame()], [analyze.RadialDistribution(6.0, 0.02, True)])
+    dataset = analyze.analyze_frames([perfect_bcc_frame()], [("rdf", {"r_max_angstrom": 6.0,
+                                                                       "bin_width_angstrom": 0.02})], True)
     rdf = dataset.rdf
     assert float(rdf.idxmax("r")) == pytest.approx(3.51 * np.sqrt(3) / 2, abs=0.03)
     assert float(rdf.sel(r=slice(0, 2.5)).max()) == 0.0
@@ -125,40 +132,70 @@ def test_msd_recovers_planted_diffusion():
                             positions=trajectory[t], velocities=np.zeros((n_atoms, 3)),
                             potential_energy=np.zeros(n_atoms), masses=np.full(n_atoms, LI_MASS),
                             fixed=np.zeros(n_atoms, bool), box_lo=np.zeros(3), box_hi=np.full(3, 50.0)))
-    msd = analyze.MeanSquaredDisplacement(groups={"all": np.arange(1, n_atoms + 1)}, fit_window=(0.0, 0.3))
-    dataset = analyze.analyze_frames(frames, [msd])
-    assert float(dataset.diffusion_coefficient.sel(group="all")) == pytest.approx(diffusion, rel=0.05)
+    everything = {"surface_depth_angstrom": 1e6, "fit_window": (0.0, 0.3)}  # every atom is "surface"
+    dataset = analyze.analyze_frames(frames, [("msd", everything)], True)
+    fitted, error = (float(dataset[v].sel(group="surface")) for v in ("diffusion_coefficient",
+                                                                        "diffusion_coefficient_stderr"))
+    assert fitted == pytest.approx(diffusion, rel=0.05)
+    assert 0 < error < 0.05 * diffusion
+    assert np.isnan(float(dataset.diffusion_coefficient.sel(group="bulk")))  # an empty group has no D
     direct = np.mean(np.sum((trajectory[10:] - trajectory[:-10]) ** 2, axis=2))
-    assert float(dataset.msd.sel(group="all").isel(lag=10)) == pytest.approx(direct, rel=1e-9)
+    assert float(dataset.msd.sel(group="surface").isel(lag=10)) == pytest.approx(direct, rel=1e-9)
+
+
+def test_msd_exact_at_large_coordinates():
+    """Displacements of 0.01 Å at 350 Å from the origin: float64 round-off must not show."""
+    rng = np.random.default_rng(3)
+    positions = 350.0 + np.cumsum(rng.normal(0, 0.01, (50, 200, 3)), axis=0)
+    direct = np.array([np.mean(np.sum((positions[k:] - positions[:len(positions) - k]) ** 2, axis=2))
+                       for k in range(len(positions))])
+    from tasks.fields.msd import msd_fft
+
+    np.testing.assert_allclose(msd_fft(positions)[1:], direct[1:], rtol=1e-9)
 
 
 def test_morphology_thresholds():
-    assert analyze.classify_morphology(1.0, 10, 10) == "flat"
-    assert analyze.classify_morphology(30.0, 10, 10) == "needle"
-    assert analyze.classify_morphology(10.0, 10, 20) == "mushroom"
-    assert analyze.classify_morphology(10.0, 20, 12) == "hemisphere"
+    assert classify_morphology(1.0, 10, 10) == "flat"
+    assert classify_morphology(30.0, 10, 10) == "needle"
+    assert classify_morphology(10.0, 10, 20) == "mushroom"
+    assert classify_morphology(10.0, 20, 12) == "hemisphere"
 
 
-def test_deposit_geometry_of_a_column():
+def test_deposit_geometry_of_a_column_and_atoms_in_flight():
     substrate = build.slab((1, 0, 0), 4, (10, 10), 30.0)
     column = build.column_on_substrate("circular", "100", width_angstrom=10.0, height_angstrom=28.0,
                                        substrate_size=(10, 10), substrate_layers=4, fixed_layers=0,
                                        vacuum_angstrom=30.0)
-    geometry = analyze.DepositGeometry(grid_spacing=1.0)
-    geometry.prepare(frame_from(substrate))
-    geometry.one_frame(frame_from(column, time_ps=1.0))
-    dataset = geometry.conclude()
-    assert float(dataset.deposit_height[0]) == pytest.approx(28.0 - 1.755, abs=2.0)
-    assert float(dataset.deposit_bottom_diameter[0]) == pytest.approx(10.0, rel=0.35)
-    assert str(dataset.morphology.values[0]) == "needle"
+    falling = column.copy()
+    falling.append("Li")
+    falling.positions[-1] = [3.0, 3.0, column.positions[:, 2].max() + 12.0]  # in flight, far above the tip
+    frames = [frame_from(substrate), frame_from(column, time_ps=1.0), frame_from(falling, time_ps=2.0)]
+    dataset = analyze.analyze_frames(frames, [("deposit_geometry", {"grid_spacing_angstrom": 1.0})], False)
+    assert float(dataset.deposit_height[1]) == pytest.approx(28.0 - 1.755, abs=2.0)
+    assert float(dataset.deposit_bottom_diameter[1]) == pytest.approx(10.0, rel=0.35)
+    assert str(dataset.morphology.values[1]) == "needle"
+    assert float(dataset.deposit_height[2]) == float(dataset.deposit_height[1])  # the falling atom is not the tip
+    assert float(dataset.substrate_top) == pytest.approx(substrate.positions[:, 2].max())
 
 
-def test_streaming_equals_stored(hot_slab_frame):
-    _, frame = hot_slab_frame
-    frames = [frame, frame]
-    stored = analyze.analyze_frames(frames, analyze.default_analyses(["slab_temperature", "potential_energy"]))
-    stream = analyze.StreamingAnalysis(analyze.default_analyses(["slab_temperature", "potential_energy"]))
-    for f in frames:
-        stream(f)
-    assert stored.identical(stream.result())
-    assert stored.slab_temperature.attrs["units"] == "K"
+def test_stream_of_a_run_equals_its_trajectory_replayed(tmp_path):
+    """The fields a run streams are the fields of its saved frames computed afterwards, and the
+    dataset has exactly the layout the fields declared before the run (`run_shape`)."""
+    atoms = build.rattled(build.bcc_bulk(3.51, 4), 0.05, 1)
+    params = {"temperature": 300.0, "steps": 200, "trajectory_stride": 20}
+    names = ["slab_temperature", "coordination", "structure_fractions", "msd", "rdf", "potential_energy"]
+    shape = analyze.run_shape(atoms, "nvt", params)
+    stream = FieldStream(make_fields(analyze.field_specs(names), shape), shape)
+    result = md.run_md(atoms, md.Potential("meam"), "nvt", params, tmp_path, callbacks=[stream],
+                       save_trajectory=True)
+    assert result.status == "ok" and stream.n_frames == shape.n_frames == 10
+    streamed = stream.dataset()
+    replayed = analyze.analyze_frames(md.load_trajectory(tmp_path / "trajectory"), names, periodic_z=True)
+    assert set(streamed.data_vars) == set(replayed.data_vars) == {
+        v for n in [*names, "n_atoms"] for v in FIELDS[n](shape).variables()}
+    for name in streamed.data_vars:
+        np.testing.assert_allclose(streamed[name].values, replayed[name].values, rtol=1e-6, equal_nan=True,
+                                   err_msg=name)
+    np.testing.assert_array_equal(streamed.time.values, [f.time_ps for f in md.load_trajectory(tmp_path /
+                                                                                                "trajectory")])
+    assert float(streamed.structure_fraction.sel(structure="bcc").mean()) > 0.5  # MEAM bulk at 300 K is bcc

@@ -12,7 +12,8 @@ import yaml
 
 from campaign.config import load_config
 from campaign.ledger import Ledger
-from campaign.run import run_campaign, split_train_test
+from campaign.run import run_campaign
+from campaign.stages import split_train_test
 from storage import open_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +134,7 @@ def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
     assert fields.falling_speed.values.tolist() == [500, 1000]  # zipped with the rate
     atoms = fields.n_atoms.max("time").sel(replica=0)
     assert atoms.sel(rate=4).values.tolist() == [58, 58] and atoms.sel(rate=8).values.tolist() == [62, 62]
-    from campaign.production import run_summary
+    from campaign.report import run_summary
 
     table = run_summary(load_config(config_path), "deposition")
     assert len(table) == 4 and set(table.status) == {"ok"}

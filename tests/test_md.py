@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 
 from tasks import analyze, build, md
+from tasks.fields import FieldStream, make_fields
+from tasks.protocols import PROTOCOLS
+from tasks.protocols.deposition import IMAGE_GAP_ANGSTROM, deposition_schedule
+from tasks.protocols.moving_restraint import CoordinationTerm, coordination_cv
 
 
 def test_nvt_streams_frames_and_writes_outputs(tmp_path):
@@ -47,23 +51,48 @@ def test_positions_are_unwrapped_across_the_boundary(tmp_path):
     assert steps.max() < 5.0  # a wrapped atom would jump by a box length (10.5 Å)
 
 
-@pytest.mark.parametrize("protocol,params", [
-    ("npt", {"temperature": 300, "pressure": 1.0, "steps": 100}),
+@pytest.mark.parametrize("protocol,params,steps", [
+    ("npt", {"temperature": 300, "pressure": 1.0, "steps": 100}, 100),
     ("heat_quench", {"temperature_heat": 500, "heat_duration": 0.05, "temperature": 300, "quench_rate": 4000,
-                     "duration": 0.05, "thermostat": "nose_hoover"}),
-    ("melting_coexistence", {"temperature": 450, "temperature_melt": 1200, "melt_duration": 0.05, "steps": 50}),
-    ("moving_restraint", {"temperature": 300, "steps": 100, "cv_start": 8.0, "cv_end": 7.0, "group_ids": [1, 2]}),
-    ("nvt", {"temperature": 300, "steps": 100, "thermostat": "berendsen"}),
+                     "duration": 0.05}, 50 + 50 + 50),  # heat, quench 200 K at 4000 K/ps, hold; 1 fs
+    ("melting_coexistence", {"temperature": 450, "temperature_melt": 1200, "melt_duration": 0.05, "steps": 50},
+     50 + 50),
+    ("moving_restraint", {"temperature": 300, "steps": 100, "cv_start": 8.0, "cv_end": 7.0, "force_constant_ev": 1.0,
+                          "coordination_terms": [{"group_a": {"ids": [1, 2]}, "r0_angstrom": 3.2}]}, 100),
+    ("nvt", {"temperature": 300, "steps": 100, "thermostat": "berendsen"}, 100),
+    ("nvt", {"temperature": 300, "temperature_end": 600, "duration": 0.1}, 100),
 ])
-def test_protocols_run(tmp_path, protocol, params):
+def test_protocols_run(tmp_path, protocol, params, steps):
     result = md.run_md(build.bcc_bulk(3.51, 3), md.Potential("meam"), protocol,
                        {**params, "trajectory_stride": 25}, tmp_path)
     assert result.status == "ok", result.reason
-    assert result.steps_done == sum(s.steps for s in md.segments_for(protocol, {**params}, build.bcc_bulk(3.51, 3)))
+    assert result.steps_done == steps
     if protocol == "moving_restraint":
         assert (tmp_path / "colvars.colvars.traj").exists()
 
 
+def test_temperature_ramp_reaches_its_end(tmp_path):
+    result = md.run_md(build.bcc_bulk(3.51, 4), md.Potential("meam"), "nvt",
+                       {"temperature": 100, "temperature_end": 700, "steps": 2000, "trajectory_stride": 100,
+                        "damping_ps": 0.05}, tmp_path)
+    assert result.status == "ok", result.reason
+    temperature = np.loadtxt(tmp_path / "thermo.csv", delimiter=",", skiprows=1)[:, 2]
+    assert temperature[:3].mean() < 300 and temperature[-3:].mean() > 500
+
+
+def test_npt_on_x_and_y_keeps_z(tmp_path):
+    """The interface study's barostat: x and y relax under pressure, z stays as built."""
+    atoms = build.bcc_bulk(3.40, (4, 4, 3))  # compressed: the box grows at 0 GPa
+    result = md.run_md(atoms, md.Potential("meam"), "npt",
+                       {"temperature": 300, "pressure": 0.0, "barostat": "xy", "steps": 1000, "trajectory_stride": 100,
+                        "barostat_damping_ps": 0.2}, tmp_path)
+    assert result.status == "ok", result.reason
+    final = md.read_result(tmp_path).final_structure
+    from ase.io import read
+
+    lengths = read(final).cell.lengths()
+    assert lengths[2] == pytest.approx(atoms.cell.lengths()[2], abs=1e-6)
+    assert lengths[0] > atoms.cell.lengths()[0] + 0.05
 def test_blown_up_run_is_reported_quickly(tmp_path):
     started = time.perf_counter()
     result = md.run_md(build.bcc_bulk(3.51, 3), md.Potential("snap"), "nvt",
@@ -75,9 +104,9 @@ def test_blown_up_run_is_reported_quickly(tmp_path):
 
 
 def test_deposition_schedule():
-    assert md.deposition_schedule(5.0, 3.0, 0.001) == (15, 200)
+    assert deposition_schedule(5.0, 3.0, 0.001) == (15, 200)
     with pytest.raises(ValueError, match="more than one atom per step"):
-        md.deposition_schedule(5000.0, 1.0, 0.001)
+        deposition_schedule(5000.0, 1.0, 0.001)
 
 
 def test_ensemble_writes_model_deviation(tmp_path, tiny_ensemble):
@@ -124,32 +153,73 @@ def test_deposition_with_deepmd_model(tmp_path, tiny_ensemble):
     """The DeePMD path at the size of the study's small runs: 512 atoms, exact insertion count."""
     slab = build.slab((1, 0, 0), 8, (8, 8), vacuum_angstrom=10.0, fixed_layers=3)
     frames = []
-    temperatures = analyze.StreamingAnalysis([analyze.SlabTemperature(5.0)])
-    result = md.run_md(slab, md.Potential("deepmd", [tiny_ensemble[0].model_path]), "deposition",
-                       {"temperature": 300, "rate": 5.0, "duration": 2.0, "falling_speed": 1500,
-                        "insertion_height_angstrom": 6.0, "trajectory_stride": 100},
+    params = {"temperature": 300, "rate": 5.0, "duration": 2.0, "falling_speed": 1500,
+              "insertion_height_angstrom": 6.0, "trajectory_stride": 100}
+    shape = analyze.run_shape(slab, "deposition", params)
+    temperatures = FieldStream(make_fields([("slab_temperature", {"slab_width_angstrom": 5.0})], shape), shape)
+    result = md.run_md(slab, md.Potential("deepmd", [tiny_ensemble[0].model_path]), "deposition", params,
                        tmp_path, callbacks=[frames.append, temperatures])
     check_deposition_bookkeeping(result, frames, 5.0, 2.0)
-    wall = md.deposition_box_height(slab, {"rate": 5.0, "duration": 2.0, "insertion_height_angstrom": 6.0}) \
-        - md.IMAGE_GAP_ANGSTROM
+    protocol = PROTOCOLS["deposition"]
+    wall = protocol.box_height(protocol.parse(params), slab) - IMAGE_GAP_ANGSTROM
     inserted = np.isin(frames[-1].ids, result.inserted_ids)
     assert np.all(frames[-1].positions[inserted, 2] < wall)
-    dataset = temperatures.result()
+    dataset = temperatures.dataset()
     assert np.nanmax(dataset.atoms_per_slab.values[-1]) > 0
+
+
+def test_deposition_stops_at_a_deposit_height(tmp_path):
+    """Tip deposition into one small circle grows a column; the run ends when it is 4 Å tall."""
+    slab = build.slab((1, 0, 0), 6, (4, 4), vacuum_angstrom=10.0, fixed_layers=2)
+    params = {"temperature": 200, "rate": 20.0, "duration": 20.0, "falling_speed": 1000, "trajectory_stride": 100,
+              "regions": [{"x": 7.0, "y": 7.0, "radius": 1.5}], "stop_at_deposit_height_angstrom": 4.0}
+    result = md.run_md(slab, md.Potential("meam"), "deposition", params, tmp_path)
+    assert result.status == "ok", result.reason
+    assert result.stop_reason.startswith("deposit height") and "reached 4.0" in result.stop_reason
+    assert result.steps_done < 20000 and result.steps_done % 100 == 0
+
+
+def colvars_start(directory) -> float:
+    rows = [line.split() for line in (directory / "colvars.colvars.traj").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    return float(rows[0][1])  # Colvars' own CV at step 0
 
 
 def test_moving_restraint_starts_at_the_structures_own_coordination(tmp_path):
     atoms = build.rattled(build.bcc_bulk(3.51, 2), 0.05, 3)
-    expected = md.coordination_cv(atoms, list(range(len(atoms))), None, 3.2)
+    terms = [CoordinationTerm(group_a={"elements": ["Li"]}, r0_angstrom=3.2)]
+    expected = coordination_cv(atoms, terms)
     result = md.run_md(atoms, md.Potential("meam"), "moving_restraint",
-                       {"temperature": 300, "steps": 20, "group_elements": ["Li"], "cv_change_fraction": -0.1,
-                        "trajectory_stride": 10}, tmp_path)
+                       {"temperature": 300, "steps": 20, "coordination_terms": [t.model_dump() for t in terms],
+                        "cv_change_fraction": -0.1, "force_constant_ev": 0.5, "trajectory_stride": 10}, tmp_path)
     assert result.status == "ok", result.reason
-    rows = [line.split() for line in (tmp_path / "colvars.colvars.traj").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
-    assert float(rows[0][1]) == pytest.approx(expected, rel=1e-4)  # Colvars' own CV at step 0
+    assert colvars_start(tmp_path) == pytest.approx(expected, rel=1e-4)
     centre = [line for line in (tmp_path / "restraint.colvars").read_text().splitlines() if "centers" in line]
     assert float(centre[0].split()[1]) == pytest.approx(expected)
+
+
+def test_signed_coordination_cv_with_overlapping_groups(tmp_path):
+    """CN_AB - CN_AC with A and B overlapping, R0 per term: Colvars (on the split groups), our CV and a
+    plain double sum over i in A, j in B, j != i all agree."""
+    atoms = build.rattled(build.bcc_bulk(3.51, 2), 0.08, 5)
+    a, b, c = list(range(1, 9)), list(range(5, 13)), list(range(12, 17))  # LAMMPS ids
+    terms = [{"group_a": {"ids": a}, "group_b": {"ids": b}, "r0_angstrom": 3.2},
+             {"group_a": {"ids": a}, "group_b": {"ids": c}, "r0_angstrom": 4.0, "coefficient": -1.0}]
+    from ase.geometry import get_distances
+
+    _, distance = get_distances(atoms.positions, cell=atoms.cell, pbc=True)
+
+    def direct(first, second, r0):
+        return sum((1 - (distance[i - 1, j - 1] / r0) ** 6) / (1 - (distance[i - 1, j - 1] / r0) ** 12)
+                   for i in first for j in second if j != i)
+
+    expected = direct(a, b, 3.2) - direct(a, c, 4.0)
+    assert coordination_cv(atoms, [CoordinationTerm(**t) for t in terms]) == pytest.approx(expected, rel=1e-9)
+    result = md.run_md(atoms, md.Potential("meam"), "moving_restraint",
+                       {"temperature": 300, "steps": 20, "coordination_terms": terms, "cv_end": expected + 1.0,
+                        "force_constant_ev": 1.0, "trajectory_stride": 10}, tmp_path)
+    assert result.status == "ok", result.reason
+    assert colvars_start(tmp_path) == pytest.approx(expected, rel=1e-4)
 
 
 def test_deposition_under_two_mpi_ranks(tmp_path, tiny_ensemble):

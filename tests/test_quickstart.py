@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from campaign.config import load_config
-from campaign.production import run_summary
+from campaign.report import run_summary
 from campaign.run import run_campaign
 from storage import open_campaign
 

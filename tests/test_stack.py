@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from campaign.config import ExecutorSection, GpawSettings
+from campaign.config import ExecutorSection
+from tasks.labellers.gpaw import GpawSettings
 from tasks import build, label
 from tasks.runtime import new_lammps
 

@@ -18,7 +18,8 @@ def test_failure_reason_is_the_exception_line_not_the_tool_output():
 
 
 def test_status_shows_stages_eta_iterations_and_failures(tmp_path):
-    config = parse_config({"campaign": {"name": "s", "workdir": str(tmp_path)}})
+    config = parse_config({"campaign": {"name": "s", "workdir": str(tmp_path)},
+                           "systems": [{"name": "b", "builder": "bulk"}]})
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         ledger.register_many([(f"t{i}", "label", "label", f"t{i}", {}) for i in range(4)])
         for i in range(2):

@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 from storage import StoreError, open_campaign
+from campaign.sweep import sweep_axes
 from storage import fields, reduce
 
 SWEEP = {"temperature": [200, 300, 400], "zip": [{"rate": [1, 5, 20], "falling_speed": [1000, 5000, 20000]}]}
@@ -22,7 +23,7 @@ def run_dataset(n_time: int, seed: int, n_z: int = 6) -> xr.Dataset:
 
 
 def allocate(tmp_path, replicas=2, n_time=20):
-    axes = fields.SweepAxes.from_sweep(SWEEP, replicas)
+    axes = sweep_axes(SWEEP, replicas)
     fields.allocate_study(tmp_path / "fields.zarr", "deposition", axes, run_dataset(n_time, 0),
                           attrs={"config_hash": "abc"})
     return axes
@@ -43,7 +44,7 @@ def test_allocation_layout(tmp_path):
 
 def _write_worker(arguments):
     store, parameters, seed, n_time = arguments
-    axes = fields.SweepAxes.from_sweep(SWEEP, 2)
+    axes = sweep_axes(SWEEP, 2)
     fields.write_run(store, "deposition", axes, parameters, run_dataset(n_time, seed))
 
 
@@ -70,7 +71,7 @@ def test_concurrent_writers_bit_for_bit(tmp_path):
 def test_shorter_run_is_padded_and_partial_is_missing(tmp_path):
     axes = allocate(tmp_path)
     store = tmp_path / "fields.zarr"
-    fields.write_run(store, "deposition", axes, {"temperature": 200, "rate": 1}, run_dataset(8, 1))
+    fields.write_run(store, "deposition", axes, {"temperature": 200, "rate": 1, "replica": 0}, run_dataset(8, 1))
     data = fields.open_study(store, "deposition").sel(temperature=200, rate=1, replica=0)
     assert int(data.n_valid_time) == 8
     assert np.isfinite(data.slab_temperature.values[:8]).all() and np.isnan(data.slab_temperature.values[8:]).all()
@@ -83,7 +84,7 @@ def test_new_run_visible_on_reopen_without_consolidating(tmp_path):
     store = tmp_path / "fields.zarr"
     before = fields.open_study(store, "deposition")
     assert int(before.run_status.sum()) == 0
-    fields.write_run(store, "deposition", axes, {"temperature": 400, "rate": 5}, run_dataset(20, 3))
+    fields.write_run(store, "deposition", axes, {"temperature": 400, "rate": 5, "replica": 0}, run_dataset(20, 3))
     after = fields.open_study(store, "deposition")
     assert int(after.run_status.sum()) == 1
 
@@ -128,7 +129,7 @@ def test_bad_stores_give_clear_errors(tmp_path):
     zarr.open_group(str(tmp_path / "fields.zarr"), mode="a").attrs["schema_version"] = 99
     with pytest.raises(StoreError, match="schema version 99"):
         fields.open_study(tmp_path / "fields.zarr", "deposition")
-    axes = fields.SweepAxes.from_sweep(SWEEP, 2)
+    axes = sweep_axes(SWEEP, 2)
     with pytest.raises(StoreError, match="another layout"):
         fields.allocate_study(tmp_path / "fields.zarr", "deposition", axes, run_dataset(30, 0))
 
@@ -136,7 +137,7 @@ def test_bad_stores_give_clear_errors(tmp_path):
 def test_notebook_api_and_plots(tmp_path):
     axes = allocate(tmp_path)
     for k, temperature in enumerate(SWEEP["temperature"]):
-        fields.write_run(tmp_path / "fields.zarr", "deposition", axes, {"temperature": temperature, "rate": 5},
+        fields.write_run(tmp_path / "fields.zarr", "deposition", axes, {"temperature": temperature, "rate": 5, "replica": 0},
                          run_dataset(20, k))
     campaign = open_campaign(tmp_path)
     assert campaign.studies() == ["deposition"]
@@ -150,9 +151,9 @@ def test_notebook_api_and_plots(tmp_path):
 
 
 def test_same_shape_other_sweep_values_is_another_layout(tmp_path):
-    axes = fields.SweepAxes.from_sweep({"temperature": [200, 300]}, 1)
+    axes = sweep_axes({"temperature": [200, 300]}, 1)
     fields.allocate_study(tmp_path / "fields.zarr", "deposition", axes, run_dataset(30, 0))
     fields.allocate_study(tmp_path / "fields.zarr", "deposition", axes, run_dataset(30, 0))  # same: no-op
-    other = fields.SweepAxes.from_sweep({"temperature": [200, 250]}, 1)
+    other = sweep_axes({"temperature": [200, 250]}, 1)
     with pytest.raises(StoreError, match="another layout"):
         fields.allocate_study(tmp_path / "fields.zarr", "deposition", other, run_dataset(30, 0))

@@ -1,0 +1,63 @@
+"""Coordination number: the mean per z-slab and the histogram over the box (OVITO's modifier)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from tasks.fields.base import Coordinate, FrameCache, FrameField, SlabGrid, SlabParams, Variable
+from tasks.frame import Frame
+
+
+def coordination_numbers(cache: FrameCache, cutoff: float, periodic_z: bool) -> np.ndarray:
+    """Neighbours of each atom within `cutoff` Å (periodic in x, y; in z if `periodic_z`).
+
+    OVITO's coordination modifier: measured 4x faster than a SciPy KD-tree and 11x faster
+    than freud's AABB query on 20,000 atoms (benchmarks/analysis_throughput.py).
+    """
+    from ovito.modifiers import CoordinationAnalysisModifier
+
+    data = cache.ovito(periodic_z)
+    data.apply(CoordinationAnalysisModifier(cutoff=cutoff, number_of_bins=2))
+    return np.asarray(data.particles["Coordination"][...])
+
+
+class CoordinationParams(SlabParams):
+    cutoff_angstrom: float = Field(3.2, gt=0, description="Å, neighbours within it count")
+    max_coordination: int = Field(16, ge=1, description="histogram bins 0..max; higher counts go to the last")
+
+
+class Coordination(FrameField):
+    name = "coordination"
+    Params = CoordinationParams
+
+    @property
+    def grid(self) -> SlabGrid:
+        return SlabGrid.for_shape(self.shape, self.params.slab_width_angstrom)
+
+    def coordinates(self) -> dict[str, Coordinate]:
+        return {"z": self.grid.coordinate(),
+                "coordination": Coordinate(np.arange(self.params.max_coordination + 1),
+                                           {"units": "1", "long_name": "number of neighbours"})}
+
+    def variables(self) -> dict[str, Variable]:
+        attrs = {"cutoff_angstrom": self.params.cutoff_angstrom}
+        return {"coordination_mean": Variable(("time", "z"), {"units": "1", "long_name": "mean coordination number",
+                                                              "cell_methods": "z: mean", **attrs}),
+                "coordination_histogram": Variable(("time", "coordination"), {
+                    "units": "1", "long_name": "fraction of atoms with this coordination", **attrs})}
+
+    def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
+        cn = coordination_numbers(cache, self.params.cutoff_angstrom, self.shape.periodic_z)
+        slab = cache.slab(self.grid)
+        inside = slab >= 0
+        n = len(self.grid.centres)
+        counts = np.bincount(slab[inside], minlength=n)
+        sums = np.bincount(slab[inside], weights=cn[inside], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(counts > 0, sums / counts, np.nan)
+        top = self.params.max_coordination
+        histogram = np.bincount(np.minimum(cn, top), minlength=top + 1) / len(cn)
+        return {"coordination_mean": mean, "coordination_histogram": histogram}

@@ -1,0 +1,62 @@
+"""bcc/fcc/hcp/other fractions by adaptive common neighbour analysis (OVITO), total and per slab."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tasks.fields.base import Coordinate, FrameCache, FrameField, SlabGrid, SlabParams, Variable
+from tasks.frame import Frame
+
+STRUCTURES = ("bcc", "fcc", "hcp", "other")
+
+
+def _ovito_to_ours() -> np.ndarray:
+    from ovito.modifiers import CommonNeighborAnalysisModifier
+
+    kind = CommonNeighborAnalysisModifier.Type
+    mapping = np.full(max(int(t) for t in (kind.OTHER, kind.FCC, kind.HCP, kind.BCC, kind.ICO)) + 1,
+                      STRUCTURES.index("other"))
+    mapping[int(kind.BCC)] = STRUCTURES.index("bcc")
+    mapping[int(kind.FCC)] = STRUCTURES.index("fcc")
+    mapping[int(kind.HCP)] = STRUCTURES.index("hcp")
+    return mapping
+
+
+def structure_types(cache: FrameCache, periodic_z: bool) -> np.ndarray:
+    """Adaptive CNA of each atom as an index into STRUCTURES."""
+    from ovito.modifiers import CommonNeighborAnalysisModifier
+
+    data = cache.ovito(periodic_z)
+    data.apply(CommonNeighborAnalysisModifier(mode=CommonNeighborAnalysisModifier.Mode.AdaptiveCutoff))
+    return _ovito_to_ours()[np.asarray(data.particles["Structure Type"][...])]
+
+
+class StructureFractions(FrameField):
+    name = "structure_fractions"
+    Params = SlabParams
+
+    @property
+    def grid(self) -> SlabGrid:
+        return SlabGrid.for_shape(self.shape, self.params.slab_width_angstrom)
+
+    def coordinates(self) -> dict[str, Coordinate]:
+        return {"z": self.grid.coordinate(),
+                "structure": Coordinate(np.array(STRUCTURES, dtype=object), {"long_name": "a-CNA structure type"})}
+
+    def variables(self) -> dict[str, Variable]:
+        return {"structure_fraction": Variable(("time", "structure"), {"units": "1", "long_name":
+                                               "fraction of atoms (adaptive CNA)"}),
+                "structure_fraction_by_slab": Variable(("time", "z", "structure"), {
+                    "units": "1", "long_name": "fraction of the slab's atoms (adaptive CNA)"})}
+
+    def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
+        kind = structure_types(cache, self.shape.periodic_z)
+        slab = cache.slab(self.grid)
+        n = len(self.grid.centres)
+        inside = slab >= 0
+        table = np.bincount(slab[inside] * 4 + kind[inside], minlength=4 * n).reshape(n, 4).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            by_slab = table / table.sum(axis=1, keepdims=True)
+        return {"structure_fraction": np.bincount(kind, minlength=4) / len(kind), "structure_fraction_by_slab": by_slab}

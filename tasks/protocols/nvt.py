@@ -1,0 +1,27 @@
+"""NVT: the mobile atoms held at a temperature (or a linear ramp) by a thermostat."""
+
+from __future__ import annotations
+
+from ase import Atoms
+
+from tasks.protocols.base import Length, Protocol, Segment, Temperature, Thermostat, fix_ids, thermostat_commands
+
+
+class NvtParams(Length, Temperature, Thermostat):
+    pass
+
+
+class Nvt(Protocol):
+    name = "nvt"
+    Params = NvtParams
+
+    def segments(self, params: NvtParams, atoms: Atoms) -> list[Segment]:
+        commands = thermostat_commands("mobile", params.temperature, params.end, params, params.seed, "thermostat")
+        return [Segment(self.name, params.n_steps, commands, fix_ids(commands),
+                        max(params.temperature, params.end))]
+
+
+class CavityHealing(Nvt):
+    """NVT of a crystal with a cavity (`tasks.build.cavity_crystal`): the bulk self-healing runs."""
+
+    name = "cavity_healing"
