@@ -247,8 +247,11 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
                 thermo_rows.append([lmp.get_thermo(k) for k in ("step", "time", "temp", "pe", "ke", "etotal",
                                                                 "press", "vol", "atoms")])
                 if writer:
-                    for callback in callbacks:
-                        callback(frame)
+                    try:
+                        for callback in callbacks:
+                            callback(frame)
+                    except Exception as error:  # a fault of the analysis, not of the MD: never a failed run
+                        raise CallbackError(f"a frame callback failed at step {frame.step}: {error!r}") from error
                     if save_trajectory:
                         save_frame(frame, output_dir / "trajectory")
                 n_frames += 1
@@ -259,6 +262,8 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
             lmp.commands_list([f"unfix {fix_id}" for fix_id in segment.fix_ids])
     except _Blowup as error:
         status, reason = "failed", str(error)
+    except CallbackError:
+        raise
     except Exception as error:  # LAMMPS reports lost atoms and similar through exceptions
         status, reason = "failed", f"LAMMPS: {str(error).strip() or type(error).__name__}"
     finally:
@@ -288,6 +293,10 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
 
 class _Blowup(RuntimeError):
     pass
+
+
+class CallbackError(RuntimeError):
+    """A frame callback (a field) raised: the task fails with that error, it is not an MD result."""
 
 
 def read_result(output_dir: str | Path) -> MdResult:

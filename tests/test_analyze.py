@@ -113,6 +113,26 @@ def test_structure_fractions_bcc_and_liquid():
     assert np.mean(liquid == 0) < 0.1
 
 
+def test_rdf_is_the_exact_pair_histogram():
+    """Against a plain pair count (a KD-tree, every pair within r_max) on an open slab and a bulk."""
+    from scipy.spatial import cKDTree
+
+    for atoms, periodic_z in ((build.rattled(build.slab((1, 0, 0), 8, (5, 5), 20.0), 0.1, 1), False),
+                              (build.rattled(build.bcc_bulk(3.51, 5), 0.1, 2), True)):
+        frame = frame_from(atoms)
+        dataset = analyze.analyze_frames([frame], [("rdf", {"r_max_angstrom": 7.0, "bin_width_angstrom": 0.1})],
+                                         periodic_z)
+        lengths = atoms.cell.lengths()
+        box = lengths if periodic_z else np.array([lengths[0], lengths[1], 1e4])
+        tree = cKDTree(np.mod(atoms.positions, box), boxsize=box)
+        distances = tree.sparse_distance_matrix(tree, 7.0, output_type="ndarray")["v"]
+        edges = np.linspace(0, 7.0, 71)
+        pairs = np.histogram(distances[distances > 1e-8], bins=edges)[0]
+        shell = 4 / 3 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+        expected = pairs / (len(atoms) * len(atoms) / np.prod(lengths) * shell)
+        np.testing.assert_allclose(dataset.rdf.values, expected, rtol=1e-6, atol=1e-9)
+
+
 def test_rdf_of_bcc_has_first_shell_at_sqrt3_over_2_a():
     dataset = analyze.analyze_frames([perfect_bcc_frame()], [("rdf", {"r_max_angstrom": 6.0,
                                                                        "bin_width_angstrom": 0.02})], True)

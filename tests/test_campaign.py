@@ -62,15 +62,15 @@ def test_active_learning_then_production(tmp_path):
     summary = run_campaign(config)
 
     records = summary["iterations"]
-    assert 1 <= len(records) <= 2
-    first = records[0]
-    assert first.exploration_runs == 2 and first.frames == 20
-    assert first.accurate + first.candidate + first.failed == first.frames
-    assert first.labels_added == first.labels_selected <= 6 and first.labels_added > 0
-    if len(records) == 2:
-        assert records[1].candidate <= first.candidate or records[1].converged
-        assert records[1].force_rmse_ev_per_angstrom is None or records[1].force_rmse_ev_per_angstrom > 0
-    assert first.force_rmse_ev_per_angstrom is not None and first.force_rmse_ev_per_angstrom < 1.0
+    # lo = 0.02 eV/Å: 300-step models never agree that well, so both iterations run
+    assert len(records) == 2
+    first, second = records
+    for record in records:
+        assert record.exploration_runs == 2 and record.frames == 20
+        assert record.accurate + record.candidate + record.failed == record.frames
+        assert record.labels_added == record.labels_selected <= 6 and record.labels_added > 0
+        assert 0 < record.force_rmse_ev_per_angstrom < 1.0
+    assert first.converged is None and second.converged == "reached max_iterations (2) without converging"
     assert json.loads((tmp_path / "run" / "iterations" / "iter-000" / "record.json").read_text())["accurate_ratio"] \
         == pytest.approx(first.accurate_ratio)
     # final models come from the last retraining, initialised from the previous ones

@@ -144,10 +144,16 @@ def test_notebook_api_and_plots(tmp_path):
     data = campaign.fields("deposition")
     assert int(np.isfinite(data.slab_temperature.isel(time=0, z=0)).sum()) == 3
     assert campaign.labels().empty
-    ax = campaign.plot.temperature_profile("deposition")
-    ax.figure.savefig(tmp_path / "profile.png")
-    assert (tmp_path / "profile.png").stat().st_size > 1000
-    campaign.plot.phase_fractions("deposition").figure.savefig(tmp_path / "bcc.png")
+    lines = {line.get_label(): line for line in campaign.plot.temperature_profile("deposition").get_lines()}
+    for k, temperature in enumerate(SWEEP["temperature"]):  # each written run is its last 20 % averaged
+        expected = run_dataset(20, k).slab_temperature.isel(time=slice(16, 20)).mean("time")
+        line = lines[f"temperature={temperature}, rate=5"]
+        np.testing.assert_allclose(line.get_xdata(), expected.values)  # temperature on x, height on y
+        np.testing.assert_allclose(line.get_ydata(), expected.z.values)
+    assert np.all(np.isnan(lines["temperature=200, rate=1"].get_xdata()))  # a run never written is no line
+    bcc = {line.get_label(): line for line in campaign.plot.phase_fractions("deposition").get_lines()}
+    np.testing.assert_allclose(bcc["temperature=300, rate=5"].get_ydata(),
+                               run_dataset(20, 1).structure_fraction.sel(structure="bcc").values)
 
 
 def test_same_shape_other_sweep_values_is_another_layout(tmp_path):

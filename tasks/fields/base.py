@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -94,7 +95,8 @@ class SlabGrid:
     def index(self, z: np.ndarray) -> np.ndarray:
         """Slab of each z; -1 outside the grid."""
         i = np.floor((z - self.z_min) / self.width).astype(np.int64)
-        return np.where((i >= 0) & (i < len(self.centres)), i, -1)
+        i[(i < 0) | (i >= len(self.edges) - 1)] = -1
+        return i
 
     def coordinate(self) -> Coordinate:
         edges = self.edges
@@ -120,29 +122,29 @@ class FrameCache:
         return self._slabs[grid]
 
     def ovito(self, periodic_z: bool) -> Any:
-        """An OVITO DataCollection of the frame (periodic in x, y; in z if `periodic_z`)."""
+        """An OVITO DataCollection of the frame (periodic in x, y; in z if `periodic_z`) for one
+        modifier to work on: a copy-on-write clone of the frame's one conversion, so that the
+        tables and properties one field's modifier adds never meet another's."""
         if periodic_z not in self._ovito:
             self._ovito[periodic_z] = ovito_collection(self.frame, periodic_z)
-        return self._ovito[periodic_z]
+        return self._ovito[periodic_z].clone()
 
 
 def ovito_collection(frame: Frame, periodic_z: bool) -> Any:
+    """The frame as an OVITO DataCollection, without copying or wrapping positions: OVITO maps
+    periodic images itself; an open z extends the cell over every atom."""
     from ovito.data import DataCollection, Particles, SimulationCell
 
     lengths = frame.box_hi - frame.box_lo
-    positions = frame.positions - frame.box_lo
-    positions[:, :2] %= lengths[:2]
-    if periodic_z:
-        positions[:, 2] %= lengths[2]
-    else:
+    if not periodic_z:
         lengths = lengths.copy()
-        lengths[2] = max(lengths[2], positions[:, 2].max() + 1.0)
+        lengths[2] = max(lengths[2], frame.positions[:, 2].max() - frame.box_lo[2] + 1.0)
     data = DataCollection()
     cell = SimulationCell(pbc=(True, True, periodic_z))
-    cell[...] = np.column_stack([np.diag(lengths), np.zeros(3)])
+    cell[...] = np.column_stack([np.diag(lengths), frame.box_lo])
     data.objects.append(cell)
-    particles = Particles(count=len(positions))
-    particles.create_property("Position", data=positions)
+    particles = Particles(count=len(frame.positions))
+    particles.create_property("Position", data=frame.positions)
     data.objects.append(particles)
     return data
 
@@ -175,6 +177,32 @@ class FrameField(ABC):
     def conclude(self) -> dict[str, Any]:
         """Values of the variables without a ``time`` axis, after the last frame."""
         return {}
+
+
+class SlabField(FrameField):
+    """A field over the run's z-slabs (`slab_width_angstrom`), with the ``z`` coordinate."""
+
+    Params = SlabParams
+
+    @cached_property
+    def grid(self) -> SlabGrid:
+        return SlabGrid.for_shape(self.shape, self.params.slab_width_angstrom)
+
+    @cached_property
+    def n_slabs(self) -> int:
+        return len(self.grid.centres)
+
+    def coordinates(self) -> dict[str, Coordinate]:
+        return {"z": self.grid.coordinate()}
+
+    def slab_mean(self, cache: FrameCache, values: np.ndarray) -> np.ndarray:
+        """Mean of a per-atom quantity in each slab; NaN for an empty slab."""
+        slab = cache.slab(self.grid)
+        inside = slab >= 0
+        counts = np.bincount(slab[inside], minlength=self.n_slabs)
+        sums = np.bincount(slab[inside], weights=values[inside], minlength=self.n_slabs)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / counts, np.nan)
 
 
 class FieldStream:

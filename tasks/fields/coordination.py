@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from tasks.fields.base import Coordinate, FrameCache, FrameField, SlabGrid, SlabParams, Variable
+from tasks.fields.base import Coordinate, FrameCache, SlabField, SlabParams, Variable
 from tasks.frame import Frame
 
 
@@ -29,16 +29,12 @@ class CoordinationParams(SlabParams):
     max_coordination: int = Field(16, ge=1, description="histogram bins 0..max; higher counts go to the last")
 
 
-class Coordination(FrameField):
+class Coordination(SlabField):
     name = "coordination"
     Params = CoordinationParams
 
-    @property
-    def grid(self) -> SlabGrid:
-        return SlabGrid.for_shape(self.shape, self.params.slab_width_angstrom)
-
     def coordinates(self) -> dict[str, Coordinate]:
-        return {"z": self.grid.coordinate(),
+        return {**super().coordinates(),
                 "coordination": Coordinate(np.arange(self.params.max_coordination + 1),
                                            {"units": "1", "long_name": "number of neighbours"})}
 
@@ -51,13 +47,6 @@ class Coordination(FrameField):
 
     def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
         cn = coordination_numbers(cache, self.params.cutoff_angstrom, self.shape.periodic_z)
-        slab = cache.slab(self.grid)
-        inside = slab >= 0
-        n = len(self.grid.centres)
-        counts = np.bincount(slab[inside], minlength=n)
-        sums = np.bincount(slab[inside], weights=cn[inside], minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(counts > 0, sums / counts, np.nan)
         top = self.params.max_coordination
-        histogram = np.bincount(np.minimum(cn, top), minlength=top + 1) / len(cn)
-        return {"coordination_mean": mean, "coordination_histogram": histogram}
+        return {"coordination_mean": self.slab_mean(cache, cn),
+                "coordination_histogram": np.bincount(np.minimum(cn, top), minlength=top + 1) / len(cn)}

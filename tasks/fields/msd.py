@@ -13,30 +13,48 @@ from tasks.frame import Frame
 GROUPS = ("surface", "bulk")
 
 
-def msd_fft(positions: np.ndarray) -> np.ndarray:
-    """Windowed MSD over all time origins, O(T log T): positions (T, N, 3) -> msd (T,) Å².
+#: Rows (atom coordinates) transformed at once: bounds the FFT's memory for long runs.
+FFT_BLOCK_ROWS = 4096
 
-    The algorithm of Calandrini et al. (MDAnalysis' EinsteinMSD with FFT), with two changes
-    that make it fast and exact: displacements from the first frame (small numbers, no
-    cancellation at large coordinates), and the autocorrelations of all atoms summed in
-    frequency space, so one inverse FFT serves every atom (the MSD is their mean).
+
+def group_msd(rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Windowed MSD of atom groups over all time origins, O(T log T), exact.
+
+    `rows` (3N, T): each atom coordinate's displacement from the first frame; `groups` (G, N)
+    boolean membership. The algorithm of Calandrini et al. (MDAnalysis' EinsteinMSD with
+    FFT), with the autocorrelations of a group's atoms summed in frequency space, so one
+    inverse FFT serves the whole group (its MSD is their mean). Displacements (not
+    positions) keep the numbers small: no cancellation at large coordinates.
     """
-    n_times, n_atoms = positions.shape[0], positions.shape[1]
-    if n_times == 0 or n_atoms == 0:
-        return np.full(n_times, np.nan)
     import scipy.fft
 
-    rows = np.ascontiguousarray((positions - positions[:1]).reshape(n_times, -1).T)  # (3N, T)
+    n_rows, n_times = rows.shape
+    groups = np.atleast_2d(groups)
+    if n_times == 0:
+        return np.full((len(groups), 0), np.nan)
+    weights = np.repeat(groups, 3, axis=1).astype(float)  # (G, 3N)
     size = scipy.fft.next_fast_len(2 * n_times, real=True)
-    spectrum = scipy.fft.rfft(rows, n=size, axis=-1)
-    power = np.einsum("ij,ij->j", spectrum.real, spectrum.real) + np.einsum("ij,ij->j", spectrum.imag, spectrum.imag)
-    autocorrelation = scipy.fft.irfft(power, n=size)[:n_times]  # Σ over atoms and axes
-    squared = np.einsum("ij,ij->j", rows, rows)  # Σ |r(t)|² over atoms, per t
-    total = squared.sum()
-    head = np.concatenate([[0.0], np.cumsum(squared)[:-1]])  # Σ_{t < m}
-    tail = np.concatenate([[0.0], np.cumsum(squared[::-1])[:-1]])  # Σ_{t > T-1-m}
+    power = np.zeros((len(groups), size // 2 + 1))
+    squared = np.zeros((len(groups), n_times))
+    for start in range(0, n_rows, FFT_BLOCK_ROWS):
+        block = rows[start:start + FFT_BLOCK_ROWS]
+        spectrum = scipy.fft.rfft(block, n=size, axis=-1)
+        power += weights[:, start:start + FFT_BLOCK_ROWS] @ (spectrum.real ** 2 + spectrum.imag ** 2)
+        squared += weights[:, start:start + FFT_BLOCK_ROWS] @ block ** 2
+    autocorrelation = scipy.fft.irfft(power, n=size, axis=-1)[:, :n_times]
+    total = squared.sum(axis=1, keepdims=True)
+    head = np.cumsum(squared, axis=1) - squared  # Σ_{t < m}
+    tail = np.cumsum(squared[:, ::-1], axis=1) - squared[:, ::-1]  # Σ_{t > T-1-m}
     counts = n_times - np.arange(n_times)
-    return (2 * total - head - tail - 2 * autocorrelation) / counts / n_atoms
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (2 * total - head - tail - 2 * autocorrelation) / counts / groups.sum(axis=1, keepdims=True)
+
+
+def msd_fft(positions: np.ndarray) -> np.ndarray:
+    """Windowed MSD of all atoms: positions (T, N, 3) -> msd (T,) Å²."""
+    n_times = positions.shape[0]
+    rows = (positions - positions[:1]).reshape(n_times, -1).T
+    return group_msd(rows, np.ones((1, positions.shape[1]), dtype=bool))[0]
 
 
 def diffusion_fit(lag_ps: np.ndarray, msd: np.ndarray, window: tuple[float, float]) -> tuple[float, float]:
@@ -79,8 +97,10 @@ class MeanSquaredDisplacement(FrameField):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._tracked = np.empty(0, dtype=np.int64)
-        self._groups: dict[str, np.ndarray] = {}
-        self._positions: list[np.ndarray] = []
+        self._groups = np.zeros((len(GROUPS), 0), dtype=bool)
+        self._first = np.empty((0, 3))
+        self._rows = np.empty((0, 0))  # (3N, T): displacements from the first frame, in the FFT's layout
+        self._frames = 0
 
     def coordinates(self) -> dict[str, Coordinate]:
         times = np.asarray(self.shape.times_ps, dtype=float)
@@ -103,21 +123,25 @@ class MeanSquaredDisplacement(FrameField):
         self._tracked = frame.ids[mobile]
         z = frame.positions[mobile, 2]
         surface = z > z.max() - self.params.surface_depth_angstrom if len(z) else np.zeros(0, dtype=bool)
-        self._groups = {"surface": surface, "bulk": ~surface}
+        self._groups = np.array([surface, ~surface])
+        self._first = frame.positions[mobile].copy()
+        self._rows = np.empty((3 * len(self._tracked), self.shape.n_frames))
 
     def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
-        self._positions.append(frame.positions[np.searchsorted(frame.ids, self._tracked)])
+        same = len(frame.ids) == len(self._tracked) and np.array_equal(frame.ids, self._tracked)
+        positions = frame.positions if same else frame.positions[np.searchsorted(frame.ids, self._tracked)]
+        self._rows[:, self._frames] = (positions - self._first).ravel()
+        self._frames += 1
         return {}
 
     def conclude(self) -> dict[str, Any]:
-        positions = np.array(self._positions)
-        n = len(positions)
+        n = self._frames
         lag = self.coordinates()["lag"].values[:n]
         curves = np.full((len(GROUPS), self.shape.n_frames), np.nan)
         fits = np.full((len(GROUPS), 2), np.nan)
-        for g, name in enumerate(GROUPS):
-            members = self._groups[name]
-            if members.any():
-                curves[g, :n] = msd_fft(positions[:, members])
-                fits[g] = diffusion_fit(lag, curves[g, :n], self.params.fit_window)
+        filled = self._groups.any(axis=1)
+        if filled.any():
+            curves[filled, :n] = group_msd(self._rows[:, :n], self._groups[filled])
+        for g in np.flatnonzero(filled):
+            fits[g] = diffusion_fit(lag, curves[g, :n], self.params.fit_window)
         return {"msd": curves, "diffusion_coefficient": fits[:, 0], "diffusion_coefficient_stderr": fits[:, 1]}

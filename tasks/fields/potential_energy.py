@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from tasks.fields.base import Coordinate, FrameCache, FrameField, SlabGrid, SlabParams, Variable
+from tasks.fields.base import FrameCache, SlabField, Variable
 from tasks.frame import Frame
 
 
-class PotentialEnergy(FrameField):
+class PotentialEnergy(SlabField):
     name = "potential_energy"
-    Params = SlabParams
-
-    @property
-    def grid(self) -> SlabGrid:
-        return SlabGrid.for_shape(self.shape, self.params.slab_width_angstrom)
-
-    def coordinates(self) -> dict[str, Coordinate]:
-        return {"z": self.grid.coordinate()}
 
     def variables(self) -> dict[str, Variable]:
         # float64: a mean of about -1.9 eV/atom whose meV changes matter
@@ -29,11 +19,5 @@ class PotentialEnergy(FrameField):
                                                      "mean potential energy in the slab"}, "float64")}
 
     def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
-        slab = cache.slab(self.grid)
-        inside = slab >= 0
-        n = len(self.grid.centres)
-        counts = np.bincount(slab[inside], minlength=n)
-        sums = np.bincount(slab[inside], weights=frame.potential_energy[inside], minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            by_slab = np.where(counts > 0, sums / counts, np.nan)
-        return {"potential_energy": float(frame.potential_energy.mean()), "potential_energy_by_slab": by_slab}
+        return {"potential_energy": float(frame.potential_energy.mean()),
+                "potential_energy_by_slab": self.slab_mean(cache, frame.potential_energy)}

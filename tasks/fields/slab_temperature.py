@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from tasks.fields.base import Coordinate, FrameCache, FrameField, SlabGrid, SlabParams, Variable
+from tasks.fields.base import FrameCache, SlabField, SlabGrid, SlabParams, Variable
 from tasks.frame import Frame
 
 BOLTZMANN_EV_PER_K = 8.617333262e-5
@@ -43,18 +43,11 @@ class SlabTemperatureParams(SlabParams):
     include_fixed: bool = Field(False, description="count the fixed atoms too (they have no velocity)")
 
 
-class SlabTemperature(FrameField):
+class SlabTemperature(SlabField):
     """Temperature per z-slab over time (fixed atoms excluded) and the atoms it was taken over."""
 
     name = "slab_temperature"
     Params = SlabTemperatureParams
-
-    @property
-    def grid(self) -> SlabGrid:
-        return SlabGrid.for_shape(self.shape, self.params.slab_width_angstrom)
-
-    def coordinates(self) -> dict[str, Coordinate]:
-        return {"z": self.grid.coordinate()}
 
     def variables(self) -> dict[str, Variable]:
         return {"slab_temperature": Variable(("time", "z"), {"units": "K", "long_name": "local temperature "

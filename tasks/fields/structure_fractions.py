@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.fields.base import Coordinate, FrameCache, FrameField, SlabGrid, SlabParams, Variable
+from tasks.fields.base import Coordinate, FrameCache, SlabField, Variable
 from tasks.frame import Frame
 
 STRUCTURES = ("bcc", "fcc", "hcp", "other")
@@ -33,16 +33,11 @@ def structure_types(cache: FrameCache, periodic_z: bool) -> np.ndarray:
     return _ovito_to_ours()[np.asarray(data.particles["Structure Type"][...])]
 
 
-class StructureFractions(FrameField):
+class StructureFractions(SlabField):
     name = "structure_fractions"
-    Params = SlabParams
-
-    @property
-    def grid(self) -> SlabGrid:
-        return SlabGrid.for_shape(self.shape, self.params.slab_width_angstrom)
 
     def coordinates(self) -> dict[str, Coordinate]:
-        return {"z": self.grid.coordinate(),
+        return {**super().coordinates(),
                 "structure": Coordinate(np.array(STRUCTURES, dtype=object), {"long_name": "a-CNA structure type"})}
 
     def variables(self) -> dict[str, Variable]:
@@ -54,7 +49,7 @@ class StructureFractions(FrameField):
     def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
         kind = structure_types(cache, self.shape.periodic_z)
         slab = cache.slab(self.grid)
-        n = len(self.grid.centres)
+        n = self.n_slabs
         inside = slab >= 0
         table = np.bincount(slab[inside] * 4 + kind[inside], minlength=4 * n).reshape(n, 4).astype(float)
         with np.errstate(invalid="ignore", divide="ignore"):
