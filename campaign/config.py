@@ -778,17 +778,22 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): must be a mapping of sections"])
     sections, lines = _validate_sections(data)
+    path_problems = _resolved(sections, base_dir)[0] if base_dir is not None else []
     if lines:
         names = [s.get("name") for s in _raw_list(data, "systems") if isinstance(s.get("name"), str)]
         problems = cross_problems(sections, names) + _raw_reference_problems(data, sections, names)
-        lines += [f"{format_path(path)}: {message}" for path, message in problems]
+        lines += [f"{format_path(path)}: {message}" for path, message in problems] + path_problems
         raise ConfigError(source, list(dict.fromkeys(lines)))
     try:
         config = CampaignConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(source, _error_lines(error)) from None
+        raise ConfigError(source, _error_lines(error) + path_problems) from None
+    if path_problems:
+        raise ConfigError(source, path_problems)
     if base_dir is not None:
-        config = _resolve_paths(config, base_dir, source)
+        sections = {name: getattr(config, name) for name in ("campaign", "train", "storage")}
+        sections["production"] = list(enumerate(config.production))
+        config = config.model_copy(update=_resolved(sections, base_dir)[1])
     return config
 
 
@@ -811,48 +816,51 @@ def _is_model(path: Path) -> bool:
     return path.is_file() and path.suffix in (".pth", ".pb")
 
 
-def _resolve_paths(config: CampaignConfig, base_dir: Path, source: str) -> CampaignConfig:
-    """Absolute paths (`~` expanded, relative ones from `base_dir`), directories expanded, all checked."""
+def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """Absolute paths (`~` expanded, relative ones from `base_dir`), directories expanded, all
+    checked; for the sections given (those that validated). Returns (problems, new sections)."""
     def resolve(path: Path) -> Path:
         path = path.expanduser()
         return path if path.is_absolute() else (base_dir / path).resolve()
 
     problems: list[str] = []
-    workdir = resolve(config.campaign.workdir)
-    if workdir.exists() and not workdir.is_dir():
-        problems.append(f"campaign.workdir: {workdir} is a file, not a directory")
-    expanded: dict[str, list[Path]] = {}
-    for name, is_member, what in (("initial_models", _is_model, "model files (.pth, .pb)"),
-                                  ("initial_data", _is_system, "DeePMD systems (type.raw)"),
-                                  ("test_data", _is_system, "DeePMD systems (type.raw)")):
-        expanded[name] = []
-        for i, path in enumerate(getattr(config.train, name)):
-            path = resolve(path)
-            if not path.exists():
-                problems.append(f"train.{name}[{i}]: no such file or directory: {path}")
-                continue
-            members = _expand([path], is_member)
-            if path.is_dir() and not is_member(path) and not members:
-                problems.append(f"train.{name}[{i}]: {path} holds no {what}")
-            expanded[name] += members
+    updates: dict[str, Any] = {}
+    campaign = sections.get("campaign")
+    if campaign is not None:
+        workdir = resolve(campaign.workdir)
+        if workdir.exists() and not workdir.is_dir():
+            problems.append(f"campaign.workdir: {workdir} is a file, not a directory")
+        updates["campaign"] = campaign.model_copy(update={"workdir": workdir})
+    train = sections.get("train")
+    if train is not None:
+        expanded: dict[str, list[Path]] = {}
+        for name, is_member, what in (("initial_models", _is_model, "model files (.pth, .pb)"),
+                                      ("initial_data", _is_system, "DeePMD systems (type.raw)"),
+                                      ("test_data", _is_system, "DeePMD systems (type.raw)")):
+            expanded[name] = []
+            for i, path in enumerate(getattr(train, name)):
+                path = resolve(path)
+                if not path.exists():
+                    problems.append(f"train.{name}[{i}]: no such file or directory: {path}")
+                    continue
+                members = _expand([path], is_member)
+                if path.is_dir() and not is_member(path) and not members:
+                    problems.append(f"train.{name}[{i}]: {path} holds no {what}")
+                expanded[name] += members
+        updates["train"] = train.model_copy(update=expanded)
     production = []
-    for i, study in enumerate(config.production):
+    for i, study in sections.get("production") or []:
         if study.potential_kind == "model_file":
             path = resolve(Path(study.potential))
             if not path.is_file():
-                known = ["final_model", *classical_names()]
-                hint = did_you_mean(study.potential, known) if "/" not in study.potential else ""
-                problems.append(f"production[{i}].potential: no such model file: {path}{hint}; or name one of "
-                                f"{', '.join(known)}")
+                problems.append(f"production[{i}].potential: no such model file: {path}")
             study = study.model_copy(update={"potential": str(path)})
         production.append(study)
-    storage = config.storage.model_copy(update={"path": config.storage.path.expanduser()})
-    if problems:
-        raise ConfigError(source, problems)
-    campaign = config.campaign.model_copy(update={"workdir": workdir})
-    train = config.train.model_copy(update=expanded)
-    return config.model_copy(update={"campaign": campaign, "train": train, "production": production,
-                                     "storage": storage})
+    updates["production"] = production
+    storage = sections.get("storage")
+    if storage is not None:
+        updates["storage"] = storage.model_copy(update={"path": storage.path.expanduser()})
+    return problems, updates
 
 
 def project_root_for(path: Path) -> Path:
