@@ -470,7 +470,9 @@ class AnalysisSection(Strict):
 
 
 class StorageSection(Strict):
-    path: Path = Path("fields.zarr")
+    path: Path = Field(Path("fields.zarr"), description="the campaign store, relative to the workdir")
+    flush_every_frames: int = Field(0, ge=0, description="frames between a running run's writes of its time "
+                                                        "series (readable while it runs); 0: once, at its end")
 
 
 SECTIONS_IN_ORDER = ("campaign", "executors", "systems", "label", "train", "explore", "select", "production",

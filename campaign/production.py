@@ -1,18 +1,21 @@
-"""Production sweeps: MD over each study's sweep, fields streamed, gathered into one Zarr store.
+"""Production sweeps: MD over each study's sweep, every run writing its own region of the store.
 
-Each sweep point x system x replica is one Parsl task (`tasks.analyze.md_with_fields`):
-LAMMPS runs the protocol with the final model (or a named model, or a classical
-potential) and the analyses stream every `trajectory_stride` steps into the run's own
-`fields.zarr`. When the study's runs are done, the campaign store is allocated once for the
-whole sweep (the union of the runs' field coordinates: a deposition at a higher rate has a
-taller box, so more z-slabs) and every run is written into its own region by the Dask
-cluster, whose dashboard shows the writes and the reductions of the summary.
+Before a study's first run, its group of the campaign store is allocated for the whole
+sweep from what its fields declare (`tasks.analyze.declared_dataset` for each distinct
+parameter set: a deposition at a higher rate has a taller box, so more z-slabs; the study
+holds the union). Each sweep point × system × replica is then one Parsl task
+(`tasks.analyze.md_with_fields`) that runs the protocol with the final model (or a named
+model, or a classical potential), streams its fields, and writes them into its region from
+the worker: the driver holds no run's data. As runs land, the Dask cluster reduces each one
+to its row of the study's summary, so the dashboard shows the analysis while the campaign
+runs; a `performance_report` of it is saved under the workdir.
 
 A study with several systems gets a `system` dimension in front of its sweep dimensions.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,12 @@ import xarray as xr
 
 from campaign.config import CampaignConfig, ProductionStudy
 from campaign.engine import StageResult, TaskSpec, run_stage
-from campaign.ledger import Ledger, task_id
+from campaign.ledger import Ledger, file_digest, task_id
 from campaign.stages import base_structure
 from campaign.sweep import sweep_axes
 from storage import fields as store
 from storage.layout import SweepAxes
+from storage.reduce import summary_table
 from tasks import analyze
 from tasks.potentials import Potential
 from tasks.protocols import PROTOCOLS
@@ -37,7 +41,7 @@ class RunRef:
     """Where one production run sits in its study's sweep, and its task."""
 
     study: str
-    parameters: dict[str, Any]  # sweep coordinates (system included when the study has several)
+    coordinates: dict[str, Any]  # sweep coordinates (system included when the study has several)
     spec: TaskSpec
 
 
@@ -56,17 +60,21 @@ def potential_for(study: ProductionStudy, models: list[str]) -> Potential:
     return Potential(study.potential)
 
 
-def verify_run(output_dir: Path) -> dict[str, Any] | None:
-    import json
+@dataclass
+class StoredRun:
+    """A production task is done when its result.json says it stored its fields and the store
+    holds the run as complete or failed (a kill between the two redoes the run)."""
 
-    try:
-        outputs = json.loads((output_dir / "result.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    if "fields" not in outputs or (outputs["fields"] and not Path(outputs["fields"], "zarr.json").exists()):
-        return None
-    outputs.pop("inserted_ids", None), outputs.pop("inserted_time_ps", None)
-    return outputs
+    writer: store.RunWriter
+
+    def __call__(self, output_dir: Path) -> dict[str, Any] | None:
+        try:
+            outputs = json.loads((output_dir / "result.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not outputs.get("stored") or self.writer.status() not in (store.RUN_COMPLETE, store.RUN_FAILED):
+            return None
+        return {k: outputs[k] for k in ("status", "reason", "steps_done", "n_frames", "wall_time_s")}
 
 
 def run_parameters(config: CampaignConfig, study: ProductionStudy, point: Any) -> dict[str, Any]:
@@ -82,6 +90,7 @@ def production_runs(config: CampaignConfig, models: list[str]) -> list[RunRef]:
     masses = {e: config.campaign.mass_of(e) for e in config.campaign.type_map}
     for study in config.production:
         potential = potential_for(study, models)
+        digests = {Path(m).name: file_digest(m) for m in potential.models}
         fields = config.field_choices(study)
         for system in study.systems:
             structure = base_structure(config, system)
@@ -92,71 +101,76 @@ def production_runs(config: CampaignConfig, models: list[str]) -> list[RunRef]:
                                      [structure, *potential.models])
                 name = f"{study.name}-{system}-{point.point_id[:6]}-r{point.replica}"
                 output_dir = config.workdir / "production" / study.name / f"{name}-{identifier[:8]}"
-                spec = TaskSpec(identifier, "production", name, study.executor, analyze.md_with_fields,
-                                dict(structure=str(structure), potential=potential, output_dir=str(output_dir),
-                                     **arguments),
-                                output_dir, verify_run, {**arguments, "potential": potential.kind,
-                                                         "models": potential.models, "structure": str(structure)})
                 coordinates = dict(point.coordinates)
                 if len(study.systems) > 1:
                     coordinates["system"] = system
+                writer = store.RunWriter(config.store_path, study.name, coordinates)
+                provenance = {"task_id": identifier, "model_sha256": digests, "config_hash": config.config_hash(),
+                              "system": system, "structure_sha256": file_digest(structure)}
+                spec = TaskSpec(identifier, "production", name, study.executor, analyze.md_with_fields,
+                                dict(structure=str(structure), potential=potential, output_dir=str(output_dir),
+                                     sink=writer, flush_every_frames=config.storage.flush_every_frames,
+                                     provenance=provenance, **arguments),
+                                output_dir, StoredRun(writer), {**arguments, "potential": potential.kind,
+                                                                "models": potential.models,
+                                                                "structure": str(structure)})
                 refs.append(RunRef(study.name, coordinates, spec))
     return refs
 
 
-def _union_template(datasets: list[xr.Dataset]) -> xr.Dataset:
-    """One run's layout holding every run: the longest time axis, the union of other coordinates."""
-    longest = max(datasets, key=lambda d: d.sizes.get("time", 0))
-    coordinates: dict[str, np.ndarray] = {}
-    for dataset in datasets:
-        for dim in dataset.dims:
-            if dim == "time" or dim not in dataset.coords:
-                continue
-            values = np.asarray(dataset[dim].values)
-            merged = np.concatenate([coordinates.get(dim, values[:0]), values])
-            coordinates[dim] = np.unique(np.round(merged, 6) if merged.dtype.kind == "f" else merged)
-    return _on_coordinates(longest, coordinates)
+def study_template(config: CampaignConfig, study: ProductionStudy) -> xr.Dataset:
+    """One run's variables at the union of the shapes the study's runs declare (metadata for the store).
+
+    Runs differ in the length of coordinates (more z-slabs in a taller box, more frames in a
+    longer run); each run's coordinates must be the start of the union's, else the runs do
+    not share a layout (a sweep over the timestep or the stride) and belong in separate
+    studies.
+    """
+    declared = []
+    seen = set()
+    for system in study.systems:
+        atoms = config.system(system).atoms
+        for params in study.distinct_params():
+            key = (system, json.dumps(params, sort_keys=True, default=str))
+            if key not in seen:
+                seen.add(key)
+                declared.append(analyze.declared_dataset(atoms, study.protocol, params, config.field_choices(study),
+                                                         config.campaign.type_map))
+    longest = {dim: max(declared, key=lambda d: d.sizes.get(dim, 0)) for dim in declared[0].dims}
+    for dataset in declared:
+        for name, coordinate in dataset.coords.items():
+            union = longest[coordinate.dims[0]][name].values
+            values = coordinate.values
+            if len(values) > len(union) or not _starts(union, values):
+                raise store.StoreError(f"study '{study.name}': its runs have incompatible '{name}' coordinates "
+                                       f"({values[:3]}... against {union[:3]}...); a sweep over the timestep or "
+                                       f"the stride belongs in separate studies")
+    coords = {name: longest[coordinate.dims[0]][name] for name, coordinate in declared[0].coords.items()}
+    variables = {}
+    for name, variable in declared[0].data_vars.items():
+        shape = tuple(len(coords[d]) if d in coords else variable.sizes[d] for d in variable.dims)
+        text = variable.dtype.kind in ("U", "O", "T")
+        variables[name] = (variable.dims, np.full(shape, "" if text else np.nan, dtype=object if text else
+                                                  variable.dtype), variable.attrs)
+    return xr.Dataset(variables, coords=coords)
 
 
-def _on_coordinates(run: xr.Dataset, coordinates: dict[str, np.ndarray]) -> xr.Dataset:
-    """`run` re-indexed onto the union coordinates (missing entries NaN, or '' for text)."""
-    result = run
-    for dim, values in coordinates.items():
-        if dim not in result.dims:
-            continue
-        if values.dtype.kind == "f":
-            result = result.reindex({dim: values}, method="nearest", tolerance=1e-5)
-        else:
-            result = result.reindex({dim: values})
-    for name, variable in result.data_vars.items():
-        if variable.dtype.kind in ("U", "O"):
-            result[name] = variable.fillna("").astype(str)
-    return result
+def _starts(union: np.ndarray, values: np.ndarray) -> bool:
+    head = union[:len(values)]
+    if values.dtype.kind == "f":
+        return bool(np.allclose(head, values, rtol=0, atol=1e-6, equal_nan=True))
+    return bool(np.array_equal(head, values))
 
 
-def write_study(store_path: Path, study: ProductionStudy, refs: list[RunRef], outputs: dict[str, dict[str, Any]],
-                client: Any) -> int:
-    """Allocate the study's region of the store and write each finished run into it (on Dask)."""
-    runs = [(ref, outputs[ref.spec.task_id]) for ref in refs if ref.spec.task_id in outputs]
-    runs = [(ref, out) for ref, out in runs if out.get("fields")]
-    if not runs:
-        return 0
-    datasets = [xr.open_zarr(out["fields"], consolidated=False).load() for _, out in runs]
-    template = _union_template(datasets)
-    axes = study_axes(study)
-    store.allocate_study(store_path, study.name, axes, template,
-                         attrs={"protocol": study.protocol, "potential": str(study.potential),
-                                "params": str(study.params)})
-    coordinates = {dim: np.asarray(template[dim].values) for dim in template.dims
-                   if dim != "time" and dim in template.coords}
-    futures = []
-    for (ref, out), dataset in zip(runs, datasets):
-        aligned = _on_coordinates(dataset, coordinates)
-        status = store.RUN_COMPLETE if out["status"] == "ok" else store.RUN_FAILED
-        futures.append(client.submit(store.write_run, store_path, study.name, axes, ref.parameters, aligned,
-                                     status, pure=False))
-    client.gather(futures)
-    return len(futures)
+def allocate_studies(config: CampaignConfig) -> dict[str, store.Allocation]:
+    """Every production study's group, allocated (or grown) before any of its runs starts."""
+    allocations = {}
+    for study in config.production:
+        allocations[study.name] = store.allocate_study(
+            config.store_path, study.name, study_axes(study), study_template(config, study),
+            attrs={"protocol": study.protocol, "potential": study.potential, "params": json.dumps(study.params),
+                   "config_hash": config.config_hash()})
+    return allocations
 
 
 def start_dask(config: CampaignConfig):
@@ -180,15 +194,56 @@ def start_dask(config: CampaignConfig):
     return Client(cluster)
 
 
+def run_row(store_path: str, study: str, coordinates: dict[str, Any]):
+    """One run's row of its study's summary, read from the store (a Dask task: the run's region
+    is read inside it, without a nested graph)."""
+    import dask
+
+    dataset = store.open_study(store_path, study)
+    index = {dim: [list(dataset[dim].values).index(coordinates[dim])] for dim in dataset.run_status.dims}
+    with dask.config.set(scheduler="synchronous"):
+        return summary_table(dataset.isel(index).load())
+
+
+@dataclass
+class LiveSummary:
+    """The follow-up of production tasks: as each run lands, the Dask cluster reduces it to its row."""
+
+    client: Any
+    store_path: str
+    studies: dict[str, tuple[str, dict[str, Any]]]  # task id -> (study, coordinates)
+
+    def __post_init__(self) -> None:
+        self.rows: dict[str, list[Any]] = {}
+
+    def __call__(self, spec: TaskSpec, outputs: dict[str, Any]) -> list[TaskSpec]:
+        study, coordinates = self.studies[spec.task_id]
+        self.rows.setdefault(study, []).append(self.client.submit(run_row, self.store_path, study, coordinates,
+                                                                  pure=False))
+        return []
+
+    def tables(self) -> dict[str, Any]:
+        import pandas as pd
+
+        return {study: pd.concat(self.client.gather(futures), ignore_index=True)
+                for study, futures in self.rows.items()}
+
+
 def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], client: Any,
-                     show_progress: bool) -> tuple[StageResult, dict[str, int]]:
-    """Run every production study, then write each study into the store; returns runs written per study."""
+                     show_progress: bool) -> tuple[StageResult, dict[str, Any]]:
+    """Allocate every study, run them; returns the stage and each study's summary (one row per run)."""
+    from dask.distributed import performance_report
+
+    allocations = allocate_studies(config)
+    for name, allocation in allocations.items():
+        if allocation.added:
+            ledger.log_event("production", f"study {name} grown in place by {allocation.added}")
     refs = production_runs(config, models)
-    result = run_stage("production", [ref.spec for ref in refs], ledger, config.campaign.max_retries,
-                       config.campaign.failure_ratio_limit, show_progress)
-    written = {}
-    for study in config.production:
-        written[study.name] = write_study(config.store_path, study, [r for r in refs if r.study == study.name],
-                                          result.outputs, client)
-    ledger.log_event("production", "store written: " + ", ".join(f"{k} {v} runs" for k, v in written.items()))
-    return result, written
+    live = LiveSummary(client, str(config.store_path), {ref.spec.task_id: (ref.study, ref.coordinates)
+                                                        for ref in refs})
+    with performance_report(filename=str(config.workdir / "dask-performance.html")):
+        result = run_stage("production", [ref.spec for ref in refs], ledger, config.campaign.max_retries,
+                           config.campaign.failure_ratio_limit, show_progress, follow_up=live)
+        tables = live.tables()
+    ledger.log_event("production", "runs stored: " + ", ".join(f"{k} {len(v)}" for k, v in tables.items()))
+    return result, tables

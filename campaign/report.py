@@ -6,13 +6,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import xarray as xr
 from rich.console import Console
 from rich.table import Table
 
 from campaign.config import CampaignConfig
 from campaign.engine import StageResult
 from storage import fields as store
+from storage.reduce import summary_table
 
 
 def print_summary(console: Console, summary: dict[str, Any], config: CampaignConfig) -> None:
@@ -27,7 +27,7 @@ def print_summary(console: Console, summary: dict[str, Any], config: CampaignCon
     if models is not None:
         print_ensemble(console, models, summary["workdir"])
     if summary["production"] is not None:
-        print_production(console, config)
+        print_production(console, config, summary.get("tables"))
     if summary["ran"] == 0:
         console.print("[green]everything was already done[/]: nothing was recomputed")
     console.print(f"wall time {summary['wall_time_s']:.1f} s")
@@ -80,21 +80,57 @@ def write_plots(config: CampaignConfig) -> list[Path]:
     return written
 
 
-def print_production(console: Console, config: CampaignConfig) -> None:
+#: Above this many rows, a study's table is printed as means over replicas, then over its first dimension.
+MAX_TABLE_ROWS = 40
+
+
+def readable(table: Any) -> tuple[Any, str]:
+    """A summary short enough to read: one row per run, else per sweep point (replicas
+    averaged), else per value of the first sweep dimension; with the note saying which.
+    The sweep dimensions are the columns before `status` (`storage.reduce.summary_table`)."""
+    dims = list(table.columns[:list(table.columns).index("status")])
+    values = [c for c in table.columns[len(dims) + 1:]]
+    if len(table) <= MAX_TABLE_ROWS or not dims:
+        return table, ""
+    for keep in ([d for d in dims if d != "replica"], dims[:1]):
+        grouped = table.assign(ok=table.status == "ok").groupby(keep, sort=False)
+        means = grouped[values].mean().reset_index()
+        means.insert(len(keep), "runs ok", grouped["ok"].sum().astype(int).values)
+        means.insert(len(keep) + 1, "runs", grouped.size().values)
+        if len(means) <= MAX_TABLE_ROWS:
+            return means, f"mean over {', '.join(d for d in dims if d not in keep)} of {len(table)} runs"
+    return means.head(MAX_TABLE_ROWS), f"the first {MAX_TABLE_ROWS} of {len(means)} rows"
+
+
+def _cell(row: Any, column: str) -> str:
+    value = row[column]
+    if column.startswith("D ") and column.endswith("(Å²/ps)"):
+        error = row.get(column.replace("(Å²/ps)", "stderr"))
+        if error is not None and error == error and not abs(value) > 2 * error:
+            return f"unresolved (±{error:.2g})"  # a D below twice its standard error is not a measurement
+        return f"{value:.3g} ± {error:.1g}" if error is not None and error == error else f"{value:.3g}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def print_production(console: Console, config: CampaignConfig, tables: dict[str, Any] | None = None) -> None:
+    """Plots and one table per study: the rows the Dask cluster reduced as runs landed, or the store's."""
     console.print(f"fields: {config.store_path}  (open with: storage.open_campaign('{config.workdir}'))")
     for path in write_plots(config):
         console.print(f"plot: {path}")
     for study in config.production:
         try:
-            frame = run_summary(config, study.name)
+            frame = (tables or {}).get(study.name)
+            frame = run_summary(config, study.name) if frame is None else frame
         except Exception as error:  # a study without any finished run has no group in the store
             console.print(f"[yellow]{study.name}[/]: no fields ({error})")
             continue
-        table = Table(title=f"production study {study.name}")
-        for column in frame.columns:
+        frame, note = readable(frame.sort_values([c for c in frame.columns[:1]], kind="stable"))
+        table = Table(title=f"production study {study.name}" + (f" ({note})" if note else ""))
+        shown = [c for c in frame.columns if not c.endswith(" stderr")]
+        for column in shown:
             table.add_column(str(column))
-        for row in frame.itertuples(index=False):
-            table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row))
+        for _, row in frame.iterrows():
+            table.add_row(*(_cell(row, c) for c in shown))
         console.print(table)
 
 
@@ -114,38 +150,6 @@ def print_ensemble(console: Console, models: StageResult, workdir: Path) -> None
     console.print(table)
 
 
-def run_summary(config: CampaignConfig, study: str, filled_fraction: float = 0.25) -> Any:
-    """Per run: final atoms, bottom and top slab temperature and bcc fraction (last 20 % of
-    the run), surface and bulk D — reduced from the store with Dask. Returns a pandas table.
-
-    The top (bottom) slab is the highest (lowest) holding at least `filled_fraction` of the
-    fullest slab's mobile atoms, so a few atoms still falling are not taken for the surface.
-    """
-    from storage.reduce import filled_slabs, last_fraction
-
-    dataset = store.open_study(config.store_path, study)
-    sweep_dims = [d for d in dataset.run_status.dims]
-    columns: dict[str, xr.DataArray] = {"status": dataset.run_status}
-    if "n_atoms" in dataset:
-        columns["final atoms"] = dataset.n_atoms.max("time")  # atoms are only ever added
-    if "slab_temperature" in dataset:
-        steady = last_fraction(dataset[["slab_temperature", "atoms_per_slab"]], 0.2)
-        occupied = filled_slabs(steady.atoms_per_slab, filled_fraction)
-        temperature = steady.slab_temperature.where(occupied).mean("time")
-        filled = occupied.any("time")
-        z = dataset.z.broadcast_like(temperature)
-        top = z.where(filled).max("z")
-        bottom = z.where(filled).min("z")
-        columns["bottom slab T (K)"] = temperature.where(z == bottom).max("z")
-        columns["top slab T (K)"] = temperature.where(z == top).max("z")
-        columns["atoms in top slab"] = steady.atoms_per_slab.where(z == top).max("z").mean("time")
-    if "structure_fraction" in dataset:
-        columns["bcc fraction"] = last_fraction(dataset.structure_fraction.sel(structure="bcc"), 0.2).mean("time")
-    if "diffusion_coefficient" in dataset:
-        for group in dataset.group.values:
-            columns[f"D {group} (Å²/ps)"] = dataset.diffusion_coefficient.sel(group=group)
-    computed = xr.Dataset({k: v.reset_coords(drop=True) for k, v in columns.items()}).compute()
-    table = computed.to_dataframe(dim_order=sweep_dims)  # rows in sweep order, last dimension fastest
-    table = table[[c for c in columns]]
-    table["status"] = table["status"].map({0: "missing", 1: "ok", 2: "failed"})
-    return table.reset_index()[sweep_dims + list(columns)] if sweep_dims else table
+def run_summary(config: CampaignConfig, study: str) -> Any:
+    """The study's summary, one row per run, reduced from the store (see `storage.reduce.summary_table`)."""
+    return summary_table(store.open_study(config.store_path, study))

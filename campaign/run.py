@@ -58,9 +58,8 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
             if config.production:
                 client = start_dask(config)
                 console.print(f"Dask dashboard: {client.dashboard_link}")
-                result, written = production_stage(config, ledger, models, client, show)
-                summary["production"], summary["store"] = result, config.store_path
-                summary["written"] = written
+                result, tables = production_stage(config, ledger, models, client, show)
+                summary["production"], summary["store"], summary["tables"] = result, config.store_path, tables
                 ran += result.ran
             summary["model_paths"], summary["ran"] = models, ran
         finally:

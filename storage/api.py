@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import xarray as xr
 
 from storage.errors import NotInStore, StoreCorrupt, StoreError, StoreNotFound
-from storage.fields import complete_runs, open_study, studies
+from storage.fields import complete_runs, open_study, provenance_table, studies
 from storage.labels import LabelIndex
 from storage.sqlite import DatabaseUnreadable
 
@@ -75,6 +75,11 @@ class Campaign:
             raise NotInStore(f"study '{study}' in {self.store} has no field '{variable}'; it has: "
                              f"{', '.join(sorted(dataset.data_vars))}")
         return dataset[variable]
+
+    def provenance(self, study: str):
+        """One row per written run: sweep coordinates, status, task id, potential and model digest,
+        code versions, config hash, host, wall time (pandas)."""
+        return provenance_table(open_study(self.store, study))
 
     def labels(self):
         """One row per labelled structure: source, engine, settings hash, status, energy, max force, npy system."""

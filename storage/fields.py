@@ -1,164 +1,368 @@
-"""One Zarr v3 store per campaign (`<workdir>/fields.zarr`), one group per production study.
+"""One Zarr v3 store per campaign, one group per production study, written by the runs themselves.
 
 Layout of a study group, e.g. ``deposition/``:
 
-* sweep dimensions first, one per swept parameter (``temperature``, ``rate``, ...) and
-  ``replica``; a `zip:` group of the sweep is one dimension named after its first parameter,
-  its other parameters are coordinates along it (``falling_speed(rate)``), so no invalid
-  combination is ever allocated;
-* then the field dimensions: ``time`` (ps), ``z`` (slab centres, Å), ``structure``, ``lag``,
-  ``group``, ``r``, ...;
-* ``run_status`` (sweep dims): 0 not written, 1 complete, 2 failed; ``n_valid_time``: how many
-  time entries the run filled. Runs of different length are padded to the longest with NaN:
-  a missing or partial run reads as NaN plus its status, never as zeros.
+* sweep dimensions first, one per swept parameter (``temperature``, ``rate``, ...), then
+  ``replica`` (and ``system`` in front when the study has several structures); a `zip:`
+  group of the sweep is one dimension named after its first parameter, its other parameters
+  are coordinates along it (``falling_speed(rate)``), so no invalid combination exists;
+* then the field dimensions: ``time`` (ps), ``z`` (slab centres, Å, with ``z_bounds``),
+  ``structure``, ``lag``, ``group``, ``r``, ...;
+* per run: ``run_status`` (0 not written, 1 complete, 2 failed, 3 running: partial),
+  ``n_valid_time`` (time entries the run filled; later ones are NaN or ''), and
+  ``provenance`` (JSON text: task id, potential and model digest, code versions, config
+  hash, host, wall time).
 
-The study is allocated once from the expanded sweep (metadata only, `compute=False`), and
-consolidated then; afterwards a run writes only its own chunks (`region=`) and changes no
-metadata, so readers always see current shapes and no re-consolidation is ever needed.
-Chunks are one run wide along every sweep dimension, so two runs never share a chunk
-(Zarr has no inter-process locks; shared chunks lose data under concurrent writes).
+A study is allocated, metadata only, before its first run, from what its fields declare
+for the whole sweep (`template`: one run's variables with the union of the runs'
+coordinates). Every variable is one chunk (one file) per run, for every dtype, text
+included, so no two runs ever touch one file; a run streaming its frames rewrites only its
+own chunks. (Sharding the time axis inside a run's file was measured 4-7x slower to write
+and 12x slower to read through Dask, for no gain in file count.) Runs write their fields first and their
+status last, so a run killed mid-write reads as missing (0) or running (3), never as
+complete. Adding sweep values later grows the study in place (new values are appended
+along their dimension: existing chunks are untouched); a changed field layout is refused.
+
+Metadata changes only at allocation and growth, and is consolidated then, so readers open
+the store quickly and always see current shapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import xarray as xr
 import zarr
+from numcodecs import VLenUTF8
+from zarr.codecs import BytesCodec, VLenUTF8Codec
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
 from storage.errors import NotInStore, StoreCorrupt, StoreError, StoreNotFound
 from storage.layout import LayoutError, SweepAxes
 
-SCHEMA_VERSION = 1
-RUN_MISSING, RUN_COMPLETE, RUN_FAILED = 0, 1, 2
+SCHEMA_VERSION = 2
+RUN_MISSING, RUN_COMPLETE, RUN_FAILED, RUN_RUNNING = 0, 1, 2, 3
+RUN_STATUS = {RUN_MISSING: "missing", RUN_COMPLETE: "ok", RUN_FAILED: "failed", RUN_RUNNING: "running"}
+PER_RUN = ("run_status", "n_valid_time", "provenance")
+#: Chunk files named `c.<i>.<j>...` in the array's directory: no directory per sweep index to create.
+CHUNK_KEYS = {"name": "default", "separator": "."}
+CONVENTIONS = "CF-1.10"
 
 
-def _sweep_coordinates(axes: SweepAxes) -> dict[str, Any]:
-    coordinates: dict[str, Any] = {dim: (dim, np.asarray(values)) for dim, values in axes.dims.items()}
+def _is_text(dtype: Any) -> bool:
+    return np.dtype(dtype).kind in ("U", "O", "T") if not isinstance(dtype, str) else dtype == "text"
+
+
+@contextlib.contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Consolidated metadata is deliberate here (fast opens); zarr warns that it is not yet in the
+    v3 specification, on every open. Silenced where it arises."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
+
+
+def _layout_of(template: xr.Dataset) -> dict[str, Any]:
+    """What must not change once a study is allocated: each variable's field dims, shape, dtype."""
+    return {name: {"dims": list(v.dims), "shape": list(v.shape), "dtype": "text" if _is_text(v.dtype) else str(v.dtype)}
+            for name, v in template.data_vars.items()}
+
+
+def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dims: list[str], dtype: Any,
+            sweep_dims: int, attrs: Mapping[str, Any]) -> zarr.Array:
+    """An array chunked one run wide along the sweep dims, one chunk (one file) per run.
+
+    Arrays are stored uncompressed (numeric: the `bytes` codec alone; text: `vlen-utf8`), so
+    that `RunWriter` can put a run's chunk in place as fast as `np.save`, exactly as zarr
+    encodes it (benchmarks/store_throughput.py: zarr's own write path costs 1.5-2.5 ms per
+    chunk, and a run writes 10-20 of them).
+    """
+    run_shape = tuple(shape[sweep_dims:])
+    chunks = (1,) * sweep_dims + tuple(max(1, n) for n in run_shape)
+    if _is_text(dtype):
+        array = group.create_array(name, shape=shape, chunks=chunks, dtype=str, fill_value="", dimension_names=dims,
+                                   compressors=None, filters=None, chunk_key_encoding=CHUNK_KEYS)
+    else:
+        dtype = np.dtype(dtype)
+        array = group.create_array(name, shape=shape, chunks=chunks, dtype=dtype.newbyteorder("<"),
+                                   fill_value=np.nan if dtype.kind == "f" else 0, dimension_names=dims,
+                                   compressors=None, filters=None, chunk_key_encoding=CHUNK_KEYS)
+    array.attrs.update(dict(attrs))
+    return array
+
+
+def _coordinate(group: zarr.Group, name: str, values: np.ndarray, dims: list[str], attrs: Mapping[str, Any]) -> None:
+    values = np.asarray(values)
+    text = _is_text(values.dtype)
+    array = group.create_array(name, shape=values.shape, chunks=values.shape or None, dtype=str if text else values.dtype,
+                               fill_value="" if text else None, dimension_names=dims, overwrite=True)
+    array[...] = values.astype(object) if text else values
+    array.attrs.update(dict(attrs))
+
+
+def _write_sweep_coordinates(group: zarr.Group, axes: SweepAxes) -> None:
+    for dim, values in axes.dims.items():
+        _coordinate(group, dim, np.asarray(values), [dim], {"long_name": f"sweep: {dim}"})
     for name, (dim, values) in axes.companions.items():
-        coordinates[name] = (dim, np.asarray(values))
-    return coordinates
+        _coordinate(group, name, np.asarray(values), [dim], {"long_name": f"sweep: {name} (zipped with {dim})"})
 
 
-def _is_text(dtype: np.dtype) -> bool:
-    return dtype.kind in ("U", "O", "T")
+def stored_axes(group: zarr.Group) -> SweepAxes:
+    """The sweep axes as the store holds them (values in the order they were allocated)."""
+    dims = {d: group[d][...].tolist() for d in json.loads(group.attrs["sweep_dims"])}
+    companions = {name: (dim, group[name][...].tolist()) for name, dim in json.loads(group.attrs["companions"]).items()}
+    return SweepAxes(dims, companions)
 
 
-def _storable_coordinates(coords: Mapping[str, Any]) -> dict[str, Any]:
-    """Text coordinates as variable-length strings: fixed-width unicode has no Zarr v3 specification."""
-    result = {}
-    for name, coordinate in coords.items():
-        variable = coordinate.variable if hasattr(coordinate, "variable") else xr.Variable(*coordinate)
-        if _is_text(variable.dtype):
-            variable = variable.astype(object)
-        result[name] = variable
-    return result
+@dataclass(frozen=True)
+class Allocation:
+    """What `allocate_study` did: created the study, grew it (by these new sweep values), or neither."""
+
+    created: bool
+    added: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def allocate_study(store: str | Path, study: str, axes: SweepAxes, template: xr.Dataset,
-                   attrs: Mapping[str, Any] | None = None) -> None:
-    """Create the study group (metadata only) from one run's template dataset.
+                   attrs: Mapping[str, Any] | None = None) -> Allocation:
+    """Create the study group (metadata only) for the sweep `axes`, or grow it to them.
 
-    `template` holds every field of one run with its full field dimensions (time padded to
-    the longest run); its values are not written. Re-allocating an existing study with the
-    same layout is a no-op; a different layout is an error (never silently overwritten).
+    `template` is one run's dataset as its fields declare it (every variable with its field
+    dims; the coordinates the union over the sweep's runs); its values are not written. An
+    existing study keeps its sweep values and their order; values it lacks are appended
+    (adding a temperature, a replica); a different field layout is a StoreError.
     """
-    import dask.array
-
     store = Path(store)
     sweep_dims = list(axes.dims)
-    if set(sweep_dims) & set(template.dims):
-        raise StoreError(f"field dimensions {sorted(set(sweep_dims) & set(template.dims))} clash with sweep dimensions")
-    variables = {}
+    clash = set(sweep_dims) & set(template.dims)
+    if clash:
+        raise StoreError(f"field dimensions {sorted(clash)} clash with sweep dimensions")
+    with quiet_zarr():
+        root = zarr.open_group(str(store), mode="a", zarr_format=3)
+        root.attrs.update({"schema_version": SCHEMA_VERSION, "created_by": "dendrite-campaign",
+                           "Conventions": CONVENTIONS})
+        if study in root:
+            allocation = _grow(root[study], study, axes, template)
+        else:
+            _create_study(root.create_group(study), study, axes, template, attrs or {})
+            allocation = Allocation(created=True)
+        zarr.consolidate_metadata(str(store))
+    for key in [k for k in _LAYOUTS if k[1] == study and Path(k[0]).resolve() == store.resolve()]:
+        del _LAYOUTS[key]
+    return allocation
+
+
+def _create_study(group: zarr.Group, study: str, axes: SweepAxes, template: xr.Dataset,
+                  attrs: Mapping[str, Any]) -> None:
+    sweep_dims = list(axes.dims)
+    group.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "study": study, "Conventions": CONVENTIONS,
+                        "sweep_dims": json.dumps(sweep_dims), "companions": json.dumps(
+                            {name: dim for name, (dim, _) in axes.companions.items()}),
+                        "field_layout": json.dumps(_layout_of(template))})
+    _write_sweep_coordinates(group, axes)
+    for name, coordinate in template.coords.items():
+        _coordinate(group, name, coordinate.values, list(coordinate.dims), coordinate.attrs)
     for name, variable in template.data_vars.items():
-        shape = axes.shape + variable.shape
-        chunks = (1,) * len(sweep_dims) + variable.shape
-        text = _is_text(variable.dtype)
-        data = dask.array.full(shape, "" if text else np.nan, dtype=object if text else np.float64, chunks=chunks)
-        variables[name] = (sweep_dims + list(variable.dims), data, dict(variable.attrs))
-    variables["run_status"] = (sweep_dims, dask.array.zeros(axes.shape, dtype=np.int8, chunks=(1,) * len(sweep_dims)),
-                               {"long_name": "0 not written, 1 complete, 2 failed"})
-    variables["n_valid_time"] = (sweep_dims, dask.array.zeros(axes.shape, dtype=np.int64,
-                                                               chunks=(1,) * len(sweep_dims)),
-                                 {"long_name": "time entries filled by the run; later ones are padding (NaN)"})
-    coordinates = _storable_coordinates({**_sweep_coordinates(axes),
-                                         **{k: v for k, v in template.coords.items() if k not in sweep_dims}})
-    dataset = xr.Dataset(variables, coords=coordinates,
-                         attrs={**(attrs or {}), "schema_version": SCHEMA_VERSION, "study": study,
-                                "sweep_dims": json.dumps(sweep_dims)})
-    if (store / study / "zarr.json").exists():
-        existing = xr.open_zarr(store, group=study, consolidated=False)
-        same = dict(existing.sizes) == dict(dataset.sizes) and set(existing.data_vars) == set(dataset.data_vars)
-        same = same and all(np.array_equal(np.asarray(existing[dim].values), np.asarray(values))
-                            for dim, values in axes.dims.items())
-        if not same:
-            raise StoreError(f"study '{study}' in {store} exists with another layout "
-                             f"({dict(existing.sizes)}, sweep {json.loads(existing.attrs['sweep_dims'])}: "
-                             f"{ {d: existing[d].values.tolist() for d in axes.dims} }); "
-                             f"use a new study name or a new workdir")
-        return
-    dataset.to_zarr(store, group=study, mode="w", compute=False, zarr_format=3, consolidated=False)
-    _write_root_attrs(store)
-    zarr.consolidate_metadata(str(store))
+        _create(group, name, axes.shape + variable.shape, sweep_dims + list(variable.dims), variable.dtype,
+                len(sweep_dims), variable.attrs)
+    _create(group, "run_status", axes.shape, sweep_dims, "int8", len(sweep_dims),
+            {"long_name": "0 not written, 1 complete, 2 failed, 3 running (partial)",
+             "flag_values": [0, 1, 2, 3], "flag_meanings": "missing complete failed running"})
+    _create(group, "n_valid_time", axes.shape, sweep_dims, "int32", len(sweep_dims),
+            {"long_name": "time entries the run filled; later ones are padding (NaN)"})
+    _create(group, "provenance", axes.shape, sweep_dims, "text", len(sweep_dims),
+            {"long_name": "JSON: task id, potential, model digest, code versions, config hash, host, wall time"})
 
 
-def _write_root_attrs(store: Path) -> None:
-    root = zarr.open_group(str(store), mode="a", zarr_format=3)
-    root.attrs.update({"schema_version": SCHEMA_VERSION, "created_by": "dendrite-campaign"})
+def _grow(group: zarr.Group, study: str, axes: SweepAxes, template: xr.Dataset) -> Allocation:
+    stored = stored_axes(group)
+    if list(stored.dims) != list(axes.dims):
+        raise StoreError(f"study '{study}' exists with sweep dimensions {list(stored.dims)}, the config now sweeps "
+                         f"{list(axes.dims)}: use a new study name")
+    old_layout, new_layout = json.loads(group.attrs["field_layout"]), _layout_of(template)
+    if old_layout != new_layout:
+        changed = sorted(n for n in set(old_layout) | set(new_layout) if old_layout.get(n) != new_layout.get(n))
+        detail = "; ".join(f"{n}: {old_layout.get(n)} -> {new_layout.get(n)}" for n in changed[:4])
+        raise StoreError(f"study '{study}' exists with another field layout ({detail}): the fields, their "
+                         f"parameters or the runs' length changed; use a new study name")
+    for name, coordinate in template.coords.items():
+        if name in group and not np.array_equal(np.asarray(group[name][...]), np.asarray(coordinate.values)):
+            raise StoreError(f"study '{study}' exists with other '{name}' coordinates: use a new study name")
+    added = {dim: [v for v in values if v not in stored.dims[dim]] for dim, values in axes.dims.items()}
+    added = {dim: values for dim, values in added.items() if values}
+    for name, (dim, values) in axes.companions.items():
+        known = dict(zip(stored.dims[dim], stored.companions[name][1]))
+        conflicting = [v for d, v in zip(axes.dims[dim], values) if d in known and known[d] != v]
+        if conflicting:
+            raise StoreError(f"study '{study}': {name} {conflicting} for existing {dim} values differ from the "
+                             f"stored {stored.companions[name][1]}: use a new study name")
+    if not added:
+        return Allocation(created=False)
+    grown_dims = {dim: stored.dims[dim] + added.get(dim, []) for dim in stored.dims}
+    grown_companions = {}
+    for name, (dim, values) in axes.companions.items():
+        by_value = {**dict(zip(axes.dims[dim], values)), **dict(zip(stored.dims[dim], stored.companions[name][1]))}
+        grown_companions[name] = (dim, [by_value[d] for d in grown_dims[dim]])
+    grown = SweepAxes(grown_dims, grown_companions)
+    sweep_dims = list(grown.dims)
+    for name in [*template.data_vars, *PER_RUN]:
+        array = group[name]
+        array.resize(grown.shape + tuple(array.shape[len(sweep_dims):]))
+    _write_sweep_coordinates(group, grown)
+    return Allocation(created=False, added=added)
 
 
-def write_run(store: str | Path, study: str, axes: SweepAxes, parameters: Mapping[str, Any], run: xr.Dataset,
-              status: int = RUN_COMPLETE) -> None:
-    """Write one run's fields into its own region (chunks no other run touches)."""
-    store = Path(store)
-    try:
-        region = axes.region(parameters)
-    except LayoutError as error:
-        raise StoreError(str(error)) from None
-    existing = xr.open_zarr(store, group=study, consolidated=False)
-    payload = {}
-    n_valid = 0
-    for name, variable in run.data_vars.items():
-        if name not in existing:
-            raise StoreError(f"field '{name}' was not allocated in study '{study}'")
-        target = existing[name]
-        field_dims = [d for d in target.dims if d not in region]
-        if list(variable.dims) != field_dims:
-            raise StoreError(f"field '{name}' has dims {variable.dims}, the store expects {tuple(field_dims)}")
-        values = np.asarray(variable.values)
-        if _is_text(values.dtype):
-            values = values.astype(object)
-        full_shape = tuple(existing.sizes[d] for d in field_dims)
-        if values.shape != full_shape:  # shorter run: pad along time with NaN
-            if "time" not in field_dims or any(s > f for s, f in zip(values.shape, full_shape)):
-                raise StoreError(f"field '{name}' has shape {values.shape}, the store holds at most {full_shape}")
-            text = _is_text(values.dtype)
-            padded = np.full(full_shape, "" if text else np.nan, dtype=object if text else np.float64)
-            padded[tuple(slice(0, s) for s in values.shape)] = values
-            values = padded
-        if "time" in variable.dims:
-            n_valid = max(n_valid, variable.sizes["time"])
-        payload[name] = (list(region) + field_dims, values[(np.newaxis,) * len(region)])
-    sizes = (1,) * len(region)
-    payload["run_status"] = (list(region), np.full(sizes, status, dtype=np.int8))
-    payload["n_valid_time"] = (list(region), np.full(sizes, n_valid, dtype=np.int64))
-    xr.Dataset(payload).to_zarr(store, group=study, region=region, mode="r+", consolidated=False)
+@dataclass(frozen=True)
+class _ArrayInfo:
+    """What writing a run's chunk of an array needs, read once from the store's metadata."""
+
+    field_shape: tuple[int, ...]
+    dtype: np.dtype | None  # None: text
+    fill: Any
+    raw: bool  # stored as `RunWriter` writes chunks (else zarr writes them)
+    time_first: bool
 
 
-def open_study(store: str | Path, study: str, chunks: Any = None) -> xr.Dataset:
-    """A study's fields as a lazy, dask-backed Dataset (raises StoreError with the reason)."""
-    root = open_root(store)
-    if study not in root:
-        raise NotInStore(f"no study '{study}' in {store}; it holds: {', '.join(sorted(root.group_keys())) or 'none'}")
-    # Consolidated metadata is rewritten at every allocation, the only time metadata changes.
-    # Default chunks are the stored ones (one run each): dask's "auto" cannot size text fields.
-    try:
-        return xr.open_zarr(store, group=study, consolidated=None, chunks={} if chunks is None else chunks)
-    except (ValueError, KeyError, OSError) as error:
-        raise StoreCorrupt(f"{Path(store) / study}: cannot be read ({type(error).__name__}: {error})") from None
+@dataclass(frozen=True)
+class _StudyLayout:
+    axes: SweepAxes
+    arrays: dict[str, _ArrayInfo]
+
+
+#: Per process: a study's layout, read once (workers write many runs); dropped at allocation.
+_LAYOUTS: dict[tuple[str, str], _StudyLayout] = {}
+
+
+def _study_layout(store: str, study: str) -> _StudyLayout:
+    key = (store, study)
+    if key not in _LAYOUTS:
+        with quiet_zarr():
+            group = zarr.open_group(store, mode="r", use_consolidated=True)[study]
+        axes = stored_axes(group)
+        arrays = {}
+        for name, array in group.arrays():
+            if name in axes.dims or name in axes.companions:
+                continue
+            text = _is_text(array.dtype)
+            codecs = [(VLenUTF8Codec(),)] if text else [(BytesCodec(endian="little"),), (BytesCodec(endian=None),)]
+            raw = (array.metadata.codecs in codecs and array.chunks[:len(axes.dims)] == (1,) * len(axes.dims)
+                   and array.chunks[len(axes.dims):] == tuple(max(1, n) for n in array.shape[len(axes.dims):])
+                   and array.metadata.chunk_key_encoding == DefaultChunkKeyEncoding(separator="."))
+            field_dims = array.metadata.dimension_names[len(axes.dims):]
+            arrays[name] = _ArrayInfo(tuple(array.shape[len(axes.dims):]), None if text else np.dtype(array.dtype),
+                                      array.fill_value if not text else "", raw, field_dims[:1] == ("time",))
+        _LAYOUTS[key] = _StudyLayout(axes, arrays)
+    return _LAYOUTS[key]
+
+
+class RunWriter:
+    """Writes one run into its own region of a study, from wherever the run executes.
+
+    Picklable (a path, a study, the run's sweep coordinates): the driver builds it, a Parsl
+    worker uses it. The region is looked up by value in the stored coordinates, so it is
+    right even after the study grew. Chunks are put in place exactly as zarr encodes them
+    (a test compares the bytes), under a temporary name and renamed: a reader never sees
+    half a chunk, and a run writes without zarr's per-chunk overhead.
+    """
+
+    def __init__(self, store: str | Path, study: str, coordinates: Mapping[str, Any]):
+        self.store, self.study, self.coordinates = str(store), study, dict(coordinates)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store": self.store, "study": self.study, "coordinates": self.coordinates}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def layout(self) -> _StudyLayout:
+        return _study_layout(self.store, self.study)
+
+    @property
+    def region(self) -> tuple[int, ...]:
+        try:
+            return tuple(r.start for r in self.layout.axes.region(self.coordinates).values())
+        except LayoutError as error:
+            raise StoreError(f"{self.store}/{self.study}: {error}") from None
+
+    def status(self) -> int:
+        path = self._chunk_path("run_status")
+        return int(np.frombuffer(path.read_bytes(), dtype=self.layout.arrays["run_status"].dtype)[0]) \
+            if path.exists() else RUN_MISSING
+
+    def write(self, values: Mapping[str, Any], status: int, n_valid_time: int,
+              provenance: Mapping[str, Any] | None = None) -> None:
+        """Write variables (each with its field dims; time series may be shorter than the study's
+        time axis), then `provenance`, `n_valid_time` and, last, `status`."""
+        arrays = self.layout.arrays
+        region = self.region
+        for name, value in values.items():
+            if name in PER_RUN:
+                raise StoreError(f"'{name}' is written by the store itself")
+            if name not in arrays:
+                raise StoreError(f"field '{name}' was not allocated in study '{self.study}'")
+            value = np.asarray(value)
+            info = arrays[name]
+            shorter = info.time_first and value.ndim == len(info.field_shape) and value.shape[1:] == \
+                info.field_shape[1:] and value.shape[0] <= info.field_shape[0]
+            if value.shape != info.field_shape and not shorter:
+                raise StoreError(f"field '{name}' has shape {value.shape}, the store holds {info.field_shape}")
+            self._put(name, value, region)
+        if provenance is not None:
+            self._put("provenance", np.asarray(json.dumps(dict(provenance), default=str, sort_keys=True),
+                                               dtype=object), region)
+        self._put("n_valid_time", np.asarray(n_valid_time), region)
+        self._put("run_status", np.asarray(status), region)
+
+    def partial(self, values: Mapping[str, Any], n_valid_time: int) -> None:
+        """The time series of a run still going (status 3, running)."""
+        self.write(values, RUN_RUNNING, n_valid_time)
+
+    def final(self, values: Mapping[str, Any], ok: bool, n_valid_time: int, provenance: Mapping[str, Any]) -> None:
+        """The whole run, complete (1) or failed (2), with its provenance."""
+        self.write(values, RUN_COMPLETE if ok else RUN_FAILED, n_valid_time, provenance)
+
+    def _chunk_path(self, name: str) -> Path:
+        info = self.layout.arrays[name]
+        return Path(self.store, self.study, name, ".".join(["c", *map(str, self.region),
+                                                            *("0" for _ in info.field_shape)]))
+
+    def _put(self, name: str, value: np.ndarray, region: tuple[int, ...]) -> None:
+        """The run's chunk of an array: the whole chunk (padded with the fill value), encoded as
+        zarr encodes it, written under a temporary name and renamed."""
+        info = self.layout.arrays[name]
+        if not info.raw:  # a layout this writer did not make: zarr writes it
+            with quiet_zarr():
+                array = zarr.open_array(self.store, path=f"{self.study}/{name}", mode="r+")
+            array[region + tuple(slice(0, n) for n in value.shape)] = value
+            return
+        if info.dtype is not None and value.shape == info.field_shape and value.dtype == info.dtype and \
+                value.flags.c_contiguous and info.dtype.byteorder in "<=|" and sys.byteorder == "little":
+            encoded: Any = value  # already the chunk's bytes: written from its buffer, no copy
+        else:
+            chunk = np.full(info.field_shape, info.fill, dtype=object if info.dtype is None else info.dtype)
+            chunk[tuple(slice(0, n) for n in value.shape)] = value if value.ndim else value.item()
+            encoded = VLenUTF8().encode(chunk.ravel()) if info.dtype is None else np.ascontiguousarray(chunk)
+        path = self._chunk_path(name)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        with temporary.open("wb") as handle:
+            handle.write(encoded if isinstance(encoded, bytes) else memoryview(encoded).cast("B"))
+        temporary.replace(path)
+
+
+def write_run(store: str | Path, study: str, coordinates: Mapping[str, Any], run: xr.Dataset,
+              status: int = RUN_COMPLETE, provenance: Mapping[str, Any] | None = None) -> None:
+    """Write a whole run's dataset into its region (its `time` may be shorter than the study's)."""
+    n_valid = int(run.attrs.get("n_valid_time", run.sizes.get("time", 0)))
+    RunWriter(store, study, coordinates).write({n: v.values for n, v in run.data_vars.items()}, status, n_valid,
+                                               provenance)
 
 
 def open_root(store: str | Path) -> zarr.Group:
@@ -167,7 +371,8 @@ def open_root(store: str | Path) -> zarr.Group:
     if not (store / "zarr.json").exists():
         raise StoreNotFound(f"no field store at {store}: has a production stage run in this workdir?")
     try:
-        root = zarr.open_group(str(store), mode="r")
+        with quiet_zarr():
+            root = zarr.open_group(str(store), mode="r")
         version = root.attrs.get("schema_version")
     except (ValueError, KeyError, OSError) as error:
         raise StoreCorrupt(f"{store / 'zarr.json'}: cannot be read ({type(error).__name__}: {error})") from None
@@ -175,6 +380,21 @@ def open_root(store: str | Path) -> zarr.Group:
         raise StoreCorrupt(f"{store} has schema version {version}; this version of dendrite-campaign reads "
                            f"version {SCHEMA_VERSION}")
     return root
+
+
+def open_study(store: str | Path, study: str, chunks: Any = None) -> xr.Dataset:
+    """A study's fields as a lazy, dask-backed Dataset (raises StoreError with the reason)."""
+    root = open_root(store)
+    if study not in root:
+        raise NotInStore(f"no study '{study}' in {store}; it holds: {', '.join(sorted(root.group_keys())) or 'none'}")
+    try:
+        with quiet_zarr():
+            dataset = xr.open_zarr(store, group=study, consolidated=True, chunks={} if chunks is None else chunks)
+    except (ValueError, KeyError, OSError) as error:
+        raise StoreCorrupt(f"{Path(store) / study}: cannot be read ({type(error).__name__}: {error})") from None
+    companions = json.loads(dataset.attrs.get("companions", "{}"))
+    return dataset.set_coords([c for c in ("provenance", *companions, *(f"{d}_bounds" for d in dataset.dims))
+                               if c in dataset.data_vars])
 
 
 def studies(store: str | Path) -> list[str]:
@@ -190,3 +410,20 @@ def complete_runs(dataset: xr.Dataset) -> xr.Dataset:
             masked[name] = variable.where(complete)
     return masked  # text fields (morphology labels) stay as written: '' where a run never wrote
 
+
+def provenance_table(dataset: xr.Dataset):
+    """One row per written run: its sweep coordinates, status and provenance (pandas)."""
+    import pandas as pd
+
+    sweep_dims = list(dataset.run_status.dims)
+    status = dataset.run_status.values
+    records = dataset.provenance.values if "provenance" in dataset.coords else np.full(status.shape, "")
+    rows = []
+    for index in np.ndindex(status.shape):
+        if status[index] == RUN_MISSING:
+            continue
+        row = {d: dataset[d].values[i] for d, i in zip(sweep_dims, index)}
+        row["status"] = RUN_STATUS.get(int(status[index]), str(status[index]))
+        row.update(json.loads(str(records[index]) or "{}"))
+        rows.append(row)
+    return pd.DataFrame(rows)

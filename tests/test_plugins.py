@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from campaign.config import ConfigError, parse_config
+from campaign.sweep import sweep_axes
+from storage.fields import RunWriter, allocate_study, open_study
 from tasks import analyze, build, label
 from tasks.fields import FIELDS
 from tasks.labellers import LABELLERS
@@ -142,12 +144,14 @@ def test_toy_plugins_run_without_parsl(toy_modules, tmp_path):
               "trajectory_stride": 50}
     atoms = build.bcc_bulk(3.51, 2)
     structure = build.write_structure(atoms, tmp_path / "bulk.extxyz")
-    outputs = analyze.md_with_fields(structure, Potential("meam"), "toy_anneal", params, tmp_path / "run",
-                                     [("toy_top_atoms", {"depth_angstrom": 1.0})])
+    chosen = [("toy_top_atoms", {"depth_angstrom": 1.0})]
+    store, point = tmp_path / "fields.zarr", {"replica": 0}
+    allocate_study(store, "toy", sweep_axes({}, 1), analyze.declared_dataset(atoms, "toy_anneal", params, chosen))
+    outputs = analyze.md_with_fields(structure, Potential("meam"), "toy_anneal", params, tmp_path / "run", chosen,
+                                     RunWriter(store, "toy", point))
     assert outputs["status"] == "ok" and outputs["steps_done"] == 200 and outputs["n_frames"] == 4
-    import xarray as xr
-
-    fields = xr.open_zarr(outputs["fields"])
+    fields = open_study(store, "toy").sel(point)
     assert fields.top_atoms.sizes == {"time": 4} and np.all(fields.top_atoms.values >= 1)
+    assert int(fields.run_status) == 1 and '"protocol": "toy_anneal"' in str(fields.provenance.values)
     batch = label.label_structures([build.rattled(atoms, 0.05, 1)], "toy_lj", {"epsilon_ev": 0.05}, tmp_path / "lj")
     assert batch.records[0].status == "ok" and batch.records[0].max_force_ev_per_angstrom > 0

@@ -240,6 +240,10 @@ class FieldStream:
                 self._series[name][self.n_frames] = value
         self.n_frames += 1
 
+    def series(self) -> dict[str, np.ndarray]:
+        """The time series so far (the frames received), for a partial write while the run goes on."""
+        return {name: values[:self.n_frames] for name, values in self._series.items()}
+
     def dataset(self) -> xr.Dataset:
         """Every declared variable (time series padded to the declared frames) with coordinates."""
         concluded: dict[str, Any] = {}
