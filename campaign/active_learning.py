@@ -111,7 +111,7 @@ class _Selection:
         if spec.kind != "explore":
             return []
         run = self.runs[spec.task_id]
-        output_dir = Path(outputs["output_dir"])
+        output_dir = spec.output_dir
         self.record.exploration_runs_failed += outputs["status"] != "ok"
         deviation_file = output_dir / "model_devi.out"
         deviations = select.read_model_deviation(deviation_file) if deviation_file.exists() else {}

@@ -53,6 +53,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coordinates(items: list[str]) -> dict[str, object]:
+    """['temperature=300', 'system=slab'] -> {'temperature': 300, 'system': 'slab'} (numbers as numbers)."""
+    import yaml
+
+    result = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise SystemExit(f"campaign analyze: --at takes name=value, not {item!r}")
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config, args.scale)
+    from campaign.analyze import ingest, recompute
+    from storage.errors import StoreError
+    from tasks.fields import FIELDS
+
+    unknown = [f for f in args.fields or [] if f not in FIELDS]
+    if unknown:
+        print(f"campaign analyze: {FIELDS.unknown(unknown[0])}", file=sys.stderr)
+        return 2
+    try:
+        if args.ingest:
+            if not (args.into and args.fields):
+                print("campaign analyze: --ingest needs --into STUDY and --fields", file=sys.stderr)
+                return 2
+            at = ingest(config, args.ingest, args.format, args.into, _coordinates(args.at or []), args.fields,
+                        args.timestep, args.protocol)
+            print(f"{args.ingest}: fields {', '.join(args.fields)} into study '{args.into}' at {at}")
+            return 0
+        if not args.study:
+            print("campaign analyze: give --study (recompute from its stored trajectories) or --ingest FILE",
+                  file=sys.stderr)
+            return 2
+        from campaign.production import start_dask
+
+        study = next((s for s in config.production if s.name == args.study), None)
+        fields = args.fields or ([name for name, _ in config.field_choices(study) if name != "trajectory"]
+                                 if study else [])
+        client = start_dask(config, processes=True)
+        try:
+            runs = recompute(config, client, args.study, fields, args.into)
+        finally:
+            client.close()
+            client.cluster.close()
+        print(f"study '{args.study}': {', '.join(fields)} from {runs} stored trajectories into "
+              f"'{args.into or args.study + '_analyzed'}'")
+    except (StoreError, ValueError, FileNotFoundError) as error:
+        print(f"campaign analyze: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from campaign.status import print_status
 
@@ -96,7 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--interval", type=_positive_seconds, default=5.0,
                        help="seconds between refreshes, > 0 (default 5)")
     watch.set_defaults(handler=cmd_watch)
-    for command in (validate, run, status, watch):
+    analyze = commands.add_parser("analyze", help="fields from stored or external trajectories, into the store")
+    analyze.add_argument("config", help="campaign YAML file")
+    analyze.add_argument("--study", help="a study whose stored trajectories to analyse")
+    analyze.add_argument("--fields", nargs="+", help="fields to compute (default: the study's)")
+    analyze.add_argument("--into", help="the study to write (default: <study>_analyzed)")
+    analyze.add_argument("--ingest", help="an external trajectory file instead")
+    analyze.add_argument("--format", default="lammps-dump", choices=["lammps-dump", "extxyz", "traj"])
+    analyze.add_argument("--at", nargs="+", help="the ingested run's sweep coordinates, name=value")
+    analyze.add_argument("--timestep", type=float, help="ps between steps (dumps without ITEM: TIME) or frames")
+    analyze.add_argument("--protocol", default="", help="the protocol that made it (deposition: z is open)")
+    analyze.set_defaults(handler=cmd_analyze)
+    for command in (validate, run, status, watch, analyze):
         command.add_argument("--scale", help="apply the overrides of `scales.<name>` in the config (e.g. small)")
     return parser
 

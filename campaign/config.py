@@ -514,8 +514,12 @@ class CampaignConfig(Strict):
     def field_choices(self, study: ProductionStudy) -> list[tuple[str, dict[str, Any]]]:
         """Each field of a study with its parameters: the field's defaults, the analysis
         section's shared settings, then the study's own, all filled in."""
-        return [(name, FIELDS[name].Params.model_validate({**self.analysis.field_overrides(name), **params})
-                 .model_dump(mode="json")) for name, params in study.field_choices()]
+        return [self.field_choice(name, params) for name, params in study.field_choices()]
+
+    def field_choice(self, name: str, params: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """A field with its parameters filled in (`analysis` settings under `params`)."""
+        return name, FIELDS[name].Params.model_validate({**self.analysis.field_overrides(name), **(params or {})}
+                                                        ).model_dump(mode="json")
 
     def config_hash(self) -> str:
         """Hash of the validated config (defaults filled in), recorded as provenance."""

@@ -2,9 +2,10 @@
 
 `TaskSpec` describes one unit of work: a plain function of `tasks/` with its keyword
 arguments, the executor label it runs on, and a `verify` function that reads its final
-outputs from disk. `run_stage` submits every spec whose outputs are not already complete,
-records each state change in the ledger, resubmits transient failures (a lost worker or
-node, a walltime) with backoff, and records deterministic failures with their reason.
+outputs from disk (the function creates its output directory itself). `run_stage` submits every spec whose outputs are not already complete,
+records each state change in the ledger (completions that arrive together commit
+together), resubmits transient failures (a lost worker or node, a walltime) after a backoff
+that holds up nothing else, and records deterministic failures with their reason.
 
 Stages overlap through `follow_up`: when a task is done (now, or found done on disk by a
 rerun), `follow_up(spec, outputs)` may return new specs, which are submitted at once —
@@ -13,6 +14,9 @@ the labels of one exploration run start while the other runs are still going.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
 import queue
 import time
 import traceback
@@ -80,9 +84,26 @@ class _Stage:
         self.result = StageResult({}, {}, 0, 0)
         self.done: "queue.Queue[Future]" = queue.Queue()
         self.in_flight: dict[Future, tuple[TaskSpec, int]] = {}
+        self.retries: list[tuple[float, int, TaskSpec, int]] = []  # (when, order, spec, attempt), a heap
         self.apps: dict[tuple[Callable[..., Any], str], Any] = {}
         self.total = 0
         self.bar = progress.add_task(name, total=0, note="")
+        self._submitted: list[tuple[str, str, float]] = []  # ledger writes not yet made, made together
+        self._completed: list[tuple[str, dict[str, Any], float]] = []
+
+    def record(self) -> None:
+        """The submissions and completions since the last call, into the ledger in two statements."""
+        if self._submitted:
+            ids, executors, at = zip(*self._submitted)
+            self.ledger.mark_running_many(ids, executors, at)
+            self._submitted.clear()
+        if self._completed:
+            self.ledger.mark_done_many(self._completed)
+            self._completed.clear()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.in_flight or self.retries)
 
     def admit(self, specs: list[TaskSpec]) -> None:
         """Register specs; record those already complete (and their follow-ups); submit the rest."""
@@ -92,16 +113,18 @@ class _Stage:
         self.progress.update(self.bar, total=self.total)
         with self.ledger.batch():
             follow = self._admit_now(specs)
+            self.record()
         self.admit(follow)
 
     def _admit_now(self, specs: list[TaskSpec]) -> list[TaskSpec]:
         rows = self.ledger.register_many([(s.task_id, s.kind, s.stage or self.name, s.name, s.parameters)
                                           for s in specs])
+        present = _existing_directories(specs)
         follow: list[TaskSpec] = []
         for spec in specs:
             self.result.kinds[spec.task_id] = spec.kind
             row = rows[spec.task_id]
-            outputs = spec.verify(spec.output_dir) if spec.output_dir.exists() else None
+            outputs = spec.verify(spec.output_dir) if spec.output_dir in present else None
             if outputs is not None:
                 if row.state != "done":
                     self.ledger.mark_done(spec.task_id, outputs)  # finished after an earlier driver stopped
@@ -125,11 +148,18 @@ class _Stage:
         key = (spec.function, spec.executor)
         if key not in self.apps:
             self.apps[key] = python_app(spec.function, executors=[spec.executor])
-        spec.output_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger.mark_running(spec.task_id, spec.executor)
+        self._submitted.append((spec.task_id, spec.executor, time.time()))
         future = self.apps[key](**spec.kwargs)
         self.in_flight[future] = (spec, attempt)
         future.add_done_callback(self.done.put)
+
+    def submit_due_retries(self) -> None:
+        while self.retries and self.retries[0][0] <= time.monotonic():
+            _, _, spec, attempt = heapq.heappop(self.retries)
+            self.submit(spec, attempt)
+
+    def next_retry_in(self) -> float | None:
+        return max(0.0, self.retries[0][0] - time.monotonic()) if self.retries else None
 
     def finish(self, future: Future) -> None:
         spec, attempt = self.in_flight.pop(future)
@@ -137,7 +167,7 @@ class _Stage:
         if error is None:
             outputs = spec.verify(spec.output_dir)
             if outputs is not None:
-                self.ledger.mark_done(spec.task_id, outputs)
+                self._completed.append((spec.task_id, outputs, time.time()))
                 self.result.outputs[spec.task_id] = outputs
                 self.result.ran += 1
                 self.progress.advance(self.bar)
@@ -149,15 +179,34 @@ class _Stage:
         message = f"{type(error).__name__}: {error}"
         if transient and attempt <= self.max_retries:
             self.ledger.log_event(self.name, f"{spec.name}: attempt {attempt} lost ({message}); retrying")
-            time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            self.submit(spec, attempt + 1)
+            # later, without holding up the completions of the other tasks meanwhile
+            heapq.heappush(self.retries, (time.monotonic() + self.backoff_s * 2 ** (attempt - 1), next(_ORDER),
+                                          spec, attempt + 1))
             return
         detail = "".join(traceback.format_exception(error)[-3:]) if not transient else message
+        self.record()  # its submission first
         self.ledger.mark_failed(spec.task_id, detail, transient)
         self.ledger.log_event(self.name, f"{spec.name}: failed ({message})")
         self.result.failed[spec.task_id] = message
         self.progress.advance(self.bar)
         self.progress.update(self.bar, note=f"[red]{len(self.result.failed)} failed")
+
+
+_ORDER = itertools.count()
+#: Completions recorded in one ledger transaction at most (they commit together: a killed driver
+#: loses none of them, since what finished is found on disk and verified by the next run).
+GROUP_COMMIT = 500
+
+
+def _existing_directories(specs: list[TaskSpec]) -> set[Path]:
+    """The specs' output directories that exist: one listing per parent, not a stat per task."""
+    present: set[Path] = set()
+    for parent in {spec.output_dir.parent for spec in specs}:
+        try:
+            present |= {parent / name for name in os.listdir(parent)}
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return present
 
 
 def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: int = 2,
@@ -172,8 +221,21 @@ def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: in
     with progress:
         state = _Stage(stage, ledger, max_retries, backoff_s, follow_up, progress)
         state.admit(specs)
-        while state.in_flight:
-            state.finish(state.done.get())
+        while state.busy:
+            try:
+                first = state.done.get(timeout=state.next_retry_in())
+            except queue.Empty:
+                first = None
+            with ledger.batch():  # this completion and those that arrived meanwhile: one commit
+                if first is not None:
+                    state.finish(first)
+                for _ in range(GROUP_COMMIT - 1):
+                    try:
+                        state.finish(state.done.get_nowait())
+                    except queue.Empty:
+                        break
+                state.submit_due_retries()
+                state.record()
     result = state.result
     for kind in sorted(set(result.kinds.values())):
         of_kind = [t for t, k in result.kinds.items() if k == kind]

@@ -136,22 +136,28 @@ def study_template(config: CampaignConfig, study: ProductionStudy) -> xr.Dataset
                 seen.add(key)
                 declared.append(analyze.declared_dataset(atoms, study.protocol, params, config.field_choices(study),
                                                          config.campaign.type_map))
-    longest = {dim: max(declared, key=lambda d: d.sizes.get(dim, 0)) for dim in declared[0].dims}
-    for dataset in declared:
+    return union_template(declared, study.name)
+
+
+def union_template(datasets: list[xr.Dataset], study: str) -> xr.Dataset:
+    """One run's variables at the union of the runs' coordinates (each must start the union's)."""
+    longest = {dim: max(datasets, key=lambda d: d.sizes.get(dim, 0)) for dim in datasets[0].dims}
+    for dataset in datasets:
         for name, coordinate in dataset.coords.items():
             union = longest[coordinate.dims[0]][name].values
             values = coordinate.values
             if len(values) > len(union) or not _starts(union, values):
-                raise store.StoreError(f"study '{study.name}': its runs have incompatible '{name}' coordinates "
+                raise store.StoreError(f"study '{study}': its runs have incompatible '{name}' coordinates "
                                        f"({values[:3]}... against {union[:3]}...); a sweep over the timestep or "
                                        f"the stride belongs in separate studies")
-    coords = {name: longest[coordinate.dims[0]][name] for name, coordinate in declared[0].coords.items()}
+    coords = {name: longest[coordinate.dims[0]][name] for name, coordinate in datasets[0].coords.items()}
     variables = {}
-    for name, variable in declared[0].data_vars.items():
+    for name, variable in datasets[0].data_vars.items():
         shape = tuple(len(coords[d]) if d in coords else variable.sizes[d] for d in variable.dims)
         text = variable.dtype.kind in ("U", "O", "T")
-        variables[name] = (variable.dims, np.full(shape, "" if text else np.nan, dtype=object if text else
-                                                  variable.dtype), variable.attrs)
+        fill = "" if text else np.nan if variable.dtype.kind == "f" else 0
+        variables[name] = (variable.dims, np.full(shape, fill, dtype=object if text else variable.dtype),
+                           variable.attrs)
     return xr.Dataset(variables, coords=coords)
 
 
@@ -173,10 +179,13 @@ def allocate_studies(config: CampaignConfig) -> dict[str, store.Allocation]:
     return allocations
 
 
-def start_dask(config: CampaignConfig):
+def start_dask(config: CampaignConfig, processes: bool = False):
     """The Dask cluster of the analysis, with its dashboard on the configured port.
 
-    `local` (default): threads in this process, beside the Parsl workers that run MD.
+    `local` (default): threads in this process, beside the Parsl workers that run MD (the
+    reductions of a run's summary are light); with `processes`, `dask_workers` processes of one
+    thread (the fields of `campaign analyze`: CPU-bound, and OVITO crashes when two threads
+    of one process evaluate at once).
     `slurm`: `dask_jobqueue.SLURMCluster(**analysis.dask_slurm)` scaled to `dask_workers` jobs.
     """
     from dask.distributed import Client, LocalCluster
@@ -189,7 +198,8 @@ def start_dask(config: CampaignConfig):
         cluster = SLURMCluster(scheduler_options={"dashboard_address": dashboard}, **analysis.dask_slurm)
         cluster.scale(jobs=analysis.dask_workers)
     else:
-        cluster = LocalCluster(n_workers=1, threads_per_worker=analysis.dask_workers, processes=False,
+        cluster = LocalCluster(n_workers=analysis.dask_workers if processes else 1,
+                               threads_per_worker=1 if processes else analysis.dask_workers, processes=processes,
                                dashboard_address=dashboard)
     return Client(cluster)
 

@@ -21,7 +21,8 @@ own chunks. (Sharding the time axis inside a run's file was measured 4-7x slower
 and 12x slower to read through Dask, for no gain in file count.) Runs write their fields first and their
 status last, so a run killed mid-write reads as missing (0) or running (3), never as
 complete. Adding sweep values later grows the study in place (new values are appended
-along their dimension: existing chunks are untouched); a changed field layout is refused.
+along their dimension: existing chunks are untouched), and so are the variables of fields added later; a field
+whose layout changed is refused.
 
 Metadata changes only at allocation and growth, and is consolidated then, so readers open
 the store quickly and always see current shapes.
@@ -124,10 +125,12 @@ def stored_axes(group: zarr.Group) -> SweepAxes:
 
 @dataclass(frozen=True)
 class Allocation:
-    """What `allocate_study` did: created the study, grew it (by these new sweep values), or neither."""
+    """What `allocate_study` did: created the study, grew it (by new sweep values, or the
+    variables of new fields), or neither."""
 
     created: bool
     added: dict[str, list[Any]] = field(default_factory=dict)
+    new_variables: list[str] = field(default_factory=list)
 
 
 def allocate_study(store: str | Path, study: str, axes: SweepAxes, template: xr.Dataset,
@@ -137,7 +140,8 @@ def allocate_study(store: str | Path, study: str, axes: SweepAxes, template: xr.
     `template` is one run's dataset as its fields declare it (every variable with its field
     dims; the coordinates the union over the sweep's runs); its values are not written. An
     existing study keeps its sweep values and their order; values it lacks are appended
-    (adding a temperature, a replica); a different field layout is a StoreError.
+    (adding a temperature, a replica), and so are the variables of fields it lacks (empty for
+    the runs so far); a variable whose layout changed is a StoreError.
     """
     store = Path(store)
     sweep_dims = list(axes.dims)
@@ -182,16 +186,17 @@ def _create_study(group: zarr.Group, study: str, axes: SweepAxes, template: xr.D
 
 
 def _grow(group: zarr.Group, study: str, axes: SweepAxes, template: xr.Dataset) -> Allocation:
+    """Append new sweep values, and add the variables of fields the study did not have."""
     stored = stored_axes(group)
     if list(stored.dims) != list(axes.dims):
         raise StoreError(f"study '{study}' exists with sweep dimensions {list(stored.dims)}, the config now sweeps "
                          f"{list(axes.dims)}: use a new study name")
     old_layout, new_layout = json.loads(group.attrs["field_layout"]), _layout_of(template)
-    if old_layout != new_layout:
-        changed = sorted(n for n in set(old_layout) | set(new_layout) if old_layout.get(n) != new_layout.get(n))
-        detail = "; ".join(f"{n}: {old_layout.get(n)} -> {new_layout.get(n)}" for n in changed[:4])
-        raise StoreError(f"study '{study}' exists with another field layout ({detail}): the fields, their "
-                         f"parameters or the runs' length changed; use a new study name")
+    changed = sorted(n for n in set(old_layout) & set(new_layout) if old_layout[n] != new_layout[n])
+    if changed:
+        detail = "; ".join(f"{n}: {old_layout[n]} -> {new_layout[n]}" for n in changed[:4])
+        raise StoreError(f"study '{study}' exists with another field layout ({detail}): the fields' parameters or "
+                         f"the runs' length changed; use a new study name")
     for name, coordinate in template.coords.items():
         if name in group and not np.array_equal(np.asarray(group[name][...]), np.asarray(coordinate.values)):
             raise StoreError(f"study '{study}' exists with other '{name}' coordinates: use a new study name")
@@ -203,20 +208,31 @@ def _grow(group: zarr.Group, study: str, axes: SweepAxes, template: xr.Dataset) 
         if conflicting:
             raise StoreError(f"study '{study}': {name} {conflicting} for existing {dim} values differ from the "
                              f"stored {stored.companions[name][1]}: use a new study name")
-    if not added:
-        return Allocation(created=False)
-    grown_dims = {dim: stored.dims[dim] + added.get(dim, []) for dim in stored.dims}
-    grown_companions = {}
-    for name, (dim, values) in axes.companions.items():
-        by_value = {**dict(zip(axes.dims[dim], values)), **dict(zip(stored.dims[dim], stored.companions[name][1]))}
-        grown_companions[name] = (dim, [by_value[d] for d in grown_dims[dim]])
-    grown = SweepAxes(grown_dims, grown_companions)
-    sweep_dims = list(grown.dims)
-    for name in [*template.data_vars, *PER_RUN]:
-        array = group[name]
-        array.resize(grown.shape + tuple(array.shape[len(sweep_dims):]))
-    _write_sweep_coordinates(group, grown)
-    return Allocation(created=False, added=added)
+    grown = stored
+    if added:
+        grown_dims = {dim: stored.dims[dim] + added.get(dim, []) for dim in stored.dims}
+        grown_companions = {}
+        for name, (dim, values) in axes.companions.items():
+            by_value = {**dict(zip(axes.dims[dim], values)), **dict(zip(stored.dims[dim],
+                                                                        stored.companions[name][1]))}
+            grown_companions[name] = (dim, [by_value[d] for d in grown_dims[dim]])
+        grown = SweepAxes(grown_dims, grown_companions)
+        for name in [*old_layout, *PER_RUN]:
+            array = group[name]
+            array.resize(grown.shape + tuple(array.shape[len(grown.dims):]))
+        _write_sweep_coordinates(group, grown)
+    new_variables = [n for n in new_layout if n not in old_layout]
+    for name in template.coords:
+        if name not in group:
+            coordinate = template.coords[name]
+            _coordinate(group, name, coordinate.values, list(coordinate.dims), coordinate.attrs)
+    for name in new_variables:  # a field added to the study: its arrays, empty for the runs so far
+        variable = template[name]
+        _create(group, name, grown.shape + variable.shape, list(grown.dims) + list(variable.dims), variable.dtype,
+                len(grown.dims), variable.attrs)
+    if new_variables:
+        group.attrs["field_layout"] = json.dumps({**old_layout, **{n: new_layout[n] for n in new_variables}})
+    return Allocation(created=False, added=added, new_variables=new_variables)
 
 
 @dataclass(frozen=True)
@@ -227,7 +243,6 @@ class _ArrayInfo:
     dtype: np.dtype | None  # None: text
     fill: Any
     raw: bool  # stored as `RunWriter` writes chunks (else zarr writes them)
-    time_first: bool
 
 
 @dataclass(frozen=True)
@@ -255,9 +270,8 @@ def _study_layout(store: str, study: str) -> _StudyLayout:
             raw = (array.metadata.codecs in codecs and array.chunks[:len(axes.dims)] == (1,) * len(axes.dims)
                    and array.chunks[len(axes.dims):] == tuple(max(1, n) for n in array.shape[len(axes.dims):])
                    and array.metadata.chunk_key_encoding == DefaultChunkKeyEncoding(separator="."))
-            field_dims = array.metadata.dimension_names[len(axes.dims):]
             arrays[name] = _ArrayInfo(tuple(array.shape[len(axes.dims):]), None if text else np.dtype(array.dtype),
-                                      array.fill_value if not text else "", raw, field_dims[:1] == ("time",))
+                                      array.fill_value if not text else "", raw)
         _LAYOUTS[key] = _StudyLayout(axes, arrays)
     return _LAYOUTS[key]
 
@@ -299,8 +313,9 @@ class RunWriter:
 
     def write(self, values: Mapping[str, Any], status: int, n_valid_time: int,
               provenance: Mapping[str, Any] | None = None) -> None:
-        """Write variables (each with its field dims; time series may be shorter than the study's
-        time axis), then `provenance`, `n_valid_time` and, last, `status`."""
+        """Write variables (each with its field dims, as long as the study's or shorter: a shorter
+        run, a smaller box's fewer slabs; the rest reads as the fill value), then `provenance`,
+        `n_valid_time` and, last, `status`."""
         arrays = self.layout.arrays
         region = self.region
         for name, value in values.items():
@@ -310,9 +325,7 @@ class RunWriter:
                 raise StoreError(f"field '{name}' was not allocated in study '{self.study}'")
             value = np.asarray(value)
             info = arrays[name]
-            shorter = info.time_first and value.ndim == len(info.field_shape) and value.shape[1:] == \
-                info.field_shape[1:] and value.shape[0] <= info.field_shape[0]
-            if value.shape != info.field_shape and not shorter:
+            if value.ndim != len(info.field_shape) or any(v > f for v, f in zip(value.shape, info.field_shape)):
                 raise StoreError(f"field '{name}' has shape {value.shape}, the store holds {info.field_shape}")
             self._put(name, value, region)
         if provenance is not None:

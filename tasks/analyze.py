@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
@@ -46,7 +47,7 @@ def run_shape(atoms: Atoms, protocol: str, params: Mapping[str, Any] | MdParams,
         lengths[2] = max(lengths[2], box_height)
     steps = np.arange(1, n_frames + 1) * typed.trajectory_stride
     return RunShape(steps * typed.timestep, np.zeros(3), lengths, len(atoms), periodic_along_z(atoms, protocol),
-                    tuple(type_map))
+                    tuple(type_map), plugin.max_atoms(typed, atoms))
 
 
 def field_specs(fields: Sequence[str | FieldSpec]) -> list[FieldSpec]:
@@ -97,15 +98,19 @@ def md_with_fields(structure: str | Path, potential: Potential, protocol: str, p
             sink.partial(stream.series(), stream.n_frames)
 
     result = run_md(atoms, potential, protocol, params, output_dir, type_map, masses_amu, [stream, flush])
+    md_finished_at = time.time()
     dataset = stream.dataset()
     record = {**(provenance or {}), **code_versions(), "host": socket.gethostname(), "protocol": protocol,
+              "md_finished_at": md_finished_at,
               "potential": potential.kind, "status": result.status, "reason": result.reason,
               "stop_reason": result.stop_reason, "steps_done": result.steps_done, "wall_time_s": result.wall_time_s,
               "atom_steps_per_s": result.atom_steps_per_s, "n_atoms_start": result.n_atoms_start,
               "n_atoms_end": result.n_atoms_end}
+    started = time.perf_counter()
     sink.final({name: variable.values for name, variable in dataset.data_vars.items()},
                result.status == "ok" and result.n_frames > 0, stream.n_frames, record)
-    finished = {**asdict(result), "stored": True}
+    finished = {**asdict(result), "output_dir": ".", "final_structure": None, "stored": True,
+                "store_write_s": time.perf_counter() - started}
     for bulky in ("inserted_ids", "inserted_time_ps"):
         finished.pop(bulky)
     (output_dir / "result.json.tmp").write_text(json.dumps(finished, indent=1))

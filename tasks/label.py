@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -203,13 +204,21 @@ def label_structures(structures: Iterable[Atoms] | str | Path, engine: str, sett
     for record in records:
         record.system_dir = where.get(record.name)
     batch = LabelBatch(records, sorted(set(where.values())))
+    stored = [{**asdict(r), "system_dir": os.path.relpath(r.system_dir, output_dir) if r.system_dir else None}
+              for r in records]  # below the batch's directory: the workdir can move
     temporary = output_dir / "records.json.tmp"
-    temporary.write_text(json.dumps([asdict(r) for r in records], indent=1))
+    temporary.write_text(json.dumps(stored, indent=1))
     temporary.replace(output_dir / "records.json")
     return batch
 
 
 def read_records(output_dir: str | Path) -> list[LabelRecord]:
-    """Records written by `label_structures` (raises FileNotFoundError if the batch never finished)."""
-    return [LabelRecord(**item) for item in json.loads((Path(output_dir) / "records.json").read_text())]
+    """Records written by `label_structures`, their systems where the batch now lies (raises
+    FileNotFoundError if the batch never finished)."""
+    output_dir = Path(output_dir)
+    records = [LabelRecord(**item) for item in json.loads((output_dir / "records.json").read_text())]
+    for record in records:
+        if record.system_dir:
+            record.system_dir = str(output_dir / record.system_dir)
+    return records
 

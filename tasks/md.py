@@ -285,8 +285,9 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
                comments="")
     if final is not None:
         write(final, frame_to_atoms(last_good, type_map), format="extxyz")
+    stored = {**asdict(result), "output_dir": ".", "final_structure": Path(final).name if final else None}
     temporary = output_dir / "result.json.tmp"
-    temporary.write_text(json.dumps(asdict(result), indent=1))
+    temporary.write_text(json.dumps(stored, indent=1))  # paths below the run's directory: the workdir can move
     temporary.replace(output_dir / "result.json")
     return result
 
@@ -300,7 +301,13 @@ class CallbackError(RuntimeError):
 
 
 def read_result(output_dir: str | Path) -> MdResult:
-    return MdResult(**json.loads((Path(output_dir) / "result.json").read_text()))
+    """A run's result, its paths where the run now lies."""
+    output_dir = Path(output_dir)
+    result = MdResult(**json.loads((output_dir / "result.json").read_text()))
+    result.output_dir = str(output_dir)
+    if result.final_structure:
+        result.final_structure = str(output_dir / result.final_structure)
+    return result
 
 
 def run_md_with_mpi(atoms: Atoms, potential: Potential, protocol: str, params: MdParams, output_dir: Path,

@@ -10,6 +10,7 @@ the second active-learning iteration on they start from the previous frozen mode
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -170,14 +171,24 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
                          str(init_model) if init_model else None)
+    # paths below the member's directory: the workdir can move
+    stored = {**asdict(record), "model_path": "model.pth", "compressed_path": "model-compressed.pth" if compressed
+              else None, "init_model": os.path.relpath(Path(init_model).resolve(), work_dir.resolve())
+              if init_model else None}
     temporary = work_dir / "record.json.tmp"
-    temporary.write_text(json.dumps(asdict(record), indent=1))
+    temporary.write_text(json.dumps(stored, indent=1))
     temporary.replace(work_dir / "record.json")
     return record
 
 
 def read_model_record(work_dir: str | Path) -> ModelRecord:
-    return ModelRecord(**json.loads((Path(work_dir) / "record.json").read_text()))
+    """A member's record, its paths where the member now lies."""
+    work_dir = Path(work_dir)
+    record = ModelRecord(**json.loads((work_dir / "record.json").read_text()))
+    for name in ("model_path", "compressed_path", "init_model"):
+        if getattr(record, name):
+            setattr(record, name, str((work_dir / getattr(record, name)).resolve()))
+    return record
 
 
 def ensemble_forces(models: Sequence[str | Path], frames: Sequence[Atoms], type_map: Sequence[str]) -> np.ndarray:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 
 def write_marker(output_dir: str, value: int) -> int:
-    """A minimal task: writes its result atomically, as real tasks do."""
+    """A minimal task: creates its directory and writes its result atomically, as real tasks do."""
     path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
     (path / "result.json.tmp").write_text(json.dumps({"value": value, "pid": os.getpid()}))
     (path / "result.json.tmp").replace(path / "result.json")
     return value
@@ -20,6 +21,7 @@ def write_marker(output_dir: str, value: int) -> int:
 def die_once_then_succeed(output_dir: str, value: int) -> int:
     """Kills its own worker process on the first attempt (a lost worker), succeeds on the next."""
     flag = Path(output_dir) / "attempted"
+    flag.parent.mkdir(parents=True, exist_ok=True)
     if not flag.exists():
         flag.write_text("1")
         os.kill(os.getpid(), signal.SIGKILL)

@@ -2,6 +2,7 @@
 active learning for two iterations, then a production sweep with the final model into the store."""
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -109,6 +110,19 @@ def test_active_learning_then_production(tmp_path):
     status = subprocess.run([sys.executable, "-m", "campaign.cli", "status", str(config_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "active learning" in status.stdout and "explore-0" in status.stdout
+
+    # a campaign copied elsewhere (scratch on a cluster) redoes nothing: ids hash contents, records hold
+    # paths below their own directories
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(tmp_path / "run", moved, ignore=shutil.ignore_patterns("parsl"))
+    moved_config = tmp_path / "moved.yaml"
+    moved_config.write_text(yaml.safe_dump(al_campaign(moved)))
+    again = subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(moved_config)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "everything was already done" in again.stdout
+    assert np.array_equal(open_campaign(moved).fields("bulk_nvt").slab_temperature.values,
+                          open_campaign(tmp_path / "run").fields("bulk_nvt").slab_temperature.values, equal_nan=True)
 
 
 def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):

@@ -168,6 +168,9 @@ def test_a_changed_field_layout_is_refused_with_the_reason(tmp_path):
     longer = run_dataset(0, 0, n_total=N_TIME + 10)
     with pytest.raises(StoreError, match="another field layout .*slab_temperature"):
         fields.allocate_study(store, "deposition", sweep_axes(SWEEP, 2), longer)
+    more = template().assign(n_atoms=(("time",), np.zeros(N_TIME, np.float32)))  # a field added: its arrays
+    assert fields.allocate_study(store, "deposition", sweep_axes(SWEEP, 2), more).new_variables == ["n_atoms"]
+    assert np.isnan(fields.open_study(store, "deposition").n_atoms.values).all()
     with pytest.raises(StoreError, match="sweep dimensions"):
         fields.allocate_study(store, "deposition", sweep_axes({"pressure": [0, 1]}, 2), template())
     conflicting = {"temperature": [200], "zip": [{"rate": [1], "falling_speed": [999]}]}
@@ -183,6 +186,11 @@ def test_a_run_outside_the_sweep_and_a_wrong_shape_are_refused(tmp_path):
     writer = fields.RunWriter(store, "deposition", point(200, 1))
     with pytest.raises(StoreError, match="shape"):
         writer.write({"rdf": np.zeros(41)}, fields.RUN_COMPLETE, 0)
+    with pytest.raises(StoreError, match="shape"):
+        writer.write({"slab_temperature": np.zeros((10, 6, 1))}, fields.RUN_COMPLETE, 0)
+    writer.write({"slab_temperature": np.ones((10, 4))}, fields.RUN_COMPLETE, 10)  # a smaller box: fewer slabs
+    written = fields.open_study(store, "deposition").slab_temperature.sel(point(200, 1)).values
+    assert np.all(written[:10, :4] == 1) and np.isnan(written[:10, 4:]).all() and np.isnan(written[10:]).all()
     with pytest.raises(StoreError, match="not allocated"):
         writer.write({"msd": np.zeros(3)}, fields.RUN_COMPLETE, 0)
 

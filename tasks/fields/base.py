@@ -15,6 +15,7 @@ never 0; frames past the last one of a run that stopped early are NaN ('' for te
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,6 +41,11 @@ class RunShape:
     n_atoms: int  # at the start
     periodic_z: bool
     type_map: tuple[str, ...] = ("Li",)
+    max_atoms: int = 0  # the most the run can hold (deposition adds atoms); 0: n_atoms
+
+    @property
+    def atom_slots(self) -> int:
+        return max(self.max_atoms, self.n_atoms)
 
     @property
     def n_frames(self) -> int:
@@ -56,7 +62,9 @@ class Variable:
 
     @property
     def fill(self) -> Any:
-        return "" if self.dtype == TEXT else np.nan
+        if self.dtype == TEXT:
+            return ""
+        return np.nan if np.dtype(self.dtype).kind == "f" else 0
 
 
 @dataclass(frozen=True)
@@ -130,9 +138,23 @@ class FrameCache:
         return self._ovito[periodic_z].clone()
 
 
+_OVITO_IMPORT = threading.Lock()
+
+
+def ovito_modifiers() -> Any:
+    """`ovito.modifiers`, imported under a lock: OVITO's lazy import fails when two threads (Dask
+    tasks of `campaign analyze`) take it at once."""
+    with _OVITO_IMPORT:
+        import ovito.data  # noqa: F401 - loaded together, under the lock
+        import ovito.modifiers
+
+        return ovito.modifiers
+
+
 def ovito_collection(frame: Frame, periodic_z: bool) -> Any:
     """The frame as an OVITO DataCollection, without copying or wrapping positions: OVITO maps
     periodic images itself; an open z extends the cell over every atom."""
+    ovito_modifiers()
     from ovito.data import DataCollection, Particles, SimulationCell
 
     lengths = frame.box_hi - frame.box_lo

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from tasks.fields.base import Coordinate, FieldParams, FrameCache, FrameField, Variable
+from tasks.fields.base import Coordinate, FieldParams, FrameCache, FrameField, Variable, ovito_modifiers
 from tasks.frame import Frame
 
 
@@ -53,11 +53,9 @@ class RadialDistribution(FrameField):
                                          "cell_methods": "time: mean"})}
 
     def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
-        from ovito.modifiers import CoordinationAnalysisModifier
-
         data = cache.ovito(self.shape.periodic_z)
-        data.apply(CoordinationAnalysisModifier(cutoff=self.params.r_max_angstrom,
-                                                number_of_bins=len(self._shell)))
+        data.apply(ovito_modifiers().CoordinationAnalysisModifier(cutoff=self.params.r_max_angstrom,
+                                                                  number_of_bins=len(self._shell)))
         g = np.asarray(data.tables["coordination-rdf"].xy())[:, 1]
         n = len(frame.ids)
         cell_volume = abs(np.linalg.det(np.asarray(data.cell[...])[:, :3]))

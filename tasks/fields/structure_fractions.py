@@ -6,16 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from tasks.fields.base import Coordinate, FrameCache, SlabField, Variable
+from tasks.fields.base import Coordinate, FrameCache, SlabField, Variable, ovito_modifiers
 from tasks.frame import Frame
 
 STRUCTURES = ("bcc", "fcc", "hcp", "other")
 
 
 def _ovito_to_ours() -> np.ndarray:
-    from ovito.modifiers import CommonNeighborAnalysisModifier
-
-    kind = CommonNeighborAnalysisModifier.Type
+    kind = ovito_modifiers().CommonNeighborAnalysisModifier.Type
     mapping = np.full(max(int(t) for t in (kind.OTHER, kind.FCC, kind.HCP, kind.BCC, kind.ICO)) + 1,
                       STRUCTURES.index("other"))
     mapping[int(kind.BCC)] = STRUCTURES.index("bcc")
@@ -26,10 +24,9 @@ def _ovito_to_ours() -> np.ndarray:
 
 def structure_types(cache: FrameCache, periodic_z: bool) -> np.ndarray:
     """Adaptive CNA of each atom as an index into STRUCTURES."""
-    from ovito.modifiers import CommonNeighborAnalysisModifier
-
+    cna = ovito_modifiers().CommonNeighborAnalysisModifier
     data = cache.ovito(periodic_z)
-    data.apply(CommonNeighborAnalysisModifier(mode=CommonNeighborAnalysisModifier.Mode.AdaptiveCutoff))
+    data.apply(cna(mode=cna.Mode.AdaptiveCutoff))
     return _ovito_to_ours()[np.asarray(data.particles["Structure Type"][...])]
 
 

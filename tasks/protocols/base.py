@@ -139,6 +139,10 @@ class Protocol(ABC):
         """Box height (Å) the run needs, when taller than the structure's cell (growth)."""
         return None
 
+    def max_atoms(self, params: Any, atoms: Atoms) -> int:
+        """The most atoms the run can hold."""
+        return len(atoms)
+
     def stopper(self, params: Any, atoms: Atoms) -> Stopper | None:
         """A function of each frame that returns why the run should stop now, or None."""
         return None

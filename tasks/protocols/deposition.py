@@ -125,6 +125,9 @@ class Deposition(Protocol):
     name = "deposition"
     Params = DepositionParams
 
+    def max_atoms(self, params: DepositionParams, atoms: Atoms) -> int:
+        return len(atoms) + params.n_insert
+
     def box_height(self, params: DepositionParams, atoms: Atoms) -> float:
         """Holds the slab, everything deposited (at ≥ bcc Li density), the insertion gap and the image gap."""
         area = atoms.cell[0, 0] * atoms.cell[1, 1]

@@ -1,0 +1,139 @@
+"""Production at the level of a campaign: kill -9 of workers and of the driver mid-study, a notebook
+reading the store meanwhile, a sweep grown by a temperature, all on the real Parsl HTEX, LAMMPS
+(MEAM, the classical stand-in) and the Zarr store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from campaign.ledger import Ledger
+from storage import fields as store
+from storage import open_campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPERATURES = [250, 350, 450]
+
+
+def production_campaign(workdir: Path, temperatures=TEMPERATURES, replicas: int = 6) -> dict:
+    return {
+        "campaign": {"name": "production-test", "workdir": str(workdir), "seed": 11},
+        "executors": {"cpu": {"max_workers": 1}, "gpu": {"max_workers": 2}},
+        "systems": [{"name": "bulk", "builder": "bulk", "params": {"lattice_constant": 3.51, "size": 3}}],
+        "production": [{"name": "nvt", "protocol": "nvt", "systems": ["bulk"], "potential": "meam",
+                        "params": {"steps": 3000, "trajectory_stride": 100},
+                        "sweep": {"temperature": temperatures}, "replicas": replicas,
+                        "fields": ["slab_temperature", "structure_fractions", "msd", "rdf", "potential_energy"]}],
+        "analysis": {"slab_width_angstrom": 3.0, "dashboard_port": 0},
+        "storage": {"flush_every_frames": 5},
+    }
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def stored_runs(workdir: Path) -> int:
+    status = workdir / "fields.zarr" / "nvt" / "run_status"
+    return sum(1 for p in status.glob("c.*") if np.frombuffer(p.read_bytes(), np.int8)[0] == store.RUN_COMPLETE)
+
+
+def run(config: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, **kwargs)
+
+
+def values(workdir: Path) -> dict[str, np.ndarray]:
+    """Every stored value of the study but the provenance (host, wall time and task ids differ)."""
+    data = open_campaign(workdir).fields("nvt", complete_only=False).sortby("temperature").load()
+    return {name: data[name].values for name in data.data_vars}
+
+
+def workers_of(driver: subprocess.Popen) -> list[int]:
+    """The Parsl worker processes (children of the worker pools) that the driver started."""
+    import psutil
+
+    pools = [p for p in psutil.Process(driver.pid).children(recursive=True)
+             if any("process_worker_pool" in part for part in p.cmdline())]
+    return [child.pid for pool in pools for child in pool.children()]
+
+
+def wait_for(condition, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        time.sleep(0.05)
+    assert condition(), "the campaign did not get there in time"
+
+
+@pytest.mark.slow
+def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_run(tmp_path):
+    clean = tmp_path / "clean"
+    assert run(write_config(tmp_path / "clean.yaml", production_campaign(clean))).returncode == 0
+    expected = values(clean)
+    assert int((expected["run_status"] == store.RUN_COMPLETE).sum()) == 18
+
+    workdir = tmp_path / "chaos"
+    config = write_config(tmp_path / "chaos.yaml", production_campaign(workdir))
+    driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: stored_runs(workdir) >= 2)
+    for pid in workers_of(driver):  # kill -9 the workers that run MD: their runs are lost mid-way, and retried
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: stored_runs(workdir) >= 6)
+    # a notebook meanwhile: complete runs are whole, a running one is the start of what it will be
+    midway = open_campaign(workdir).fields("nvt", complete_only=False).sortby("temperature").load()
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, at once
+    driver.wait()
+    status = midway.run_status.values
+    assert set(np.unique(status)) <= {store.RUN_MISSING, store.RUN_COMPLETE, store.RUN_RUNNING}
+    assert 6 <= int((status == store.RUN_COMPLETE).sum()) < 18
+    for index in zip(*np.nonzero(status != store.RUN_MISSING)):
+        n_valid = int(midway.n_valid_time.values[index])
+        seen = midway.slab_temperature.values[index][:n_valid]
+        np.testing.assert_array_equal(seen, expected["slab_temperature"][index][:n_valid])
+        assert n_valid == 30 if status[index] == store.RUN_COMPLETE else 0 < n_valid < 30
+
+    resumed = run(config)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = values(workdir)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    with Ledger(workdir / "ledger.sqlite", readonly=True) as ledger:
+        rows = ledger.tasks(stage="production")
+        assert len(rows) == 18 and all(row.state == "done" for row in rows)
+        assert any("lost" in message for _, _, message in ledger.events(200))  # the killed workers' runs
+
+
+def chunk_digests(workdir: Path) -> dict[str, str]:
+    study = workdir / "fields.zarr" / "nvt"
+    return {str(p.relative_to(study)): hashlib.sha256(p.read_bytes()).hexdigest() for p in study.glob("*/c.*")
+            if p.parent.name not in ("temperature", "replica")}
+
+
+@pytest.mark.slow
+def test_a_temperature_added_to_a_finished_study_runs_only_the_new_runs(tmp_path):
+    workdir = tmp_path / "grow"
+    first = run(write_config(tmp_path / "first.yaml", production_campaign(workdir, [250, 450], replicas=1)))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = chunk_digests(workdir)
+    second = run(write_config(tmp_path / "second.yaml", production_campaign(workdir, [250, 350, 450], replicas=1)))
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = chunk_digests(workdir)
+    assert {k: after[k] for k in before} == before  # the finished runs' chunks: byte-identical
+    with Ledger(workdir / "ledger.sqlite", readonly=True) as ledger:
+        rows = ledger.tasks(stage="production")
+        assert len(rows) == 3 and all(row.attempts == 1 for row in rows)  # only the new run ran
+        assert any("grown in place" in message for _, _, message in ledger.events(50))
+    data = open_campaign(workdir).fields("nvt")
+    assert data.temperature.values.tolist() == [250, 450, 350]
+    assert data.run_status.values.ravel().tolist() == [1, 1, 1]
