@@ -59,13 +59,44 @@ def values(workdir: Path) -> dict[str, np.ndarray]:
     return {name: data[name].values for name in data.data_vars}
 
 
-def workers_of(driver: subprocess.Popen) -> list[int]:
-    """The Parsl worker processes (children of the worker pools) that the driver started."""
+def session_of(driver: subprocess.Popen) -> list:
+    """Every process of the driver's session: the driver, Parsl's interchange, and the worker pools,
+    which Parsl starts in process groups of their own, detached from the driver."""
     import psutil
 
-    pools = [p for p in psutil.Process(driver.pid).children(recursive=True)
-             if any("process_worker_pool" in part for part in p.cmdline())]
-    return [child.pid for pool in pools for child in pool.children()]
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getsid(process.pid) == driver.pid:
+                found.append(process)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def workers_of(driver: subprocess.Popen) -> list[int]:
+    """The Parsl workers running MD: the pools' children that have LAMMPS loaded (a pool's other
+    child, its multiprocessing manager, is the pool's own)."""
+    import psutil
+
+    pools = [p for p in session_of(driver) if any("process_worker_pool" in part for part in p.info["cmdline"] or [])]
+    running = []
+    for child in (c for pool in pools for c in pool.children()):
+        try:
+            if any("liblammps" in m.path for m in child.memory_maps()):
+                running.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return running
+
+
+def kill_session(driver: subprocess.Popen) -> None:
+    for process in session_of(driver):
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    driver.wait()
 
 
 def wait_for(condition, seconds: float = 300) -> None:
@@ -87,13 +118,17 @@ def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_r
     driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(lambda: stored_runs(workdir) >= 2)
-    for pid in workers_of(driver):  # kill -9 the workers that run MD: their runs are lost mid-way, and retried
+    workers = workers_of(driver)
+    assert len(workers) >= 1
+    for pid in workers:  # kill -9 the workers that run MD: their runs are lost mid-way, and retried
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: stored_runs(workdir) >= 6)
-    # a notebook meanwhile: complete runs are whole, a running one is the start of what it will be
-    midway = open_campaign(workdir).fields("nvt", complete_only=False).sortby("temperature").load()
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, at once
-    driver.wait()
+    # a notebook meanwhile: complete runs are whole, a running one is the start of what it will be. Runs
+    # write their fields before their length and status, so the status and length read first are never
+    # ahead of the fields read after them.
+    midway = open_campaign(workdir).fields("nvt", complete_only=False).sortby("temperature")
+    midway = midway[["run_status", "n_valid_time"]].load().merge(midway[["slab_temperature"]].load())
+    kill_session(driver)  # the driver and everything it started, at once
     status = midway.run_status.values
     assert set(np.unique(status)) <= {store.RUN_MISSING, store.RUN_COMPLETE, store.RUN_RUNNING}
     assert 6 <= int((status == store.RUN_COMPLETE).sum()) < 18
