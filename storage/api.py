@@ -63,14 +63,15 @@ class Campaign:
     def studies(self) -> list[str]:
         return studies(self.store) if (self.store / "zarr.json").exists() else []
 
-    def fields(self, study: str, complete_only: bool = True) -> xr.Dataset:
-        """A study's fields (lazy); runs that are missing or failed are NaN unless `complete_only=False`."""
-        dataset = open_study(self.store, study)
+    def fields(self, study: str, complete_only: bool = True, chunks: object = None) -> xr.Dataset:
+        """A study's fields (lazy); runs that are missing or failed are NaN unless `complete_only=False`.
+        `chunks="blocks"` for reductions over large studies (see `storage.fields.open_study`)."""
+        dataset = open_study(self.store, study, chunks)
         return complete_runs(dataset) if complete_only else dataset
 
-    def field(self, study: str, variable: str, complete_only: bool = True) -> xr.DataArray:
+    def field(self, study: str, variable: str, complete_only: bool = True, chunks: object = None) -> xr.DataArray:
         """One variable of a study (NotInStore, listing what it holds, if the study did not compute it)."""
-        dataset = self.fields(study, complete_only)
+        dataset = self.fields(study, complete_only, chunks)
         if variable not in dataset.data_vars:
             raise NotInStore(f"study '{study}' in {self.store} has no field '{variable}'; it has: "
                              f"{', '.join(sorted(dataset.data_vars))}")

@@ -103,7 +103,8 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...], dims: list[str
 def _coordinate(group: zarr.Group, name: str, values: np.ndarray, dims: list[str], attrs: Mapping[str, Any]) -> None:
     values = np.asarray(values)
     text = _is_text(values.dtype)
-    array = group.create_array(name, shape=values.shape, chunks=values.shape or None, dtype=str if text else values.dtype,
+    array = group.create_array(name, shape=values.shape, chunks=values.shape or None,
+                               dtype=str if text else values.dtype,
                                fill_value="" if text else None, dimension_names=dims, overwrite=True)
     array[...] = values.astype(object) if text else values
     array.attrs.update(dict(attrs))
@@ -396,10 +397,17 @@ def open_root(store: str | Path) -> zarr.Group:
 
 
 def open_study(store: str | Path, study: str, chunks: Any = None) -> xr.Dataset:
-    """A study's fields as a lazy, dask-backed Dataset (raises StoreError with the reason)."""
+    """A study's fields as a lazy, dask-backed Dataset (raises StoreError with the reason).
+
+    `chunks`: dask chunks; default one per run, as stored; "blocks" reads each value of the
+    first sweep dimension as one chunk (a reduction over 1,000 runs is then 25 tasks, not
+    1,000: the graph, not the data, was what filled a driver's memory)."""
     root = open_root(store)
     if study not in root:
         raise NotInStore(f"no study '{study}' in {store}; it holds: {', '.join(sorted(root.group_keys())) or 'none'}")
+    if chunks == "blocks":
+        first, *others = json.loads(root[study].attrs["sweep_dims"])
+        chunks = {first: 1, **{d: -1 for d in others}}
     try:
         with quiet_zarr():
             dataset = xr.open_zarr(store, group=study, consolidated=True, chunks={} if chunks is None else chunks)

@@ -36,8 +36,8 @@ class Plots:
 
     def temperature_profile(self, study: str, fraction: float = 0.2, ax=None):
         """Slab temperature vs height over the last `fraction` of the run (well-filled slabs only)."""
-        fields = self.campaign.fields(study)
-        self.campaign.field(study, "slab_temperature")  # NotInStore if the study did not compute it
+        fields = self.campaign.fields(study, chunks="blocks")
+        self.campaign.field(study, "slab_temperature", chunks="blocks")  # NotInStore if the study did not compute it
         wanted = [v for v in ("slab_temperature", "atoms_per_slab") if v in fields]
         steady = steady_state(fields[wanted], fields.n_valid_time, fraction)
         temperature = steady.slab_temperature
@@ -50,14 +50,15 @@ class Plots:
         return ax
 
     def phase_fractions(self, study: str, structure: str = "bcc", ax=None):
-        data = replica_mean(checked_sel(self.campaign.field(study, "structure_fraction"), structure=structure))
+        fractions = self.campaign.field(study, "structure_fraction", chunks="blocks")
+        data = replica_mean(checked_sel(fractions, structure=structure))
         ax = plot_runs(data, "time", ax)
         ax.set_xlabel("time (ps)")
         ax.set_ylabel(f"{structure} fraction (a-CNA)")
         return ax
 
     def msd(self, study: str, group: str = "surface", ax=None):
-        data = replica_mean(checked_sel(self.campaign.field(study, "msd"), group=group))
+        data = replica_mean(checked_sel(self.campaign.field(study, "msd", chunks="blocks"), group=group))
         ax = plot_runs(data, "lag", ax)
         ax.set_xlabel("lag (ps)")
         ax.set_ylabel(f"MSD of {group} atoms (Å²)")
