@@ -51,7 +51,7 @@ def ours(n: int, work: Path) -> float:
                       verify_no_op, {"index": i}) for i in range(n)]
     started = time.perf_counter()
     with Ledger(work / "ledger.sqlite") as ledger:
-        result = run_stage("noop", specs, ledger, show_progress=False)
+        result = run_stage("noop", specs, ledger)
     elapsed = time.perf_counter() - started
     assert result.ran == n and not result.failed
     return elapsed

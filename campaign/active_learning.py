@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from campaign.config import CampaignConfig, TrustLevel
-from campaign.engine import StageResult, TaskSpec, run_stage
+from campaign.engine import Display, StageResult, TaskSpec, run_stage
 from campaign.ledger import Ledger, task_id
 from campaign.stages import base_structure, label_spec, ok_systems, train_stage
 from tasks import build, md, select
@@ -230,7 +230,7 @@ def _mean_metric(models: StageResult, key: str) -> float | None:
 
 
 def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training: list[str], testing: list[str],
-             show_progress: bool) -> tuple[list[str], list[IterationRecord], StageResult | None]:
+             display: Display) -> tuple[list[str], list[IterationRecord], StageResult | None]:
     """Iterate until converged; returns the final models, one record per iteration, the last training.
 
     A record's `tasks_run` counts the tasks computed by this call (0 on a rerun that found
@@ -247,7 +247,7 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
         record.exploration_runs = len(specs)
         selection = _Selection(config, iteration, models, runs, record)
         result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
-                           config.campaign.failure_ratio_limit, show_progress, follow_up=selection)
+                           config.campaign.failure_ratio_limit, display, follow_up=selection)
         labels = result.outputs_of("label")
         new_systems = ok_systems(labels)
         record.labels_added = len(new_systems)
@@ -264,7 +264,7 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
             record.converged = "every explored frame below the lower trust level"
         if record.converged is None and new_systems:
             started = time.perf_counter()
-            trained = train_stage(config, ledger, training, testing, iteration + 1, models, show_progress)
+            trained = train_stage(config, ledger, training, testing, iteration + 1, models, display)
             models = sorted(o["model_path"] for o in trained.outputs.values())
             record.train_wall_time_s = time.perf_counter() - started
             record.force_rmse_ev_per_angstrom = _mean_metric(trained, "force_ev_per_angstrom_rmse")

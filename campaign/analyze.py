@@ -49,7 +49,8 @@ def stored_run_fields(store_path: str, study: str, index: Mapping[str, int], fie
 
 def _layout(dataset: xr.Dataset) -> xr.Dataset:
     """The shape of a computed run (no values), for laying out the study."""
-    return xr.Dataset({name: (v.dims, np.empty(v.shape, dtype=v.dtype), v.attrs) for name, v in dataset.data_vars.items()},
+    return xr.Dataset({name: (v.dims, np.empty(v.shape, dtype=v.dtype), v.attrs)
+                       for name, v in dataset.data_vars.items()},
                       coords=dataset.coords)
 
 

@@ -50,6 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StageFailed as error:
         print(f"campaign stopped: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"resume with: campaign run {args.config}" + (f" --scale {args.scale}" if args.scale else ""),
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -94,7 +98,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         study = next((s for s in config.production if s.name == args.study), None)
         fields = args.fields or ([name for name, _ in config.field_choices(study) if name != "trajectory"]
                                  if study else [])
-        client = start_dask(config, processes=True)
+        client = start_dask(config)
         try:
             runs = recompute(config, client, args.study, fields, args.into)
         finally:

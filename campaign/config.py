@@ -98,7 +98,6 @@ class ExecutorSection(Strict):
     max_workers: int = Field(1, ge=1, description="workers per node (block)")
     cores_per_worker: float = Field(1.0, gt=0)
     available_accelerators: int | list[str] = Field(0, description="GPUs bound one per worker")
-    launch_command: str | None = Field(None, description="e.g. 'mpirun -np 4' for MPI DFT")
     partition: str | None = None
     queue: str | None = None
     account: str | None = None
@@ -107,14 +106,30 @@ class ExecutorSection(Strict):
     min_blocks: int = Field(0, ge=0)
     max_blocks: int = Field(1, ge=1)
     walltime: str = Field("01:00:00", pattern=r"^\d+:\d{2}:\d{2}$")
+    exclusive: bool = Field(True, description="slurm: whole nodes per block (false: share nodes with other jobs)")
     worker_init: str = ""
     scheduler_options: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_launch_command(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "launch_command" in data:
+            _refuse([(["launch_command"], "is gone: a launcher is set where it runs, label.<engine>.command for DFT "
+                                          "(e.g. 'mpirun -np 32 vasp_std') and params.mpi_launcher with "
+                                          "params.mpi_ranks for MD (e.g. 'srun --overlap -n {ranks}')")])
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExecutorSection":
         problems: list[tuple[Location, str]] = []
         if self.provider == "slurm" and not self.partition:
             problems.append(([], "a slurm executor needs 'partition'"))
+        if self.provider in ("slurm", "lsf") and not self.walltime.endswith(":00"):
+            # Parsl submits whole minutes to both, dropping the seconds: what is written must be what runs
+            problems.append((["walltime"], f"{self.provider} takes whole minutes, not {self.walltime!r} "
+                                           f"(Parsl would submit {self.walltime[:-3]}:00)"))
+        if self.provider != "slurm" and not self.exclusive:
+            problems.append((["exclusive"], "only slurm blocks can share nodes here"))
         if self.min_blocks > self.max_blocks:
             problems.append((["min_blocks"], f"min_blocks ({self.min_blocks}) exceeds max_blocks ({self.max_blocks})"))
         if self.init_blocks > self.max_blocks:

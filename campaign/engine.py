@@ -2,10 +2,11 @@
 
 `TaskSpec` describes one unit of work: a plain function of `tasks/` with its keyword
 arguments, the executor label it runs on, and a `verify` function that reads its final
-outputs from disk (the function creates its output directory itself). `run_stage` submits every spec whose outputs are not already complete,
-records each state change in the ledger (completions that arrive together commit
-together), resubmits transient failures (a lost worker or node, a walltime) after a backoff
-that holds up nothing else, and records deterministic failures with their reason.
+outputs from disk (the function creates its output directory itself). `run_stage` submits
+every spec whose outputs are not already complete, records each state change in the ledger
+(completions that arrive together commit together), resubmits transient failures (a lost
+worker or node, a walltime) after a backoff that holds up nothing else, and records
+deterministic failures with their reason.
 
 Stages overlap through `follow_up`: when a task is done (now, or found done on disk by a
 rerun), `follow_up(spec, outputs)` may return new specs, which are submitted at once —
@@ -14,12 +15,14 @@ the labels of one exploration run start while the other runs are still going.
 
 from __future__ import annotations
 
+import datetime
 import heapq
 import itertools
 import os
 import queue
 import time
 import traceback
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +90,8 @@ class _Stage:
         self.retries: list[tuple[float, int, TaskSpec, int]] = []  # (when, order, spec, attempt), a heap
         self.apps: dict[tuple[Callable[..., Any], str], Any] = {}
         self.total = 0
+        self.stage_of: dict[str, str] = {}  # task id -> ledger stage (follow-ups have their own)
+        self.already: set[str] = set()  # done or failed before this run
         self.bar = progress.add_task(name, total=0, note="")
         self._submitted: list[tuple[str, str, float]] = []  # ledger writes not yet made, made together
         self._completed: list[tuple[str, dict[str, Any], float]] = []
@@ -123,6 +128,7 @@ class _Stage:
         follow: list[TaskSpec] = []
         for spec in specs:
             self.result.kinds[spec.task_id] = spec.kind
+            self.stage_of[spec.task_id] = spec.stage or self.name
             row = rows[spec.task_id]
             outputs = spec.verify(spec.output_dir) if spec.output_dir in present else None
             if outputs is not None:
@@ -131,12 +137,14 @@ class _Stage:
                     self.ledger.log_event(self.name, f"{spec.name}: found complete on disk, recorded without rerunning")
                 self.result.outputs[spec.task_id] = outputs
                 self.result.skipped += 1
+                self.already.add(spec.task_id)
                 self.progress.advance(self.bar)
                 if self.follow_up:
                     follow += self.follow_up(spec, outputs)
             elif row.state == "failed" and not row.transient:
                 self.result.failed[spec.task_id] = row.error or "failed"  # deterministic: not retried blindly
                 self.result.skipped += 1
+                self.already.add(spec.task_id)
                 self.progress.advance(self.bar)
             else:
                 self.submit(spec, 1)
@@ -177,7 +185,10 @@ class _Stage:
             error = RuntimeError(f"task returned but its outputs in {spec.output_dir} are incomplete")
         transient = is_transient(error)
         message = f"{type(error).__name__}: {error}"
-        if transient and attempt <= self.max_retries:
+        if transient and attempt > self.max_retries:
+            message = (f"lost {attempt} times ({message}): a task that runs longer than its block's walltime is "
+                       f"lost at every walltime; raise the executor's walltime (or split the task)")
+        elif transient:
             self.ledger.log_event(self.name, f"{spec.name}: attempt {attempt} lost ({message}); retrying")
             # later, without holding up the completions of the other tasks meanwhile
             heapq.heappush(self.retries, (time.monotonic() + self.backoff_s * 2 ** (attempt - 1), next(_ORDER),
@@ -209,21 +220,72 @@ def _existing_directories(specs: list[TaskSpec]) -> set[Path]:
     return present
 
 
+class ProgressLines:
+    """Where there is no terminal (a batch job's log, `nohup`): one plain line per ledger stage
+    (a stage's follow-ups, such as the labels of an exploration, have their own) at its start
+    and end and at most every `every_s` seconds meanwhile, saying where it stands."""
+
+    def __init__(self, stage: str, state: "_Stage", report: Callable[[str], None], every_s: float):
+        self.stage, self.state, self.report, self.every_s = stage, state, report, every_s
+        self.started = self.last = time.monotonic()
+
+    def due_in(self) -> float:
+        return max(0.0, self.last + self.every_s - time.monotonic())
+
+    def line(self, final: bool = False) -> None:
+        state, result = self.state, self.state.result
+        running = Counter(state.stage_of[spec.task_id] for spec, _ in state.in_flight.values())
+        retrying = Counter(state.stage_of[spec.task_id] for _, _, spec, _ in state.retries)
+        stages = Counter(state.stage_of.values())
+        done = Counter(state.stage_of[t] for t in result.outputs)
+        failed = Counter(state.stage_of[t] for t in result.failed)
+        already = Counter(state.stage_of[t] for t in state.already)
+        elapsed = time.monotonic() - self.started
+        for stage in stages or {self.stage: 0}:
+            total, ran = stages[stage], done[stage] + failed[stage] - already[stage]
+            left = total - done[stage] - failed[stage]
+            eta = "" if final else f", ETA {_duration(elapsed / ran * left) if ran else '-'}"
+            self.report(f"{stage}: {done[stage]}/{total} done ({already[stage]} already), {failed[stage]} failed, "
+                        f"{running[stage]} running, {retrying[stage]} to retry; elapsed {_duration(elapsed)}{eta}")
+        self.last = time.monotonic()
+
+    def tick(self) -> None:
+        if self.due_in() == 0.0:
+            self.line()
+
+
+def _duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+@dataclass(frozen=True)
+class Display:
+    """How a stage shows its progress: a bar on a terminal, or plain lines (`report`) in a log."""
+
+    bar: bool = False
+    report: Callable[[str], None] | None = None
+    every_s: float = 30.0
+
+
 def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: int = 2,
-              failure_ratio_limit: float = 0.05, show_progress: bool = True,
+              failure_ratio_limit: float = 0.05, display: Display = Display(),
               backoff_s: float = 2.0, follow_up: FollowUp | None = None) -> StageResult:
     """Run a stage (and the follow-ups of its tasks) to completion.
 
     Raises StageFailed when, for any kind of task, the fraction that failed exceeds the limit.
     """
     progress = Progress(TextColumn(f"[bold]{stage:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[note]}"), disable=not show_progress, transient=False)
+                        TextColumn("{task.fields[note]}"), disable=not display.bar, transient=False)
     with progress:
         state = _Stage(stage, ledger, max_retries, backoff_s, follow_up, progress)
         state.admit(specs)
+        lines = ProgressLines(stage, state, display.report, display.every_s) if display.report else None
+        if lines:
+            lines.line()
         while state.busy:
+            waits = [w for w in (state.next_retry_in(), lines.due_in() if lines else None) if w is not None]
             try:
-                first = state.done.get(timeout=state.next_retry_in())
+                first = state.done.get(timeout=min(waits) if waits else None)
             except queue.Empty:
                 first = None
             with ledger.batch():  # this completion and those that arrived meanwhile: one commit
@@ -236,13 +298,17 @@ def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: in
                         break
                 state.submit_due_retries()
                 state.record()
+            if lines:
+                lines.tick()
+        if lines:
+            lines.line(final=True)
     result = state.result
     for kind in sorted(set(result.kinds.values())):
         of_kind = [t for t, k in result.kinds.items() if k == kind]
         failed = [t for t in of_kind if t in result.failed]
         ratio = len(failed) / len(of_kind)
         if ratio > failure_ratio_limit:
-            lines = "\n".join(f"  {t}: {(result.failed[t] or '').splitlines()[0]}" for t in failed[:10])
+            reasons = "\n".join(f"  {t}: {(result.failed[t] or '').splitlines()[0]}" for t in failed[:10])
             raise StageFailed(f"stage '{stage}': {len(failed)} of {len(of_kind)} {kind} tasks failed "
-                              f"({ratio:.0%} > limit {failure_ratio_limit:.0%}):\n{lines}")
+                              f"({ratio:.0%} > limit {failure_ratio_limit:.0%}):\n{reasons}")
     return result

@@ -5,6 +5,12 @@ One `HighThroughputExecutor` per label (`cpu`, `gpu`, or any name the config giv
 config's partition/queue, account, blocks, walltime, worker_init and scheduler_options
 straight to Parsl's providers, so a campaign moves to a cluster by editing YAML only.
 Workers get the thread and malloc settings of `tasks.runtime` through `worker_init`.
+
+Walltime-safe: a cluster block drains before its walltime (`drain_period`), so no task
+starts that the walltime would kill; a task lost anyway (a block killed, a node lost) is
+retried in a new block, up to `campaign.max_retries`, and a task lost every time is reported
+as longer than a block. `available_accelerators` gives each worker its own GPU
+(`CUDA_VISIBLE_DEVICES`, set by Parsl).
 """
 
 from __future__ import annotations
@@ -37,11 +43,25 @@ def make_provider(section: ExecutorSection):
     cluster = dict(nodes_per_block=section.nodes_per_block, walltime=section.walltime,
                    scheduler_options=section.scheduler_options, **common)
     if section.provider == "slurm":
-        return SlurmProvider(partition=section.partition, account=section.account,
+        return SlurmProvider(partition=section.partition, account=section.account, exclusive=section.exclusive,
                              launcher=SrunLauncher(), **cluster)
     if section.provider == "pbspro":
         return PBSProProvider(queue=section.queue, account=section.account, **cluster)
     return LSFProvider(queue=section.queue, project=section.account, **cluster)
+
+
+def walltime_seconds(walltime: str) -> int:
+    hours, minutes, seconds = (int(part) for part in walltime.split(":"))
+    return 3600 * hours + 60 * minutes + seconds
+
+
+def drain_period(section: ExecutorSection) -> int | None:
+    """Seconds after a block starts when its workers stop taking new tasks, so that none starts
+    that the walltime would kill: the walltime less 10 % (at most 15 minutes, at least 10 s)."""
+    if section.provider == "local":
+        return None
+    walltime = walltime_seconds(section.walltime)
+    return max(1, walltime - max(10, min(900, walltime // 10)))
 
 
 def make_executor(label: str, section: ExecutorSection) -> HighThroughputExecutor:
@@ -56,6 +76,7 @@ def make_executor(label: str, section: ExecutorSection) -> HighThroughputExecuto
         address="127.0.0.1" if section.provider == "local" else None,
         heartbeat_period=15,
         heartbeat_threshold=60,
+        drain_period=drain_period(section),
     )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from campaign.config import CampaignConfig, ProductionStudy
-from campaign.engine import StageResult, TaskSpec, run_stage
+from campaign.engine import Display, StageResult, TaskSpec, run_stage
 from campaign.ledger import Ledger, file_digest, task_id
 from campaign.stages import base_structure
 from campaign.sweep import sweep_axes
@@ -179,13 +179,12 @@ def allocate_studies(config: CampaignConfig) -> dict[str, store.Allocation]:
     return allocations
 
 
-def start_dask(config: CampaignConfig, processes: bool = False):
+def start_dask(config: CampaignConfig):
     """The Dask cluster of the analysis, with its dashboard on the configured port.
 
-    `local` (default): threads in this process, beside the Parsl workers that run MD (the
-    reductions of a run's summary are light); with `processes`, `dask_workers` processes of one
-    thread (the fields of `campaign analyze`: CPU-bound, and OVITO crashes when two threads
-    of one process evaluate at once).
+    `local` (default): `dask_workers` processes of one thread, beside the Parsl workers that
+    run MD: the reductions do not grow the driver's memory, and the fields of `campaign
+    analyze` run in parallel (OVITO crashes when two threads of one process evaluate at once).
     `slurm`: `dask_jobqueue.SLURMCluster(**analysis.dask_slurm)` scaled to `dask_workers` jobs.
     """
     from dask.distributed import Client, LocalCluster
@@ -198,8 +197,7 @@ def start_dask(config: CampaignConfig, processes: bool = False):
         cluster = SLURMCluster(scheduler_options={"dashboard_address": dashboard}, **analysis.dask_slurm)
         cluster.scale(jobs=analysis.dask_workers)
     else:
-        cluster = LocalCluster(n_workers=analysis.dask_workers if processes else 1,
-                               threads_per_worker=1 if processes else analysis.dask_workers, processes=processes,
+        cluster = LocalCluster(n_workers=analysis.dask_workers, threads_per_worker=1, processes=True,
                                dashboard_address=dashboard)
     return Client(cluster)
 
@@ -240,7 +238,7 @@ class LiveSummary:
 
 
 def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], client: Any,
-                     show_progress: bool) -> tuple[StageResult, dict[str, Any]]:
+                     display: Display) -> tuple[StageResult, dict[str, Any]]:
     """Allocate every study, run them; returns the stage and each study's summary (one row per run)."""
     from dask.distributed import performance_report
 
@@ -253,7 +251,7 @@ def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
                                                         for ref in refs})
     with performance_report(filename=str(config.workdir / "dask-performance.html")):
         result = run_stage("production", [ref.spec for ref in refs], ledger, config.campaign.max_retries,
-                           config.campaign.failure_ratio_limit, show_progress, follow_up=live)
+                           config.campaign.failure_ratio_limit, display, follow_up=live)
         tables = live.tables()
     ledger.log_event("production", "runs stored: " + ", ".join(f"{k} {len(v)}" for k, v in tables.items()))
     return result, tables

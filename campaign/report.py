@@ -38,7 +38,7 @@ def iterations_table(records: list[dict[str, Any]]) -> Table:
     table = Table(title="active learning")
     for column in ("iteration", "runs", "frames", "accurate", "candidate", "failed", "labels added",
                    "force RMSE (eV/Å)", "explore+label (s)", "train (s)", "stop"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for r in records:
         rmse = r.get("force_rmse_ev_per_angstrom")
         table.add_row(str(r["iteration"]), f"{r['exploration_runs']} ({r['exploration_runs_failed']} failed)",
@@ -61,7 +61,7 @@ def write_plots(config: CampaignConfig) -> list[Path]:
     campaign = open_campaign(config.workdir)  # the store where storage.path says (campaign.json)
     written = []
     for study in campaign.studies():
-        fields = campaign.fields(study)
+        fields = campaign.fields(study, chunks="blocks")
         plots = [("temperature_profile", "slab_temperature", campaign.plot.temperature_profile),
                  ("bcc_fraction", "structure_fraction", campaign.plot.phase_fractions),
                  ("msd_surface", "msd", campaign.plot.msd)]
@@ -128,7 +128,7 @@ def print_production(console: Console, config: CampaignConfig, tables: dict[str,
         table = Table(title=f"production study {study.name}" + (f" ({note})" if note else ""))
         shown = [c for c in frame.columns if not c.endswith(" stderr")]
         for column in shown:
-            table.add_column(str(column))
+            table.add_column(str(column), overflow="fold")
         for _, row in frame.iterrows():
             table.add_row(*(_cell(row, c) for c in shown))
         console.print(table)
@@ -137,7 +137,7 @@ def print_production(console: Console, config: CampaignConfig, tables: dict[str,
 def print_ensemble(console: Console, models: StageResult, workdir: Path) -> None:
     table = Table(title="ensemble")
     for column in ("member", "seed", "train frames", "force RMSE (eV/Å)", "energy RMSE (meV/atom)", "model"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     members = sorted(models.outputs.values(), key=lambda outputs: outputs["model_path"])
     for member, outputs in enumerate(members):
         metrics = outputs.get("metrics") or {}
@@ -152,4 +152,4 @@ def print_ensemble(console: Console, models: StageResult, workdir: Path) -> None
 
 def run_summary(config: CampaignConfig, study: str) -> Any:
     """The study's summary, one row per run, reduced from the store (see `storage.reduce.summary_table`)."""
-    return summary_table(store.open_study(config.store_path, study))
+    return summary_table(store.open_study(config.store_path, study, chunks="blocks"))

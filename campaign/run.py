@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from typing import Any
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from campaign.active_learning import run_loop
 from campaign.config import CampaignConfig
+from campaign.engine import Display
 from campaign.ledger import Ledger
 from campaign.production import production_stage, start_dask
 from campaign.report import print_summary
@@ -35,7 +37,9 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     config.workdir.mkdir(parents=True, exist_ok=True)
     write_campaign_record(config.workdir, config.campaign.name, config.store_path, config.config_hash())
     console.print(f"[bold]campaign[/] {config.campaign.name}: workdir {config.workdir}")
-    show = console.is_terminal
+    # a bar on a terminal; in a batch log or under nohup, a plain line per stage at most every 30 s
+    show = Display(bar=True) if console.is_terminal else Display(report=lambda line: console.print(line, markup=False,
+                                                                                                   highlight=False))
     summary: dict[str, Any] = {"workdir": config.workdir, "iterations": [], "production": None, "store": None}
     with Ledger(config.workdir / "ledger.sqlite") as ledger:
         ledger.log_event("campaign", f"run started (config {config.config_hash()})")
@@ -44,6 +48,7 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
             ledger.log_event("campaign", f"{retried} failed tasks set back to pending (--retry-failed)")
         parsl.load(make_parsl_config(config.executors, config.workdir / "parsl"))
         client = None
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # `scancel` of the driver's own job
         try:
             initial = initial_stage(config, ledger, show)
             summary.update(labels=initial["labels"], models=initial["models"], initial_models=initial["models"])
@@ -62,13 +67,24 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
                 summary["production"], summary["store"], summary["tables"] = result, config.store_path, tables
                 ran += result.ran
             summary["model_paths"], summary["ran"] = models, ran
+        except KeyboardInterrupt:
+            ledger.log_event("campaign", "interrupted (SIGINT or SIGTERM); finished work is recorded")
+            console.print("interrupted: everything finished is recorded and the blocks are cancelled; "
+                          "`campaign run` of the same config resumes where it stopped")
+            raise
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if client is not None:
                 client.close()
                 client.cluster.close()
-            parsl.dfk().cleanup()
+            parsl.dfk().cleanup()  # cancels the blocks it submitted (scancel on SLURM)
             parsl.clear()
         ledger.log_event("campaign", "run finished")
     summary["wall_time_s"] = time.perf_counter() - started
     print_summary(console, summary, config)
     return summary
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a batch system ending the driver's job) as Ctrl-C: the same clean stop."""
+    raise KeyboardInterrupt

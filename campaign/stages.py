@@ -23,7 +23,7 @@ from typing import Any
 from ase import Atoms
 
 from campaign.config import CampaignConfig
-from campaign.engine import StageResult, TaskSpec, run_stage
+from campaign.engine import Display, StageResult, TaskSpec, run_stage
 from campaign.ledger import Ledger, task_id
 from storage.labels import LabelIndex
 from tasks import build, label, train
@@ -95,10 +95,10 @@ def ok_systems(labels: dict[str, dict[str, Any]]) -> list[str]:
     return sorted({r["system_dir"] for outputs in labels.values() for r in outputs["records"] if r["status"] == "ok"})
 
 
-def label_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -> StageResult:
+def label_stage(config: CampaignConfig, ledger: Ledger, display: Display) -> StageResult:
     specs = [label_spec(config, name, path) for name, path in structure_files(config)]
     result = run_stage("label", specs, ledger, config.campaign.max_retries, config.campaign.failure_ratio_limit,
-                       show_progress)
+                       display)
     with LabelIndex(config.workdir / "labels.sqlite") as index:
         for spec in specs:
             if spec.task_id in result.outputs:
@@ -122,7 +122,7 @@ def split_train_test(system_dirs: list[str], test_fraction: float, workdir: Path
 
 
 def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], testing: list[str], iteration: int,
-                previous_models: list[str], show_progress: bool) -> StageResult:
+                previous_models: list[str], display: Display) -> StageResult:
     """Train the ensemble of `models/iter-<iteration>`, each member from its previous model if any."""
     section = config.train
     specs = []
@@ -146,7 +146,7 @@ def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], tes
                                    **arguments),
                               output_dir, verify_model, arguments))
     return run_stage(f"train-{iteration}", specs, ledger, config.campaign.max_retries,
-                     config.campaign.failure_ratio_limit, show_progress)
+                     config.campaign.failure_ratio_limit, display)
 
 
 def needs_trained_models(config: CampaignConfig) -> bool:
@@ -155,7 +155,7 @@ def needs_trained_models(config: CampaignConfig) -> bool:
     return bool(config.explore) or uses_final or not config.production
 
 
-def initial_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -> dict[str, Any]:
+def initial_stage(config: CampaignConfig, ledger: Ledger, display: Display) -> dict[str, Any]:
     """Labels of the configured systems and the iteration-0 ensemble (or the given initial models)."""
     training = [str(p) for p in config.train.initial_data]
     testing = [str(p) for p in config.train.test_data]
@@ -164,7 +164,7 @@ def initial_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -
     if not needs_trained_models(config):
         return {**outcome, "training": training, "testing": testing}
     if config.label.systems != [] and config.systems:
-        outcome["labels"] = label_stage(config, ledger, show_progress)
+        outcome["labels"] = label_stage(config, ledger, display)
         labelled_training, labelled_testing = split_train_test(ok_systems(outcome["labels"].outputs),
                                                                config.train.test_fraction, config.workdir)
         training, testing = training + labelled_training, testing + labelled_testing
@@ -172,6 +172,6 @@ def initial_stage(config: CampaignConfig, ledger: Ledger, show_progress: bool) -
         if not training:
             raise ValueError("the campaign needs trained models but has no labels: give systems to label, "
                              "train.initial_data, or train.initial_models")
-        outcome["models"] = train_stage(config, ledger, training, testing, 0, [], show_progress)
+        outcome["models"] = train_stage(config, ledger, training, testing, 0, [], display)
         outcome["model_paths"] = sorted(o["model_path"] for o in outcome["models"].outputs.values())
     return {**outcome, "training": training, "testing": testing}

@@ -42,6 +42,32 @@ def failure_reason(error: str) -> str:
     return (messages[-1] if messages else lines[-1] if lines else "")[:300]
 
 
+def blocks_view(config: CampaignConfig) -> Table | None:
+    """The campaign's Parsl blocks on SLURM (the jobs named after the batch scripts in the
+    workdir's parsl/*/submit_scripts): job id, executor, state, elapsed and limit, and the
+    workers they hold or wait for."""
+    import shutil
+    import subprocess
+
+    slurm = {label: e for label, e in config.executors.items() if e.provider == "slurm"}
+    if not slurm or not shutil.which("squeue"):
+        return None
+    ours = {path.name for path in (config.workdir / "parsl").glob("*/submit_scripts/parsl.*")}
+    listing = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T|%M|%l"], capture_output=True, text=True,
+                             timeout=30, check=False).stdout
+    table = Table(title="blocks (SLURM)")
+    for column in ("job", "executor", "state", "elapsed", "walltime", "workers"):
+        table.add_column(column, overflow="fold")
+    for line in listing.splitlines():
+        job, name, state, elapsed, limit = (line.split("|") + [""] * 5)[:5]
+        if name not in ours:
+            continue
+        label = name.split(".")[1]
+        workers = slurm[label].max_workers * slurm[label].nodes_per_block if label in slurm else 0
+        table.add_row(job, label, state, elapsed, limit, f"{workers} {'running' if state == 'RUNNING' else 'waiting'}")
+    return table
+
+
 def status_view(config: CampaignConfig) -> Group:
     """Tasks by stage and state (with mean time and ETA), AL iterations, last errors and events."""
     path = config.workdir / "ledger.sqlite"
@@ -50,12 +76,12 @@ def status_view(config: CampaignConfig) -> Group:
     parts: list = []
     with Ledger(path, readonly=True) as ledger:
         table = Table(title=f"campaign {config.campaign.name}: tasks by stage")
-        table.add_column("stage")
+        table.add_column("stage", overflow="fold")
         for state in STATES:
-            table.add_column(state, justify="right")
-        table.add_column("mean task time (s)", justify="right")
-        table.add_column("ETA", justify="right")
-        table.add_column("executors")
+            table.add_column(state, justify="right", overflow="fold")
+        table.add_column("mean task time (s)", justify="right", overflow="fold")
+        table.add_column("ETA", justify="right", overflow="fold")
+        table.add_column("executors", overflow="fold")
         for stage, counts in ledger.counts().items():
             rows = ledger.tasks(stage=stage)
             times = [r.wall_time_s for r in rows if r.state == "done" and r.wall_time_s]
@@ -66,6 +92,9 @@ def status_view(config: CampaignConfig) -> Group:
                           f"{sum(times) / len(times):.1f}" if times else "-", _eta(rows, workers),
                           ", ".join(executors))
         parts.append(table)
+        blocks = blocks_view(config)
+        if blocks is not None:
+            parts.append(blocks)
         iterations = ledger.iterations()
         if iterations:
             from campaign.report import iterations_table
@@ -86,8 +115,13 @@ def print_status(config: CampaignConfig, console: Console | None = None) -> int:
     except DatabaseUnreadable as error:
         print(f"campaign status: cannot read the ledger: {error}", file=sys.stderr)
         return 2
-    (console or Console()).print(view)
+    (console or _console()).print(view)
     return 0
+
+
+def _console() -> Console:
+    """A terminal's own width; in a pipe or a log, 200 columns (rich would squeeze into 80 and cut numbers)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def watch(config: CampaignConfig, interval: float = 5.0, console: Console | None = None) -> int:
@@ -95,7 +129,7 @@ def watch(config: CampaignConfig, interval: float = 5.0, console: Console | None
     if not interval > 0:
         raise ValueError(f"interval must be > 0 s, got {interval}")
     try:
-        with Live(status_view(config), console=console, refresh_per_second=1, screen=False) as live:
+        with Live(status_view(config), console=console or _console(), refresh_per_second=1, screen=False) as live:
             while True:
                 time.sleep(interval)
                 live.update(status_view(config))

@@ -318,7 +318,9 @@ def run_md_with_mpi(atoms: Atoms, potential: Potential, protocol: str, params: M
     The `lammps` module runs on MPI_COMM_WORLD when Python itself is started by `mpirun`,
     so each rank is `python -m tasks.md request.json`. The launcher is
     `params.mpi_launcher` (default `mpirun -np {ranks}`, MPICH from the virtual
-    environment; `srun -n {ranks}` inside a SLURM allocation). Callbacks cannot cross into
+    environment; `srun --overlap --mpi=pmi2 -n {ranks}` inside a SLURM allocation). Each rank
+    first checks that it is one of `mpi_ranks`: a launcher that starts separate copies is a
+    failed run, not N runs writing one directory. Callbacks cannot cross into
     the job: the job saves the trajectory and the callbacks see its frames afterwards, in
     order, so analyses give the same fields as when streamed (the trajectory is removed
     again unless `save_trajectory`). A job that dies without a result is a failed run
@@ -337,7 +339,7 @@ def run_md_with_mpi(atoms: Atoms, potential: Potential, protocol: str, params: M
     request = {"structure": str(structure_file), "potential": asdict(potential), "protocol": protocol,
                "params": params.model_dump(mode="json", exclude={"mpi_ranks", "mpi_launcher"}),
                "output_dir": str(output_dir), "type_map": list(type_map), "masses_amu": masses_amu,
-               "save_trajectory": save_trajectory or bool(callbacks)}
+               "save_trajectory": save_trajectory or bool(callbacks), "ranks": ranks}
     request_file = output_dir / "mpi_request.json"
     request_file.write_text(json.dumps(request, indent=1))
     started = time.perf_counter()
@@ -359,7 +361,16 @@ def run_md_with_mpi(atoms: Atoms, potential: Potential, protocol: str, params: M
 
 def _run_request(request_file: str) -> None:
     """Entry point of each MPI rank: `python -m tasks.md request.json` (written by `run_md_with_mpi`)."""
+    from lammps import lammps
+
     request = json.loads(Path(request_file).read_text())
+    probe = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+    world = probe.extract_setting("world_size")
+    probe.close()
+    if world != request["ranks"]:
+        # separate 1-rank copies would each run the whole MD into the same directory
+        sys.exit(f"tasks.md: this rank is in an MPI world of {world}, not of the {request['ranks']} ranks asked "
+                 f"for: the launcher started separate copies (srun without --mpi=pmi2?); nothing was run")
     run_md(request["structure"], Potential(**request["potential"]), request["protocol"], request["params"],
            request["output_dir"], request["type_map"], request["masses_amu"],
            save_trajectory=request["save_trajectory"])

@@ -39,6 +39,7 @@ class ModelRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     compressed_path: str | None = None
     init_model: str | None = None
+    resumed_from_step: int | None = None  # the checkpoint an earlier, killed attempt left
 
 
 def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[str], type_map: Sequence[str],
@@ -78,7 +79,7 @@ def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[s
             "seed": seed,
             "disp_file": "lcurve.out",
             "disp_freq": disp,
-            "save_freq": max(disp, steps // 2),
+            "save_freq": max(disp, steps // 20),  # a member killed with its block resumes from here
         },
     }
 
@@ -135,6 +136,16 @@ def test_model(model_path: str | Path, systems: Sequence[str], work_dir: str | P
     return result
 
 
+def checkpoint_step(path: Path) -> int:
+    return int(path.stem.rsplit("-", 1)[1])
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    """The newest numbered checkpoint (`model.ckpt-<step>.pt`) in a member's directory, if any."""
+    found = [p for p in work_dir.glob("model.ckpt-*.pt") if p.stem.rsplit("-", 1)[1].isdigit()]
+    return max(found, key=checkpoint_step) if found else None
+
+
 def train_member(work_dir: str | Path, training_systems: Sequence[str], validation_systems: Sequence[str],
                  type_map: Sequence[str], seed: int, steps: int, descriptor: dict[str, Any],
                  fitting_neuron: Sequence[int], loss: dict[str, float], init_model: str | Path | None = None,
@@ -143,7 +154,9 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
 
     Writes `input.json`, `lcurve.out`, `model.pth` (and `model-compressed.pth`) and
     `record.json` into `work_dir`. `record.json` is written last, atomically: its presence
-    means the member is complete.
+    means the member is complete. An attempt that was killed (its block reached its
+    walltime, its node was lost) left checkpoints every 5 % of the steps: the next attempt
+    restarts from the newest one instead of from scratch.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -157,10 +170,13 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
                           [str(Path(s).resolve()) for s in validation_systems], type_map, seed, steps,
                           descriptor, fitting_neuron, loss, **schedule)
     (work_dir / "input.json").write_text(json.dumps(config, indent=2))
+    checkpoint = latest_checkpoint(work_dir)
     arguments = ["train", "input.json"]
-    if init_model:
+    if checkpoint is not None:  # an attempt killed with its block: go on from its last checkpoint
+        arguments += ["--restart", checkpoint.name]
+    elif init_model:
         arguments += ["--init-frz-model", str(Path(init_model).resolve())]
-    _dp(arguments, work_dir, "train.log")
+    _dp(arguments, work_dir, "train.log" if checkpoint is None else "train-restart.log")
     _dp(["freeze", "-o", "model.pth"], work_dir, "freeze.log")
     model_path = work_dir / "model.pth"
     compressed = None
@@ -170,7 +186,8 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     metrics = test_model(model_path, validation_systems, work_dir / "test") if validation_systems else {}
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
-                         str(init_model) if init_model else None)
+                         str(init_model) if init_model else None,
+                         checkpoint_step(checkpoint) if checkpoint is not None else None)
     # paths below the member's directory: the workdir can move
     stored = {**asdict(record), "model_path": "model.pth", "compressed_path": "model-compressed.pth" if compressed
               else None, "init_model": os.path.relpath(Path(init_model).resolve(), work_dir.resolve())

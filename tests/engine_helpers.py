@@ -28,6 +28,12 @@ def die_once_then_succeed(output_dir: str, value: int) -> int:
     return write_marker(output_dir, value)
 
 
+def always_die(output_dir: str, value: int) -> int:
+    """Kills its own worker every time, as a task longer than any block's walltime is killed."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
 def always_raise(output_dir: str, value: int) -> int:
     raise ValueError(f"invalid structure {value}: atoms too close")
 
@@ -35,3 +41,11 @@ def always_raise(output_dir: str, value: int) -> int:
 def verify_marker(output_dir: Path):
     path = output_dir / "result.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def visible_devices(seconds: float) -> str:
+    """The GPUs this worker sees (Parsl binds one per worker); waits so that every worker takes tasks."""
+    import time
+
+    time.sleep(seconds)
+    return f"{os.getpid()}:{os.environ.get('CUDA_VISIBLE_DEVICES', '')}"

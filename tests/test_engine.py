@@ -14,7 +14,7 @@ import yaml
 
 import engine_helpers
 from campaign.config import ExecutorSection, parse_config
-from campaign.engine import StageFailed, TaskSpec, run_stage
+from campaign.engine import Display, StageFailed, TaskSpec, run_stage
 from campaign.executors import make_parsl_config
 from campaign.ledger import Ledger
 
@@ -37,31 +37,65 @@ def specs(tmp_path, function, n):
 
 def test_stage_runs_then_resumes(tmp_path, parsl_cpu):
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
-        first = run_stage("s", specs(tmp_path, engine_helpers.write_marker, 4), ledger, show_progress=False)
+        first = run_stage("s", specs(tmp_path, engine_helpers.write_marker, 4), ledger)
         assert first.ran == 4 and sorted(o["value"] for o in first.outputs.values()) == [0, 1, 2, 3]
-        second = run_stage("s", specs(tmp_path, engine_helpers.write_marker, 4), ledger, show_progress=False)
+        second = run_stage("s", specs(tmp_path, engine_helpers.write_marker, 4), ledger)
         assert second.ran == 0 and second.skipped == 4
+
+
+def test_progress_lines_name_every_stage_and_count_what_was_done_before(tmp_path, parsl_cpu):
+    """What a batch log shows: a line per ledger stage (follow-ups included) at the start and end."""
+    def follow_up(spec, outputs):
+        if spec.stage == "follow":
+            return []
+        return [TaskSpec(f"f{spec.task_id}", "test", f"f{spec.name}", "cpu", engine_helpers.write_marker,
+                         {"output_dir": str(tmp_path / f"f{spec.name}"), "value": 0}, tmp_path / f"f{spec.name}",
+                         engine_helpers.verify_marker, stage="follow")]
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        run_stage("s", specs(tmp_path, engine_helpers.write_marker, 2), ledger, follow_up=follow_up)  # done before
+        lines: list[str] = []
+        run_stage("s", specs(tmp_path, engine_helpers.write_marker, 3), ledger, display=Display(report=lines.append),
+                  follow_up=follow_up)
+    assert lines[0].startswith("s: 2/3 done (2 already), 0 failed, 1 running") and "ETA" in lines[0]
+    assert lines[1].startswith("follow: 2/2 done (2 already)")
+    final = {line.split(":")[0]: line for line in lines[-2:]}
+    assert final["s"].startswith("s: 3/3 done (2 already), 0 failed, 0 running, 0 to retry")
+    assert final["follow"].startswith("follow: 3/3 done (2 already), 0 failed, 0 running")
+    assert all("ETA" not in line for line in final.values())
 
 
 def test_lost_worker_is_retried(tmp_path, parsl_cpu):
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
-        result = run_stage("s", specs(tmp_path, engine_helpers.die_once_then_succeed, 2), ledger,
-                           show_progress=False, backoff_s=0.5)
+        result = run_stage("s", specs(tmp_path, engine_helpers.die_once_then_succeed, 2), ledger, backoff_s=0.5)
         assert result.ran == 2 and not result.failed
         assert all(row.attempts == 2 for row in ledger.tasks(stage="s"))
         assert any("retrying" in message for _, _, message in ledger.events())
+
+
+def test_a_task_lost_every_time_is_reported_not_looped(tmp_path, parsl_cpu):
+    """A task killed with its worker at every attempt (longer than any block's walltime) ends
+    as failed after its retries, saying why, and the rest of the stage goes on."""
+    mixed = specs(tmp_path, engine_helpers.write_marker, 3)
+    mixed[0].function = engine_helpers.always_die
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        result = run_stage("s", mixed, ledger, max_retries=1, failure_ratio_limit=0.5, backoff_s=0.2)
+        assert result.ran == 2 and list(result.failed) == ["task0"]
+        assert "lost 2 times" in result.failed["task0"] and "raise the executor's walltime" in result.failed["task0"]
+        row = ledger.get("task0")
+        assert row.state == "failed" and row.attempts == 2 and "walltime" in row.error
 
 
 def test_deterministic_failure_recorded_not_retried(tmp_path, parsl_cpu):
     mixed = specs(tmp_path, engine_helpers.write_marker, 4)
     mixed[1].function = engine_helpers.always_raise
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
-        result = run_stage("s", mixed, ledger, show_progress=False, failure_ratio_limit=0.5)
+        result = run_stage("s", mixed, ledger, failure_ratio_limit=0.5)
         assert result.ran == 3 and list(result.failed) == ["task1"]
         row = ledger.get("task1")
         assert row.state == "failed" and row.attempts == 1 and "atoms too close" in row.error
         with pytest.raises(StageFailed, match="1 of 4 test tasks failed"):
-            run_stage("s", mixed, ledger, show_progress=False, failure_ratio_limit=0.05)
+            run_stage("s", mixed, ledger, failure_ratio_limit=0.05)
         assert ledger.get("task1").attempts == 1  # a recorded deterministic failure is not rerun
 
 
@@ -136,3 +170,22 @@ def test_run_twice_says_nothing_to_do(tmp_path):
     table = open_campaign(tmp_path / "twice").labels()
     assert len(table) == 4 and set(table.status) == {"ok"} and set(table.source) == {"system:bulk"}
     assert table.max_force_ev_per_angstrom.max() > 0 and table.engine.unique().tolist() == ["reference"]
+
+
+def test_each_worker_is_bound_to_its_own_accelerator(tmp_path, monkeypatch):
+    """`available_accelerators: [gpu-a, gpu-b]` with two workers: each worker sees exactly one of them."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    section = ExecutorSection(max_workers=2, available_accelerators=["gpu-a", "gpu-b"])
+    parsl.load(make_parsl_config({"gpu": section}, tmp_path / "parsl"))
+    try:
+        app = parsl.python_app(engine_helpers.visible_devices, executors=["gpu"])
+        seen = [future.result() for future in [app(0.3) for _ in range(8)]]
+    finally:
+        parsl.dfk().cleanup()
+        parsl.clear()
+    by_worker = {}
+    for entry in seen:
+        pid, devices = entry.split(":")
+        by_worker.setdefault(pid, set()).add(devices)
+    assert len(by_worker) == 2 and all(len(devices) == 1 for devices in by_worker.values())
+    assert {d for devices in by_worker.values() for d in devices} == {"gpu-a", "gpu-b"}

@@ -242,3 +242,12 @@ def test_mpi_job_that_dies_is_a_failed_run(tmp_path):
                        tmp_path)
     assert result.status == "failed"
     assert "exited 3 without a result" in result.reason
+
+
+def test_a_launcher_that_starts_separate_copies_runs_nothing(tmp_path):
+    """Two 1-rank copies (srun without PMI) would each run the whole MD into one directory."""
+    launcher = "sh -c '\"$@\" & \"$@\"; wait' {ranks}-copies"  # two copies, each its own MPI world
+    result = md.run_md(build.bcc_bulk(3.51, 2), md.Potential("snap"), "nvt",
+                       {"temperature": 300, "steps": 10, "mpi_ranks": 2, "mpi_launcher": launcher}, tmp_path)
+    assert result.status == "failed" and "not of the 2 ranks asked for" in result.reason
+    assert not (tmp_path / "thermo.csv").exists() and not (tmp_path / "log.lammps").exists()

@@ -1,6 +1,7 @@
 """`make quickstart` end to end on the real codes (GPAW, DeePMD-kit, LAMMPS, Parsl, Dask, Zarr),
 the physical trends it must show, the resume, and the example notebook on its store."""
 
+import io
 import os
 import subprocess
 import sys
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from campaign.config import load_config
+from campaign.ledger import Ledger
 from campaign.report import run_summary
 from campaign.run import run_campaign
 from storage import open_campaign
@@ -23,7 +26,22 @@ def quickstart(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("quickstart") / "run"
     config = load_config(ROOT / "configs" / "quickstart.yaml")
     config = config.model_copy(update={"campaign": config.campaign.model_copy(update={"workdir": workdir})})
-    return config, run_campaign(config)
+    log = io.StringIO()  # what a batch job's log gets: no terminal
+    summary = run_campaign(config, Console(file=log, width=150))
+    return config, {**summary, "log": log.getvalue()}
+
+
+@pytest.mark.slow
+def test_a_log_without_terminal_shows_every_stage(quickstart):
+    config, summary = quickstart
+    lines = summary["log"].splitlines()
+    with Ledger(config.workdir / "ledger.sqlite", readonly=True) as ledger:
+        stages = list(ledger.counts())
+    assert {"explore-0", "label-0", "train-1", "production"} <= set(stages), stages
+    for stage in stages:
+        progress = [line for line in lines if line.startswith(f"{stage}: ")]
+        assert progress[0].startswith(f"{stage}: 0/") and "ETA" in progress[0], progress  # at its start
+        assert " done " in progress[-1] and "0 failed" in progress[-1], progress  # and at its end
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tasks import build, train
 
@@ -58,3 +59,38 @@ def test_init_from_previous_model(tmp_path, tiny_ensemble, reference_dataset):
     np.testing.assert_allclose(compressed, plain, atol=2e-3)  # tabulated embedding: same forces, eV/Å
     # Starting from a trained model, 20 steps keep its accuracy rather than starting over.
     assert record.metrics["force_ev_per_angstrom_rmse"] < 3 * tiny_ensemble[0].metrics["force_ev_per_angstrom_rmse"]
+
+
+@pytest.mark.slow
+def test_a_member_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, reference_dataset):
+    """A block that reaches its walltime kills the training; the next attempt goes on from the newest
+    checkpoint (every 5 % of the steps) instead of starting the member over."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import tiny_train_arguments
+
+    arguments = {**tiny_train_arguments(), "steps": 600, "work_dir": str(tmp_path / "member"),
+                 "training_systems": reference_dataset["train"], "validation_systems": reference_dataset["test"],
+                 "seed": 5}
+    script = f"import json; from tasks import train; train.train_member(**json.loads({json.dumps(arguments)!r}))"
+    attempt = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        checkpoint = train.latest_checkpoint(tmp_path / "member") if (tmp_path / "member").exists() else None
+        if checkpoint is not None and train.checkpoint_step(checkpoint) >= 90:
+            break
+        time.sleep(0.2)
+    os.killpg(attempt.pid, signal.SIGKILL)  # the attempt and its `dp`, as a walltime would
+    attempt.wait()
+    assert not (tmp_path / "member" / "record.json").exists()
+    record = train.train_member(**arguments)
+    assert 90 <= record.resumed_from_step < 600
+    assert (tmp_path / "member" / "train-restart.log").exists() and Path(record.model_path).is_file()
+    steps = np.loadtxt(tmp_path / "member" / "lcurve.out", usecols=0, ndmin=1)
+    assert steps[-1] == 600 and record.metrics["force_ev_per_angstrom_rmse"] < 1.0

@@ -55,9 +55,14 @@ class MdParams(Params):
 
     def warnings(self) -> list[str]:
         """Legal but suspicious values."""
+        found = []
         if self.timestep > SUSPICIOUS_TIMESTEP_PS:
-            return [f"timestep {self.timestep} ps is above {SUSPICIOUS_TIMESTEP_PS} ps: Li usually needs 0.5-2 fs"]
-        return []
+            found.append(f"timestep {self.timestep} ps is above {SUSPICIOUS_TIMESTEP_PS} ps: Li usually needs 0.5-2 fs")
+        if self.mpi_ranks > 1 and self.mpi_launcher.split()[0] == "srun" and "--overlap" not in self.mpi_launcher:
+            # the block's worker pool runs as an srun step holding the cores: a second step waits for them forever
+            found.append(f"mpi_launcher {self.mpi_launcher!r} inside a Parsl block on SLURM waits for cores its own "
+                         f"worker step holds; use 'srun --overlap --mpi=pmi2 -n {{ranks}}'")
+        return found
 
 
 class Length(MdParams):
