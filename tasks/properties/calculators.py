@@ -1,0 +1,63 @@
+"""The potentials a property can be computed with, as `CalculatorFactory`s.
+
+* a classical potential of `tasks.potentials` (`snap`, `meam`, ...): LAMMPS through ASE's
+  `LAMMPSlib`, kept alive between the steps of a relaxation;
+* a frozen DeePMD model (`.pth`): DeePMD-kit's own ASE calculator;
+* a labeller (`gpaw`, `vasp`, `qe`) with its settings: the DFT reference column, each
+  structure's files under `work_dir/<name>`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from tasks.properties.base import CalculatorFactory
+
+
+def classical_calculators(name: str) -> CalculatorFactory:
+    from tasks.potentials import classical
+    from tasks.runtime import prepare_process
+
+    potential = classical(name)  # KeyError naming the known ones
+    prepare_process()
+
+    def make(atoms: Atoms, label: str) -> Any:
+        from ase.calculators.lammpslib import LAMMPSlib
+
+        return LAMMPSlib(lmpcmds=potential.pair_commands(), atom_types={e: i + 1 for i, e in
+                                                                         enumerate(potential.elements)},
+                         atom_type_masses={"Li": 6.94}, log_file=None, keep_alive=True)
+
+    return make
+
+
+def deepmd_calculators(model: str | Path) -> CalculatorFactory:
+    model = Path(model)
+    if not model.is_file():
+        raise FileNotFoundError(f"no DeePMD model at {model}")
+    from tasks.runtime import prepare_process
+
+    prepare_process()
+
+    def make(atoms: Atoms, label: str) -> Any:
+        from deepmd.calculator import DP
+
+        return DP(model=str(model))
+
+    return make
+
+
+def labeller_calculators(engine: str, settings: dict[str, Any], work_dir: str | Path) -> CalculatorFactory:
+    from tasks.labellers import LABELLERS
+
+    labeller = LABELLERS[engine]
+    parsed = labeller.Settings(**settings)
+    work_dir = Path(work_dir)
+
+    def make(atoms: Atoms, label: str) -> Any:
+        return labeller.calculator(atoms, parsed, work_dir, label)
+
+    return make

