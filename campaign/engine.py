@@ -4,7 +4,7 @@
 arguments, the executor label it runs on, and a `verify` function that reads its final
 outputs from disk (the function creates its output directory itself). `run_stage` submits
 every spec whose outputs are not already complete, records each state change in the ledger
-(completions that arrive together commit together), resubmits transient failures (a lost
+(those within 0.2 s of each other in one transaction), resubmits transient failures (a lost
 worker or node, a walltime) after a backoff that holds up nothing else, and records
 deterministic failures with their reason.
 
@@ -107,6 +107,10 @@ class _Stage:
             self._completed.clear()
 
     @property
+    def unrecorded(self) -> int:
+        return len(self._submitted) + len(self._completed)
+
+    @property
     def busy(self) -> bool:
         return bool(self.in_flight or self.retries)
 
@@ -204,9 +208,12 @@ class _Stage:
 
 
 _ORDER = itertools.count()
-#: Completions recorded in one ledger transaction at most (they commit together: a killed driver
-#: loses none of them, since what finished is found on disk and verified by the next run).
+#: Completions taken from the queue in one pass, and ledger writes held back, at most; and how
+#: long those writes may wait (they are recorded together). A killed driver loses none of them:
+#: what finished is found on disk and verified by the next run, what was submitted and not yet
+#: marked running is submitted again.
 GROUP_COMMIT = 500
+RECORD_EVERY_S = 0.2
 
 
 def _existing_directories(specs: list[TaskSpec]) -> set[Path]:
@@ -282,24 +289,31 @@ def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: in
         lines = ProgressLines(stage, state, display.report, display.every_s) if display.report else None
         if lines:
             lines.line()
+        recorded = time.monotonic()
         while state.busy:
-            waits = [w for w in (state.next_retry_in(), lines.due_in() if lines else None) if w is not None]
+            record_in = max(0.0, recorded + RECORD_EVERY_S - time.monotonic()) if state.unrecorded else None
+            waits = [w for w in (state.next_retry_in(), lines.due_in() if lines else None, record_in)
+                     if w is not None]
             try:
                 first = state.done.get(timeout=min(waits) if waits else None)
             except queue.Empty:
                 first = None
-            with ledger.batch():  # this completion and those that arrived meanwhile: one commit
-                if first is not None:
-                    state.finish(first)
-                for _ in range(GROUP_COMMIT - 1):
-                    try:
-                        state.finish(state.done.get_nowait())
-                    except queue.Empty:
-                        break
-                state.submit_due_retries()
-                state.record()
+            if first is not None:
+                state.finish(first)
+            for _ in range(GROUP_COMMIT - 1):
+                try:
+                    state.finish(state.done.get_nowait())
+                except queue.Empty:
+                    break
+            state.submit_due_retries()
+            if time.monotonic() - recorded >= RECORD_EVERY_S or state.unrecorded >= GROUP_COMMIT:
+                with ledger.batch():  # what arrived since the last time: one transaction
+                    state.record()
+                recorded = time.monotonic()
             if lines:
                 lines.tick()
+        with ledger.batch():
+            state.record()
         if lines:
             lines.line(final=True)
     result = state.result
