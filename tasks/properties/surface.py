@@ -97,8 +97,7 @@ def _is_bcc(atoms: Atoms, lattice_constant: float) -> bool:
     from ase.neighborlist import neighbor_list
 
     first, second = np.sqrt(3) / 2 * lattice_constant, lattice_constant
-    distances = neighbor_list("d", atoms, 1.1 * second)
-    centres = neighbor_list("i", atoms, 1.1 * second)
+    centres, distances = neighbor_list("id", atoms, 1.1 * second)
     counts = np.bincount(centres, minlength=len(atoms))
     return bool(distances.min() > 0.99 * first and np.all(counts == 14))
 
