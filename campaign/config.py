@@ -31,6 +31,8 @@ from tasks.fields import FIELDS
 from tasks.labellers import LABELLERS
 from tasks.plugin import did_you_mean, field_at, message_of, names_at, problems as plugin_problems, real_location
 from tasks.potentials import POTENTIALS, ClassicalPotential, classical_names
+from tasks.properties import PROPERTIES
+from tasks.properties.published import PUBLISHED_COLUMNS
 from tasks.protocols import PROTOCOLS
 
 Location = list[str | int]
@@ -399,32 +401,43 @@ class SelectSection(Strict):
     cut_out_radius_angstrom: float | None = Field(None, gt=0, description="label a local region of large frames")
 
 
-FieldEntry = str | dict[str, dict[str, Any]]
+#: A plug-in named in a list: `name`, or `{name: {parameter: value}}` (fields, properties).
+PluginEntry = str | dict[str, dict[str, Any]]
+
+
+def entry_choices(entries: list[PluginEntry]) -> list[tuple[str, dict[str, Any]]]:
+    return [(e, {}) if isinstance(e, str) else (next(iter(e)), dict(next(iter(e.values())) or {})) for e in entries]
+
+
+def entry_problems(key: str, entries: list[PluginEntry], registry: Any) -> list[tuple[Location, str]]:
+    """Each entry names a plug-in of `registry` once, with parameters its model accepts."""
+    problems: list[tuple[Location, str]] = []
+    names = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and len(entry) != 1:
+            problems.append(([key, i], f"a {registry.kind} with parameters is one mapping "
+                                       f"{{name: {{parameter: value}}}}"))
+            continue
+        name, params = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+        if name not in registry:
+            problems.append(([key, i], registry.unknown(name)))
+            continue
+        names.append(name)
+        problems += [([key, i, name, *path], message) for path, message in
+                     plugin_problems(registry[name].Params, params or {}, f"the {registry.kind} '{name}'")]
+    return problems + [([key], f"'{n}' is named twice") for n in sorted({n for n in names if names.count(n) > 1})]
 
 
 class ProductionStudy(MdSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="the store group of its fields")
     potential: str = Field("final_model", description="final_model, a classical potential of tasks.potentials, "
                                                       "or a model file")
-    fields: list[FieldEntry] = Field(default_factory=lambda: ["slab_temperature", "coordination", "msd",
+    fields: list[PluginEntry] = Field(default_factory=lambda: ["slab_temperature", "coordination", "msd",
                                                               "structure_fractions", "potential_energy"])
 
     def _problems(self) -> list[tuple[Location, str]]:
         """The protocol's parameters, and the fields and their parameters."""
-        problems = super()._problems()
-        names = []
-        for i, entry in enumerate(self.fields):
-            if isinstance(entry, dict) and len(entry) != 1:
-                problems.append((["fields", i], "a field with parameters is one mapping {name: {parameter: value}}"))
-                continue
-            name, params = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
-            if name not in FIELDS:
-                problems.append((["fields", i], FIELDS.unknown(name)))
-                continue
-            names.append(name)
-            problems += [(["fields", i, name, *path], message) for path, message in
-                         plugin_problems(FIELDS[name].Params, params or {}, f"the field '{name}'")]
-        problems += [(["fields"], f"'{n}' is named twice") for n in sorted({n for n in names if names.count(n) > 1})]
+        problems = super()._problems() + entry_problems("fields", self.fields, FIELDS)
         if self.potential_kind == "model_file" and not self.potential.endswith((".pth", ".pb")):
             known = ["final_model", *classical_names()]
             hint = did_you_mean(self.potential, known)
@@ -433,14 +446,65 @@ class ProductionStudy(MdSection):
         return problems
 
     def field_choices(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(e, {}) if isinstance(e, str) else (next(iter(e)), dict(next(iter(e.values())) or {}))
-                for e in self.fields]
+        return entry_choices(self.fields)
 
     @property
     def potential_kind(self) -> str:
         """'final_model', a classical potential's name, or 'model_file'."""
         return self.potential if self.potential == "final_model" or self.potential in classical_names() \
             else "model_file"
+
+
+class PropertiesSection(Strict):
+    """The property stage: each property of `compute` for each potential, one task each."""
+
+    compute: list[PluginEntry] = Field(min_length=1, description="properties of tasks.properties: a name, or "
+                                                                 "{name: {parameter: value}}")
+    potentials: list[str] = Field(["final_model"], min_length=1,
+                                  description="final_model; ensemble (every member, and their spread); a classical "
+                                              "potential; a model file (.pth, .pb); a labeller (the DFT reference, "
+                                              "with the label section's settings for it)")
+    executor: str = "cpu"
+    reference: str | None = Field(None, description="the column relative errors are taken against: a potential "
+                                                    "listed here or a published column; default: the labeller if "
+                                                    "one is listed, else study 002's DFT")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "PropertiesSection":
+        problems = entry_problems("compute", self.compute, PROPERTIES)
+        for i, potential in enumerate(self.potentials):
+            if self.potential_kind(potential) == "unknown":
+                known = ["final_model", "ensemble", *classical_names(), *LABELLERS]
+                problems.append((["potentials", i], f"'{potential}' is neither a potential"
+                                                    f"{did_you_mean(potential, known)} ({', '.join(known)}) nor a "
+                                                    f"model file (.pth, .pb)"))
+        problems += [(["potentials"], f"'{n}' is named twice")
+                     for n in sorted({n for n in self.potentials if self.potentials.count(n) > 1})]
+        columns = [*self.potentials, *PUBLISHED_COLUMNS]
+        if self.reference is not None and self.reference not in columns:
+            problems.append((["reference"], f"'{self.reference}' is not a column{did_you_mean(self.reference, columns)}"
+                                            f"; the columns: {', '.join(columns)}"))
+        _refuse(problems)
+        return self
+
+    @staticmethod
+    def potential_kind(potential: str) -> str:
+        """'final_model', 'ensemble', 'classical', 'dft', 'model_file' or 'unknown'."""
+        if potential in ("final_model", "ensemble"):
+            return potential
+        if potential in classical_names():
+            return "classical"
+        if potential in LABELLERS:
+            return "dft"
+        return "model_file" if potential.endswith((".pth", ".pb")) else "unknown"
+
+    def choices(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each property with its parameters as written (the plug-in fills in its defaults)."""
+        return entry_choices(self.compute)
+
+    @property
+    def uses_models(self) -> bool:
+        return any(self.potential_kind(p) in ("final_model", "ensemble") for p in self.potentials)
 
 
 class AnalysisSection(Strict):
@@ -490,8 +554,8 @@ class StorageSection(Strict):
                                                         "series (readable while it runs); 0: once, at its end")
 
 
-SECTIONS_IN_ORDER = ("campaign", "executors", "systems", "label", "train", "explore", "select", "production",
-                     "analysis", "storage")
+SECTIONS_IN_ORDER = ("campaign", "executors", "systems", "label", "train", "explore", "select", "properties",
+                     "production", "analysis", "storage")
 
 
 class CampaignConfig(Strict):
@@ -502,6 +566,7 @@ class CampaignConfig(Strict):
     train: TrainSection = Field(default_factory=TrainSection)
     explore: list[MdSection] = Field(default_factory=list)
     select: SelectSection = Field(default_factory=SelectSection)
+    properties: PropertiesSection | None = None
     production: list[ProductionStudy] = Field(default_factory=list)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     storage: StorageSection = Field(default_factory=StorageSection)
@@ -606,7 +671,6 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
                                                       f"system '{system.name}' has {extra}"))
     train = sections.get("train")
     if train is not None:
-        check_executor(["train", "executor"], train.executor)
         if type_map is not None and len(train.descriptor.sel) != len(type_map):
             problems.append((["train", "descriptor", "sel"], f"has {len(train.descriptor.sel)} entries, one per "
                                                              f"element of type_map {type_map} is needed"))
@@ -646,6 +710,11 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
                         if problem not in problems:
                             problems.append(problem)
     studies = [p.name for _, p in production]
+    problems += [(["production", i, "name"], "'properties' is the property stage's group of the store: name the "
+                                             "study otherwise") for i, p in production if p.name == "properties"]
+    properties: PropertiesSection | None = sections.get("properties")
+    if properties is not None:
+        check_executor(["properties", "executor"], properties.executor)
     problems += [(["production"], f"study name '{n}' is used twice")
                  for n in sorted({n for n in studies if studies.count(n) > 1})]
     for i, study in production:
@@ -665,8 +734,11 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
                 problems += [(["production", i, "fields", k, *path], message) for path, message in
                              plugin_problems(FIELDS[name].Params, {**overrides, **params}, f"the field '{name}'")
                              if not plugin_problems(FIELDS[name].Params, params)]
+    uses_models = bool(explore) or any(s.potential == "final_model" for _, s in production) or \
+        bool(properties and properties.uses_models) or not (production or properties)
+    if train is not None and uses_models and (explore or not train.initial_models):
+        check_executor(["train", "executor"], train.executor)  # an executor it trains on
     if train is not None and label is not None and not train.initial_models and not train.initial_data:
-        uses_models = bool(explore) or any(s.potential == "final_model" for _, s in production) or not production
         to_label = label.systems if label.systems is not None else system_names
         if uses_models and not to_label:
             problems.append((["train"], "the campaign needs trained models but has nothing to train on: give "
@@ -812,7 +884,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     if path_problems:
         raise ConfigError(source, path_problems)
     if base_dir is not None:
-        sections = {name: getattr(config, name) for name in ("campaign", "train", "storage")}
+        sections = {name: getattr(config, name) for name in ("campaign", "train", "storage", "properties")}
         sections["production"] = list(enumerate(config.production))
         config = config.model_copy(update=_resolved(sections, base_dir)[1])
     return config
@@ -878,6 +950,17 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
             study = study.model_copy(update={"potential": str(path)})
         production.append(study)
     updates["production"] = production
+    properties = sections.get("properties")
+    if properties is not None:
+        potentials = []
+        for i, potential in enumerate(properties.potentials):
+            if properties.potential_kind(potential) == "model_file":
+                path = resolve(Path(potential))
+                if not path.is_file():
+                    problems.append(f"properties.potentials[{i}]: no such model file: {path}")
+                potential = str(path)
+            potentials.append(potential)
+        updates["properties"] = properties.model_copy(update={"potentials": potentials})
     storage = sections.get("storage")
     if storage is not None:
         updates["storage"] = storage.model_copy(update={"path": storage.path.expanduser()})

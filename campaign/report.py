@@ -12,6 +12,7 @@ from rich.table import Table
 from campaign.config import CampaignConfig
 from campaign.engine import StageResult
 from storage import fields as store
+from storage.properties import comparison_table
 from storage.reduce import summary_table
 
 
@@ -26,6 +27,8 @@ def print_summary(console: Console, summary: dict[str, Any], config: CampaignCon
         console.print(iterations_table([{**asdict(r), **r.ratios()} for r in summary["iterations"]]))
     if models is not None:
         print_ensemble(console, models, summary["workdir"])
+    if summary.get("properties") is not None:
+        console.print(properties_table(summary["properties"]))
     if summary["production"] is not None:
         print_production(console, config, summary.get("tables"))
     if summary["ran"] == 0:
@@ -46,6 +49,22 @@ def iterations_table(records: list[dict[str, Any]]) -> Table:
                       f"{r['failed_ratio']:.3f}", f"{r['labels_added']} (+{r['labels_failed']} failed)",
                       f"{rmse:.3f}" if rmse is not None else "-", f"{r['explore_and_label_wall_time_s']:.0f}",
                       f"{r['train_wall_time_s']:.0f}", r.get("converged") or "")
+    return table
+
+
+def properties_table(dataset: Any, reference: str | None = None) -> Table:
+    """The property stage's comparison table; below it, each property that did not finish, and why."""
+    frame = comparison_table(dataset, reference)
+    table = Table(title="properties (bcc Li, 0 K)")
+    for column in frame.columns:
+        table.add_column(str(column), overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*map(str, row))
+    problems = [f"{p} {k}: {dataset.status.sel(potential=p, property=k).item()}"
+                for p in dataset.potential.values for k in dataset.property.values
+                if dataset.status.sel(potential=p, property=k).item() != "ok"]
+    if problems:
+        table.caption = "\n".join(problems)
     return table
 
 

@@ -14,6 +14,7 @@ from campaign.config import CampaignConfig
 from campaign.engine import Display
 from campaign.ledger import Ledger
 from campaign.production import production_stage, start_dask
+from campaign.properties import properties_stage
 from campaign.report import print_summary
 from campaign.stages import initial_stage
 from storage.api import write_campaign_record
@@ -24,7 +25,8 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     """Run every configured stage; a second call on the same workdir redoes nothing finished.
 
     Stages: labels of the systems and the first ensemble (unless initial models are given),
-    the active-learning loop (when `explore` is set), production sweeps into the store.
+    the active-learning loop (when `explore` is set), the property suite of the potentials,
+    production sweeps into the store.
     Deterministic failures are not rerun unless `retry_failed` (after the cause was fixed).
     """
     import parsl
@@ -40,7 +42,8 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     # a bar on a terminal; in a batch log or under nohup, a plain line per stage at most every 30 s
     show = Display(bar=True) if console.is_terminal else Display(report=lambda line: console.print(line, markup=False,
                                                                                                    highlight=False))
-    summary: dict[str, Any] = {"workdir": config.workdir, "iterations": [], "production": None, "store": None}
+    summary: dict[str, Any] = {"workdir": config.workdir, "iterations": [], "production": None, "store": None,
+                               "properties": None}
     with Ledger(config.workdir / "ledger.sqlite") as ledger:
         ledger.log_event("campaign", f"run started (config {config.config_hash()})")
         if retry_failed:
@@ -60,6 +63,9 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
                 summary["iterations"] = records
                 summary["models"] = trained or summary["models"]
                 ran += sum(r.tasks_run for r in records)
+            if config.properties:
+                result, summary["properties"] = properties_stage(config, ledger, models, show)
+                ran += result.ran
             if config.production:
                 client = start_dask(config)
                 console.print(f"Dask dashboard: {client.dashboard_link}")

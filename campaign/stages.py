@@ -150,9 +150,10 @@ def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], tes
 
 
 def needs_trained_models(config: CampaignConfig) -> bool:
-    """Whether the campaign needs an ensemble: to explore, for a final-model study, or as its goal."""
+    """Whether the campaign needs an ensemble: to explore, for a final-model study or property, or as its goal."""
     uses_final = any(study.potential == "final_model" for study in config.production)
-    return bool(config.explore) or uses_final or not config.production
+    uses_final |= bool(config.properties and config.properties.uses_models)
+    return bool(config.explore) or uses_final or not (config.production or config.properties)
 
 
 def initial_stage(config: CampaignConfig, ledger: Ledger, display: Display) -> dict[str, Any]:

@@ -4,6 +4,7 @@
     c = open_campaign("runs/quickstart")       # a workdir, or the campaign's YAML file
     c.fields("deposition")                     # lazy xarray.Dataset over the sweep
     c.labels()                                 # labelled-data table (pandas)
+    c.property_table()                         # potentials against DFT and the papers (pandas)
     c.plot.temperature_profile("deposition")
 
 Every bad call raises a `StoreError` naming the path and what is wrong: `StoreNotFound`
@@ -24,6 +25,7 @@ import xarray as xr
 from storage.errors import NotInStore, StoreCorrupt, StoreError, StoreNotFound
 from storage.fields import complete_runs, open_study, provenance_table, studies
 from storage.labels import LabelIndex
+from storage.properties import comparison_table, open_properties
 from storage.sqlite import DatabaseUnreadable
 
 if TYPE_CHECKING:
@@ -81,6 +83,16 @@ class Campaign:
         """One row per written run: sweep coordinates, status, task id, potential and model digest,
         code versions, config hash, host, wall time (pandas)."""
         return provenance_table(open_study(self.store, study))
+
+    def properties(self) -> xr.Dataset:
+        """The property stage's results: value and uncertainty by potential and component (units
+        as a coordinate), each property's status and wall time, the published columns, the
+        ensemble's spread, and the curves (`storage.properties` has the layout)."""
+        return open_properties(self.store)
+
+    def property_table(self, reference: str | None = None):
+        """The comparison table (pandas): potentials, published columns, differences from `reference` (%)."""
+        return comparison_table(self.properties(), reference)
 
     def labels(self):
         """One row per labelled structure: source, engine, settings hash, status, energy, max force, npy system."""

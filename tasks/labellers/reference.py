@@ -30,4 +30,4 @@ class Reference(Labeller):
         from ase.calculators.lammpslib import LAMMPSlib
 
         return LAMMPSlib(lmpcmds=classical(settings.potential).pair_commands(), atom_types={"Li": 1},
-                         atom_type_masses={"Li": 6.94}, log_file=None, keep_alive=False)
+                         atom_type_masses={"Li": 6.94}, log_file=None, keep_alive=True)

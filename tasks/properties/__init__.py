@@ -8,11 +8,13 @@ potential through a `CalculatorFactory` (`calculators.py`).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.plugin import Registry
 from tasks.properties import elastic, eos, point_defects, surface
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, read_result, write_result
+from tasks.properties.calculators import PropertyPotential
 
 PROPERTIES: Registry[Property] = Registry("property")
 PROPERTIES.register(eos.EquationOfStateProperty())
@@ -30,5 +32,22 @@ def run_property(name: str, params: Mapping[str, Any], calculators: CalculatorFa
     return result
 
 
-__all__ = ["PROPERTIES", "CalculatorFactory", "Property", "PropertyResult", "PropertyValue", "read_result",
-           "run_property", "write_result"]
+RESULT_FILE = "result.json"
+
+
+def property_task(name: str, params: Mapping[str, Any], potential: PropertyPotential, output_dir: str) -> dict[str, Any]:
+    """One (property, potential) of the property stage: computed, written atomically to
+    `output_dir/result.json` (a DFT code's files under `output_dir/dft`), summarised."""
+    result = run_property(name, params, potential.calculators(Path(output_dir) / "dft"))
+    return result_summary(write_result(result, Path(output_dir) / RESULT_FILE))
+
+
+def result_summary(path: str | Path) -> dict[str, Any]:
+    """What the ledger keeps of a finished property: its wall time and values by component."""
+    result = read_result(path)
+    return {"wall_time_s": result.wall_time_s,
+            "values": {v.component: v.value for v in result.values}}
+
+
+__all__ = ["PROPERTIES", "RESULT_FILE", "CalculatorFactory", "Property", "PropertyPotential", "PropertyResult",
+           "PropertyValue", "property_task", "read_result", "result_summary", "run_property", "write_result"]

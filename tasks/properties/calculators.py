@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ase import Atoms
 
@@ -61,3 +62,20 @@ def labeller_calculators(engine: str, settings: dict[str, Any], work_dir: str | 
         return labeller.calculator(atoms, parsed, work_dir, label)
 
     return make
+
+
+@dataclass(frozen=True)
+class PropertyPotential:
+    """A potential as a property column: its label in the table and how to make its calculators."""
+
+    label: str  # 'snap', 'final_model', 'member-2', 'gpaw', a model file's name
+    kind: Literal["classical", "deepmd", "dft"]
+    source: str  # the classical potential's name, the model file, or the labeller
+    settings: dict[str, Any] = field(default_factory=dict)  # a labeller's settings, defaults filled in
+
+    def calculators(self, work_dir: str | Path) -> CalculatorFactory:
+        if self.kind == "classical":
+            return classical_calculators(self.source)
+        if self.kind == "deepmd":
+            return deepmd_calculators(self.source)
+        return labeller_calculators(self.source, self.settings, work_dir)

@@ -13,18 +13,16 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from tasks import build
-from tasks.plugin import Params
 from tasks.properties.base import (EV_PER_A3_IN_GPA, CalculatorFactory, Property, PropertyResult, PropertyValue,
                                    linear_fit, relaxed_energy)
-from tasks.properties.eos import EosParams, bcc_equilibrium
+from tasks.properties.eos import AtEquilibrium
 
 
-class ElasticParams(Params):
+class ElasticParams(AtEquilibrium):
     strains: list[float] = Field([0.005, 0.01], min_length=1, description="strain magnitudes, each applied "
                                                                           "with both signs")
     size: int = Field(2, ge=1, le=8, description="conventional cells per side")
     fmax_ev_per_angstrom: float = Field(1e-3, gt=0, description="eV/Å, ions relaxed below it")
-    eos: EosParams = EosParams()
 
     @field_validator("strains")
     @classmethod
@@ -39,7 +37,7 @@ class ElasticConstants(Property):
     Params = ElasticParams
 
     def compute(self, params: ElasticParams, calculators: CalculatorFactory) -> PropertyResult:
-        a0 = bcc_equilibrium(calculators, params.eos).lattice_constant_angstrom
+        a0 = params.lattice_constant(calculators)
         cell = build.bcc_bulk(a0, params.size)
         strains = np.array(sorted([-s for s in params.strains] + list(params.strains)))
 

@@ -73,6 +73,20 @@ def bcc_equilibrium(calculators: CalculatorFactory, params: EosParams = EosParam
                        volumes.tolist(), energies.tolist())
 
 
+class AtEquilibrium(Params):
+    """Parameters of a property computed at the potential's bcc lattice constant: given (the
+    property stage passes the EOS property's result), or found by `bcc_equilibrium` first."""
+
+    lattice_constant_angstrom: float | None = Field(None, gt=2.0, lt=6.0,
+                                                    description="Å; unset: the potential's own EOS minimum")
+    eos: EosParams = EosParams()
+
+    def lattice_constant(self, calculators: CalculatorFactory) -> float:
+        if self.lattice_constant_angstrom is not None:
+            return self.lattice_constant_angstrom
+        return bcc_equilibrium(calculators, self.eos).lattice_constant_angstrom
+
+
 class EquationOfStateProperty(Property):
     name = "eos"
     Params = EosParams

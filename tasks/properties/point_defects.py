@@ -13,19 +13,17 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from tasks import build
-from tasks.plugin import Params
 from tasks.properties.base import (CalculatorFactory, Property, PropertyResult, PropertyValue, energy, last_change,
                                    relaxed_energy)
-from tasks.properties.eos import EosParams, bcc_equilibrium
+from tasks.properties.eos import AtEquilibrium
 
 Defect = Literal["vacancy", "octahedral", "tetrahedral"]
 
 
-class PointDefectParams(Params):
+class PointDefectParams(AtEquilibrium):
     defects: list[Defect] = Field(["vacancy", "octahedral", "tetrahedral"], min_length=1)
     sizes: list[int] = Field([3, 4], min_length=1, description="conventional cells per side, N = 2 size³")
     fmax_ev_per_angstrom: float = Field(2e-3, gt=0, description="eV/Å, ions relaxed below it")
-    eos: EosParams = EosParams()
 
     @field_validator("sizes")
     @classmethod
@@ -46,7 +44,7 @@ class PointDefects(Property):
     Params = PointDefectParams
 
     def compute(self, params: PointDefectParams, calculators: CalculatorFactory) -> PropertyResult:
-        a0 = bcc_equilibrium(calculators, params.eos).lattice_constant_angstrom
+        a0 = params.lattice_constant(calculators)
         values, curves = [], {}
         perfect = {size: energy(build.bcc_bulk(a0, size), calculators, f"perfect-{size}") for size in params.sizes}
         for defect in params.defects:

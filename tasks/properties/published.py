@@ -18,3 +18,6 @@ STUDY_002_TABLE_1: dict[str, dict[str, float]] = {
     "surface_energy_110": {"DFT (002)": 0.031, "DeepMD (002)": 0.031, "SNAP (002)": 0.028, "MEAM (002)": 0.024},
     "surface_energy_111": {"DFT (002)": 0.033, "DeepMD (002)": 0.034, "SNAP (002)": 0.030, "MEAM (002)": 0.028},
 }
+
+#: Every published column, in the order the tables show them.
+PUBLISHED_COLUMNS: list[str] = list(dict.fromkeys(c for row in STUDY_002_TABLE_1.values() for c in row))

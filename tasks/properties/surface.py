@@ -15,21 +15,19 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field, field_validator
 
-from tasks.plugin import Params
 from tasks.properties.base import (EV_PER_A2_IN_J_PER_M2, CalculatorFactory, Property, PropertyResult, PropertyValue,
                                    energy, last_change, relaxed_energy)
-from tasks.properties.eos import EosParams, bcc_equilibrium
+from tasks.properties.eos import AtEquilibrium
 
 Miller = tuple[int, int, int]
 
 
-class SurfaceParams(Params):
+class SurfaceParams(AtEquilibrium):
     facets: list[Miller] = Field([(1, 0, 0), (1, 1, 0), (1, 1, 1)], min_length=1, description="Miller indices")
     layers: list[int] = Field([4, 6], min_length=1, description="repeats of the facet's bulk period along its "
                                                                 "normal; ascending, the last is reported")
     vacuum_angstrom: float = Field(15.0, ge=8.0, description="Å of vacuum between the slab's periodic images")
     fmax_ev_per_angstrom: float = Field(2e-3, gt=0, description="eV/Å, ions relaxed below it")
-    eos: EosParams = EosParams()
 
     @field_validator("facets")
     @classmethod
@@ -111,7 +109,7 @@ class SurfaceEnergies(Property):
     Params = SurfaceParams
 
     def compute(self, params: SurfaceParams, calculators: CalculatorFactory) -> PropertyResult:
-        a0 = bcc_equilibrium(calculators, params.eos).lattice_constant_angstrom
+        a0 = params.lattice_constant(calculators)
         values, curves = [], {}
         for facet in params.facets:
             label = facet_label(facet)
