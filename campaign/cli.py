@@ -33,8 +33,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _print_warnings(config)
     n_explore = sum(len(section.points()) * len(section.systems) for section in config.explore)
     n_production = sum(len(study.points()) * len(study.systems) for study in config.production)
+    properties = f"{len(config.properties.compute)} properties x {len(config.properties.potentials)} " \
+                 f"potentials, " if config.properties else ""
     print(f"{args.config}: valid campaign '{config.campaign.name}' "
-          f"({len(config.systems)} systems, {n_explore} exploration runs per iteration, "
+          f"({len(config.systems)} systems, {n_explore} exploration runs per iteration, {properties}"
           f"{n_production} production runs; workdir {config.workdir})")
     return 0
 

@@ -608,6 +608,12 @@ class CampaignConfig(Strict):
     def warnings(self) -> list[str]:
         """Legal but suspicious values, by YAML path."""
         found = []
+        if self.properties:
+            md = [n for n, _ in self.properties.choices() if PROPERTIES[n].runs_md]
+            dft = [p for p in self.properties.potentials if self.properties.potential_kind(p) == "dft"]
+            if md and dft:
+                found.append(f"properties: {', '.join(md)} runs MD, which {', '.join(dft)} does not do here: "
+                             f"recorded as not run for it")
         for section, items in (("explore", self.explore), ("production", self.production)):
             for i, item in enumerate(items):
                 found += [f"{section}[{i}]: {w}" for w in item.warnings()]

@@ -96,7 +96,7 @@ class FromEquilibrium:
             return []
         a0 = outputs["values"]["lattice_constant"]
         specs = [property_spec(self.config, name, {"lattice_constant_angstrom": a0, **params}, potential)
-                 for name, params in self.others]
+                 for name, params in self.others if runs(name, potential)]
         self.started[potential.label] = specs
         return specs
 
@@ -113,7 +113,8 @@ def properties_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
         specs = {p.label: [property_spec(config, *first[0], p)] for p in potentials}
         follow = FromEquilibrium(config, others, {s[0].task_id: p for p, s in zip(potentials, specs.values())})
     else:
-        specs = {p.label: [property_spec(config, n, params, p) for n, params in choices] for p in potentials}
+        specs = {p.label: [property_spec(config, n, params, p) for n, params in choices if runs(n, p)]
+                 for p in potentials}
         follow = None
     result = run_stage("properties", [s for group in specs.values() for s in group], ledger,
                        config.campaign.max_retries, failure_ratio_limit=1.0, display=display, follow_up=follow)
@@ -122,7 +123,7 @@ def properties_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
         ran = specs[potential.label] + (follow.started.get(potential.label, []) if follow else [])
         for name, _ in choices:
             spec = next((s for s in ran if s.kwargs["name"] == name), None)
-            outcomes.append(_outcome(potential.label, name, spec, result))
+            outcomes.append(_outcome(potential, name, spec, result))
     dataset = write_properties(config.store_path, outcomes, reference_column(config))
     failed = sum(not o.status == "ok" for o in outcomes)
     ledger.log_event("properties", f"{len(outcomes) - failed} of {len(outcomes)} properties computed; "
@@ -130,10 +131,18 @@ def properties_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
     return result, dataset
 
 
-def _outcome(potential: str, name: str, spec: TaskSpec | None, result: StageResult) -> PropertyOutcome:
+def runs(name: str, potential: PropertyPotential) -> bool:
+    """Whether the property can be computed with the potential: MD needs one LAMMPS runs."""
+    return not (PROPERTIES[name].runs_md and potential.kind == "dft")
+
+
+def _outcome(potential: PropertyPotential, name: str, spec: TaskSpec | None, result: StageResult
+             ) -> PropertyOutcome:
     if spec is None:
-        return PropertyOutcome(potential, name, None, f"not run: the {EQUILIBRIUM} of {potential} failed")
+        why = f"the {EQUILIBRIUM} of {potential.label} failed" if runs(name, potential) else \
+            f"{name} runs MD, which the DFT code {potential.source} does not do here"
+        return PropertyOutcome(potential.label, name, None, f"not run: {why}")
     if spec.task_id in result.outputs:
-        return PropertyOutcome(potential, name, read_result(spec.output_dir / RESULT_FILE), "ok")
+        return PropertyOutcome(potential.label, name, read_result(spec.output_dir / RESULT_FILE), "ok")
     reason = result.failed.get(spec.task_id, "unknown").strip().splitlines()
-    return PropertyOutcome(potential, name, None, f"failed: {reason[-1] if reason else 'unknown'}")
+    return PropertyOutcome(potential.label, name, None, f"failed: {reason[-1] if reason else 'unknown'}")

@@ -277,3 +277,46 @@ def test_property_campaign_resumes_after_a_kill(tmp_path):
     from storage import open_campaign
 
     assert (open_campaign(tmp_path / "run").properties().status == "ok").all()
+
+
+def test_wulff_fractions_of_cubic_facets():
+    """A cube's edges lie √2 γ100 from the centre along <110>: a (110) facet appears on the Wulff
+    shape only below that energy, and the octahedron's vertices √3 γ100 along <111>."""
+    from tasks.properties.surface import wulff_fractions
+
+    assert wulff_fractions({(1, 0, 0): 1.0}) == {(1, 0, 0): pytest.approx(1.0)}
+    assert wulff_fractions({(1, 0, 0): 1.0, (1, 1, 0): 1.42})[(1, 1, 0)] == pytest.approx(0.0, abs=1e-9)
+    assert wulff_fractions({(1, 0, 0): 1.0, (1, 1, 0): 1.40})[(1, 1, 0)] > 0.001
+    assert wulff_fractions({(1, 0, 0): 1.0, (1, 1, 1): 1.74})[(1, 1, 1)] == pytest.approx(0.0, abs=1e-9)
+    assert wulff_fractions({(1, 0, 0): 1.0, (1, 1, 1): 1.70})[(1, 1, 1)] > 1e-4  # small corner triangles
+    fractions = wulff_fractions({(1, 0, 0): 0.5, (1, 1, 0): 0.55, (1, 1, 1): 0.6})
+    assert sum(fractions.values()) == pytest.approx(1.0) and all(f > 0 for f in fractions.values())
+
+
+def test_phonons_flag_the_soft_shear_of_a_potential_that_loses_bcc():
+    """SNAP's bcc Li is stable (no imaginary mode on Γ-H-P-Γ-N, the longitudinal mode at H above
+    the transverse ones at N); LAMMPS' library MEAM has C' = (C11 - C12)/2 near 1 GPa, and its
+    T1 mode at N is imaginary: the same potential's crystal leaves bcc within a picosecond at
+    300 K (the melting point's check says so)."""
+    snap = run_property("phonons", {}, classical_calculators("snap"))
+    assert snap.value("lowest_frequency").value > -0.1 and snap.value("lowest_frequency").note == "no imaginary modes"
+    assert snap.value("frequency_N_1").value < snap.value("frequency_N_2").value < snap.value("frequency_H_1").value
+    meam = run_property("phonons", {}, classical_calculators("meam"))
+    assert meam.value("frequency_N_1").value < -0.3
+    assert "dynamically unstable" in meam.value("lowest_frequency").note
+    with pytest.raises(ValueError, match="the crystal is not bcc after 2 ps of NPT at 300 K"):
+        run_property("melting_point", {"temperatures_k": [300, 700], "cells": [3, 3, 6], "equilibrate_ps": 2},
+                     classical_calculators("meam"), classical("meam").pair_commands())
+
+
+@pytest.mark.slow
+def test_melting_point_by_coexistence_lies_between_growth_and_melting():
+    """SNAP Li, 108 atoms: the crystal half grows at 300 K and melts at 700 K; the melting point
+    lies between, its uncertainty half the spacing."""
+    result = run_property("melting_point", {"temperatures_k": [300, 700], "cells": [3, 3, 6], "timestep_fs": 2,
+                                            "equilibrate_ps": 1, "melt_ps": 2, "cool_ps": 0.5, "settle_ps": 0.5,
+                                            "coexistence_ps": 4},
+                          classical_calculators("snap"), classical("snap").pair_commands())
+    rates = result.curves["bcc_fraction_rate_vs_temperature"][1]
+    assert rates[0] > 0 > rates[1]
+    assert 300 < result.value("melting_point").value < 700 and result.value("melting_point").uncertainty == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.plugin import Registry
-from tasks.properties import elastic, eos, point_defects, surface
+from tasks.properties import elastic, eos, melting, phonons, point_defects, surface
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, read_result, write_result
 from tasks.properties.calculators import PropertyPotential
 
@@ -21,13 +21,19 @@ PROPERTIES.register(eos.EquationOfStateProperty())
 PROPERTIES.register(elastic.ElasticConstants())
 PROPERTIES.register(point_defects.PointDefects())
 PROPERTIES.register(surface.SurfaceEnergies())
+PROPERTIES.register(phonons.Phonons())
+PROPERTIES.register(melting.MeltingPoint())
 
 
-def run_property(name: str, params: Mapping[str, Any], calculators: CalculatorFactory) -> PropertyResult:
-    """One property of one potential, its parameters validated by the plug-in's model."""
+def run_property(name: str, params: Mapping[str, Any], calculators: CalculatorFactory,
+                 pair_commands: list[str] | None = None) -> PropertyResult:
+    """One property of one potential, its parameters validated by the plug-in's model; a
+    property that runs MD also takes the potential's LAMMPS `pair_commands`."""
     plugin = PROPERTIES[name]
     started = time.perf_counter()
-    result = plugin.compute(plugin.Params(**params), calculators)
+    parsed = plugin.Params(**params)
+    result = plugin.compute(parsed, calculators, pair_commands) if plugin.runs_md else \
+        plugin.compute(parsed, calculators)
     result.wall_time_s = time.perf_counter() - started
     return result
 
@@ -38,7 +44,7 @@ RESULT_FILE = "result.json"
 def property_task(name: str, params: Mapping[str, Any], potential: PropertyPotential, output_dir: str) -> dict[str, Any]:
     """One (property, potential) of the property stage: computed, written atomically to
     `output_dir/result.json` (a DFT code's files under `output_dir/dft`), summarised."""
-    result = run_property(name, params, potential.calculators(Path(output_dir) / "dft"))
+    result = run_property(name, params, potential.calculators(Path(output_dir) / "dft"), potential.pair_commands())
     return result_summary(write_result(result, Path(output_dir) / RESULT_FILE))
 
 

@@ -74,6 +74,9 @@ class Property(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]]
+    #: A property that runs MD in LAMMPS is also given the potential's pair commands (a DFT
+    #: labeller has none: the stage records it as not run for those).
+    runs_md: ClassVar[bool] = False
 
     @abstractmethod
     def compute(self, params: Any, calculators: CalculatorFactory) -> PropertyResult:

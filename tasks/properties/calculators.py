@@ -79,3 +79,13 @@ class PropertyPotential:
         if self.kind == "deepmd":
             return deepmd_calculators(self.source)
         return labeller_calculators(self.source, self.settings, work_dir)
+
+    def pair_commands(self) -> list[str] | None:
+        """What LAMMPS runs this potential with (for properties that run MD); None for a DFT code."""
+        from tasks.potentials import DeepmdPotential, classical
+
+        if self.kind == "classical":
+            return classical(self.source).pair_commands()
+        if self.kind == "deepmd":
+            return DeepmdPotential().pair_commands([self.source], None, 0)
+        return None

@@ -4,7 +4,8 @@ The slab and its bulk reference are the same atoms in the same in-plane cell
 (`ase.build.surface` of the conventional cell: once periodic along the normal, once with
 vacuum), so a DFT code samples both with the same in-plane k-mesh and errors of the mesh
 cancel; γ = (E_slab − E_bulk) / 2A. The value is the thickest slab's; its uncertainty is
-the change from the next thinner one.
+the change from the next thinner one. With several facets (all of positive energy), the
+area fraction of each on their Wulff shape.
 """
 
 from __future__ import annotations
@@ -100,6 +101,35 @@ def _is_bcc(atoms: Atoms, lattice_constant: float) -> bool:
     return bool(distances.min() > 0.99 * first and np.all(counts == 14))
 
 
+def cubic_equivalents(facet: Miller) -> set[Miller]:
+    """Every facet of the family {hkl} in a cubic crystal: permutations and signs."""
+    return {tuple(sign * index for sign, index in zip(signs, order))  # type: ignore[misc]
+            for order in itertools.permutations(facet) for signs in itertools.product((1, -1), repeat=3)}
+
+
+def wulff_fractions(energies: dict[Miller, float]) -> dict[Miller, float]:
+    """Area fraction of each facet family on the Wulff shape of cubic crystal (the polyhedron
+    {x : n·x ≤ γ_n} over every equivalent normal n): a family that the others cut off has 0."""
+    from scipy.spatial import ConvexHull, HalfspaceIntersection
+
+    normals, offsets, family = [], [], []
+    for facet, gamma in energies.items():
+        for equivalent in sorted(cubic_equivalents(facet)):
+            normals.append(np.array(equivalent, float) / np.linalg.norm(equivalent))
+            offsets.append(gamma)
+            family.append(facet)
+    normals, offsets = np.array(normals), np.array(offsets)
+    vertices = HalfspaceIntersection(np.hstack([normals, -offsets[:, None]]), np.zeros(3)).intersections
+    hull = ConvexHull(vertices)
+    areas = dict.fromkeys(energies, 0.0)
+    for triangle in hull.simplices:
+        corners = vertices[triangle]
+        plane = int(np.argmin(np.abs(normals @ corners.mean(axis=0) - offsets)))  # the facet it lies in
+        areas[family[plane]] += 0.5 * float(np.linalg.norm(np.cross(corners[1] - corners[0], corners[2] - corners[0])))
+    total = sum(areas.values())
+    return {facet: area / total for facet, area in areas.items()}
+
+
 def facet_label(facet: Miller) -> str:
     return "".join(str(i) for i in facet) if all(0 <= i <= 9 for i in facet) else "_".join(str(i) for i in facet)
 
@@ -127,4 +157,9 @@ class SurfaceEnergies(Property):
                                         note=f"{gammas[-1] * EV_PER_A2_IN_J_PER_M2:.3f} J/m², slab "
                                              f"{thickness[-1]:.1f} Å of {atoms} atoms"))
             curves[f"surface_energy_{label}_vs_thickness"] = [thickness, gammas]
+        if len(params.facets) > 1 and all(v.value > 0 for v in values):
+            fractions = wulff_fractions({tuple(f): v.value for f, v in zip(params.facets, values)})
+            values += [PropertyValue(f"wulff_fraction_{facet_label(f)}", fraction, "1",
+                                     note="area fraction on the Wulff shape of the facets computed")
+                       for f, fraction in fractions.items()]
         return PropertyResult(self.name, values, curves)
