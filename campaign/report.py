@@ -29,6 +29,9 @@ def print_summary(console: Console, summary: dict[str, Any], config: CampaignCon
         print_ensemble(console, models, summary["workdir"])
     if summary.get("properties") is not None:
         console.print(properties_table(summary["properties"]))
+    if summary.get("properties") is not None or summary["production"] is not None:
+        for path in write_plots(config):
+            console.print(f"plot: {path}")
     if summary["production"] is not None:
         print_production(console, config, summary.get("tables"))
     if summary["ran"] == 0:
@@ -69,7 +72,8 @@ def properties_table(dataset: Any, reference: str | None = None) -> Table:
 
 
 def write_plots(config: CampaignConfig) -> list[Path]:
-    """PNG plots of every production study that has the fields: z-profiles, phase fractions, MSD."""
+    """PNG plots of the property stage's curves (a line per potential) and of every production
+    study that has the fields: z-profiles, phase fractions, MSD."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,6 +83,13 @@ def write_plots(config: CampaignConfig) -> list[Path]:
 
     campaign = open_campaign(config.workdir)  # the store where storage.path says (campaign.json)
     written = []
+    if config.properties:
+        curves = sorted({v[len("curve_"):] for v in campaign.properties().data_vars if v.startswith("curve_")})
+        shown = sorted({c.rsplit("_", 1)[0] if c.startswith("phonon_branch") else c for c in curves})
+        for curve in shown:
+            figure, ax = plt.subplots(figsize=(5.5, 4.2))
+            campaign.plot.property_curve(curve, ax=ax)
+            written.append(_save(figure, ax, config.workdir / "plots" / f"properties_{curve}.png", curve))
     for study in campaign.studies():
         fields = campaign.fields(study, chunks="blocks")
         plots = [("temperature_profile", "slab_temperature", campaign.plot.temperature_profile),
@@ -89,14 +100,20 @@ def write_plots(config: CampaignConfig) -> list[Path]:
                 continue
             figure, ax = plt.subplots(figsize=(5.5, 4.2))
             plot(study, ax=ax)
-            ax.set_title(f"{study}: {name.replace('_', ' ')}")
-            path = config.workdir / "plots" / f"{study}_{name}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            figure.tight_layout()
-            figure.savefig(path, dpi=110)
-            plt.close(figure)
-            written.append(path)
+            written.append(_save(figure, ax, config.workdir / "plots" / f"{study}_{name}.png",
+                                 f"{study}: {name.replace('_', ' ')}"))
     return written
+
+
+def _save(figure: Any, ax: Any, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 #: Above this many rows, a study's table is printed as means over replicas, then over its first dimension.
@@ -134,8 +151,6 @@ def _cell(row: Any, column: str) -> str:
 def print_production(console: Console, config: CampaignConfig, tables: dict[str, Any] | None = None) -> None:
     """Plots and one table per study: the rows the Dask cluster reduced as runs landed, or the store's."""
     console.print(f"fields: {config.store_path}  (open with: storage.open_campaign('{config.workdir}'))")
-    for path in write_plots(config):
-        console.print(f"plot: {path}")
     for study in config.production:
         try:
             frame = (tables or {}).get(study.name)

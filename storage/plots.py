@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
+import numpy as np
 import xarray as xr
 
+from storage.errors import NotInStore
 from storage.reduce import checked_sel, filled_slabs, replica_mean, steady_state
 
 if TYPE_CHECKING:
@@ -62,4 +64,27 @@ class Plots:
         ax = plot_runs(data, "lag", ax)
         ax.set_xlabel("lag (ps)")
         ax.set_ylabel(f"MSD of {group} atoms (Å²)")
+        return ax
+
+    def property_curve(self, curve: str, ax=None):
+        """One of the property stage's curves (`energy_per_atom_vs_volume`, ...), a line per
+        potential; the phonon branches (`phonon_branch`) of a potential share its colour."""
+        data = self.campaign.properties()
+        names = sorted(v[len("curve_"):] for v in data.data_vars if v.startswith(f"curve_{curve}"))
+        if not names:
+            available = sorted({v[len("curve_"):] for v in data.data_vars if v.startswith("curve_")})
+            raise NotInStore(f"no property curve '{curve}'; the curves: {', '.join(available)}")
+        ax = ax or plt.subplots(figsize=(5, 4))[1]
+        for k, potential in enumerate(data.potential.values):
+            for j, name in enumerate(names):
+                xy = data[f"curve_{name}"].sel(potential=potential).values
+                if np.isfinite(xy).any():
+                    if curve.startswith("energy_"):  # potentials differ by a constant: their minima at 0
+                        xy = xy - [[0.0], [np.nanmin(xy[1])]]
+                    ax.plot(xy[0], xy[1], color=f"C{k}", marker="o" if xy.shape[1] < 30 else None, ms=3,
+                            label=str(potential) if j == 0 else None)
+        x_name, _, y_name = curve.partition("_vs_")
+        ax.set_xlabel(y_name.replace("_", " ") or "x")
+        ax.set_ylabel(x_name.replace("_", " ") + (" - its minimum" if curve.startswith("energy_") else ""))
+        ax.legend(fontsize=7)
         return ax

@@ -219,6 +219,19 @@ def test_property_stage_into_the_store_and_its_table(tmp_path):
     assert row["SNAP (002)"] == "3.494" and row["snap"] == "3.506"  # Table 1's SNAP: explained in README
     assert "meam vs DFT (002) (%)" in campaign.property_table(reference="DFT (002)").columns
 
+    ax = campaign.plot.property_curve("energy_per_atom_vs_volume")  # a line per potential, minima at 0
+    assert [line.get_label() for line in ax.get_lines()] == ["snap", "meam", "reference"]
+    for line, potential in zip(ax.get_lines(), ["snap", "meam", "reference"]):
+        stored = data.curve_energy_per_atom_vs_volume.sel(potential=potential).values
+        np.testing.assert_allclose(line.get_xdata(), stored[0])
+        np.testing.assert_allclose(line.get_ydata(), stored[1] - stored[1].min())
+    assert len(campaign.plot.property_curve("surface_energy").get_lines()) == 3 * 2  # two facets each
+    assert (tmp_path / "run" / "plots" / "properties_sigma_yz_vs_gamma_yz.png").exists()
+    from storage import NotInStore
+
+    with pytest.raises(NotInStore, match="no property curve 'phonon'; the curves: energy_per_atom_vs_volume"):
+        campaign.plot.property_curve("phonon")
+
     before = result_files(tmp_path / "run")
     again = run_campaign(config)
     assert again["ran"] == 0 and result_files(tmp_path / "run") == before
