@@ -23,10 +23,11 @@ from tasks.properties.calculators import classical_calculators, deepmd_calculato
 from tasks.properties.published import STUDY_002_TABLE_1  # noqa: E402
 
 SUITE = {"eos": {}, "elastic": {}, "point_defects": {"sizes": [3, 4, 5]},
-         "surface_energies": {"layers": [4, 6, 8]}}
+         "surface_energies": {"layers": [4, 6, 8]}, "phonons": {}}
 SHOWN = ["lattice_constant", "bulk_modulus", "C11", "C12", "C44", "anisotropy", "formation_energy_vacancy",
          "formation_energy_octahedral", "formation_energy_tetrahedral", "surface_energy_100", "surface_energy_110",
-         "surface_energy_111"]
+         "surface_energy_111", "wulff_fraction_100", "wulff_fraction_110", "wulff_fraction_111", "frequency_H_1",
+         "frequency_N_1", "frequency_N_2", "frequency_N_3", "frequency_P_1", "lowest_frequency"]
 
 
 def suite(calculators) -> dict[str, PropertyResult]:
