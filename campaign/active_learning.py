@@ -13,7 +13,9 @@ One iteration k, with the ensemble of models/iter-k:
 4. retrain   all labels so far, each member initialised from its previous model.
 
 The loop stops when the accurate ratio reaches `select.accurate_ratio`, when no explored
-frame deviates by lo or more, or after `select.max_iterations`. Each iteration's record
+frame deviates by lo or more, when every `select.property_targets` entry is met by the
+retrained ensemble (its members agree on the property within the tolerance), or after
+`select.max_iterations`. Each iteration's record
 (counts and ratios, labels added, test RMSE, wall time per stage) goes into the ledger and
 `iterations/iter-<k>/record.json`.
 
@@ -36,6 +38,7 @@ import numpy as np
 from campaign.config import CampaignConfig, TrustLevel
 from campaign.engine import Display, StageResult, TaskSpec, run_stage
 from campaign.ledger import Ledger, task_id
+from campaign.properties import check_targets
 from campaign.stages import base_structure, label_spec, ok_systems, train_stage
 from tasks import build, md, select
 from tasks.frame import Frame, frame_to_atoms
@@ -65,6 +68,7 @@ class IterationRecord:
     explore_and_label_wall_time_s: float = 0.0
     train_wall_time_s: float = 0.0
     converged: str | None = None  # why the loop stopped after this iteration, if it did
+    property_spreads: dict[str, float] = field(default_factory=dict)  # select.property_targets, after retraining
     tasks_run: int = 0  # computed by this call, not earlier runs
 
     def _share(self, count: int) -> float:
@@ -270,6 +274,11 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
             record.force_rmse_ev_per_angstrom = _mean_metric(trained, "force_ev_per_angstrom_rmse")
             record.energy_rmse_ev_per_atom = _mean_metric(trained, "energy_per_atom_ev_rmse")
             record.tasks_run += trained.ran
+            if section.property_targets:
+                checks = check_targets(config, ledger, models, iteration + 1, display)
+                record.property_spreads = {str(c.component): c.spread for c in checks}
+                if all(c.met for c in checks):
+                    record.converged = "property targets met: " + "; ".join(map(str, checks))
         elif record.converged is None:
             record.converged = "no candidate could be labelled"
         if record.converged is None and iteration + 1 == section.max_iterations:

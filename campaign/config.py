@@ -392,6 +392,24 @@ class TrustLevel(Strict):
         return self
 
 
+class PropertyTarget(Strict):
+    """A stop of the loop on a property: the ensemble's members agree on it within `max_spread`."""
+
+    property: str = Field(description="a property of tasks.properties")
+    component: str = Field(description="one of its components, e.g. C44")
+    max_spread: float = Field(gt=0, description="the members' standard deviation, in the component's unit")
+    params: dict[str, Any] = Field(default_factory=dict, description="the property's parameters")
+    executor: str = "cpu"
+
+    @model_validator(mode="after")
+    def _known(self) -> "PropertyTarget":
+        if self.property not in PROPERTIES:
+            _refuse([(["property"], PROPERTIES.unknown(self.property))])
+        _refuse([(["params", *path], message) for path, message in
+                  plugin_problems(PROPERTIES[self.property].Params, self.params, f"the property '{self.property}'")])
+        return self
+
+
 class SelectSection(Strict):
     trust_levels: list[TrustLevel] = Field(default_factory=lambda: [TrustLevel(lo=0.05, hi=0.3)], min_length=1)
     max_labels: int = Field(50, ge=1, description="per iteration")
@@ -399,6 +417,9 @@ class SelectSection(Strict):
     accurate_ratio: float = Field(0.99, gt=0, le=1, description="converged when reached")
     max_iterations: int = Field(10, ge=1)
     cut_out_radius_angstrom: float | None = Field(None, gt=0, description="label a local region of large frames")
+    property_targets: list[PropertyTarget] = Field(default_factory=list,
+                                                   description="also converged when every target is met after a "
+                                                               "retraining (each member computes the property)")
 
 
 #: A plug-in named in a list: `name`, or `{name: {parameter: value}}` (fields, properties).
@@ -686,6 +707,8 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
                                                      "the model deviation is their disagreement"))
     select = sections.get("select")
     if select is not None:
+        for k, target in enumerate(select.property_targets):
+            check_executor(["select", "property_targets", k, "executor"], target.executor)
         for k, level in enumerate(select.trust_levels):
             if level.system is not None:
                 check_system(["select", "trust_levels", k, "system"], level.system)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from campaign.config import CampaignConfig
@@ -67,8 +68,8 @@ def verify_property(output_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def property_spec(config: CampaignConfig, name: str, params: dict[str, Any], potential: PropertyPotential
-                  ) -> TaskSpec:
+def property_spec(config: CampaignConfig, name: str, params: dict[str, Any], potential: PropertyPotential,
+                  executor: str) -> TaskSpec:
     """One (property, potential); its id hashes the validated parameters and the potential's
     contents (a model by its digest, a DFT code by its settings), never a path."""
     params = PROPERTIES[name].Params.model_validate(params).model_dump(mode="json")
@@ -76,7 +77,7 @@ def property_spec(config: CampaignConfig, name: str, params: dict[str, Any], pot
               "source": None if potential.kind == "deepmd" else potential.source, "settings": potential.settings}
     identifier = task_id("property", hashed, [potential.source] if potential.kind == "deepmd" else [])
     output_dir = config.workdir / "properties" / potential.label / f"{name}-{identifier[:8]}"
-    return TaskSpec(identifier, "property", f"{name}:{potential.label}", config.properties.executor, property_task,
+    return TaskSpec(identifier, "property", f"{name}:{potential.label}", executor, property_task,
                     dict(name=name, params=params, potential=potential, output_dir=str(output_dir)),
                     output_dir, verify_property, {**hashed, "potential": potential.label})
 
@@ -95,7 +96,8 @@ class FromEquilibrium:
         if potential is None:
             return []
         a0 = outputs["values"]["lattice_constant"]
-        specs = [property_spec(self.config, name, {"lattice_constant_angstrom": a0, **params}, potential)
+        specs = [property_spec(self.config, name, {"lattice_constant_angstrom": a0, **params}, potential,
+                               self.config.properties.executor)
                  for name, params in self.others if runs(name, potential)]
         self.started[potential.label] = specs
         return specs
@@ -110,10 +112,11 @@ def properties_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
     first = [(n, p) for n, p in choices if n == EQUILIBRIUM]
     others = [(n, p) for n, p in choices if n != EQUILIBRIUM]
     if first:
-        specs = {p.label: [property_spec(config, *first[0], p)] for p in potentials}
+        specs = {p.label: [property_spec(config, *first[0], p, section.executor)] for p in potentials}
         follow = FromEquilibrium(config, others, {s[0].task_id: p for p, s in zip(potentials, specs.values())})
     else:
-        specs = {p.label: [property_spec(config, n, params, p) for n, params in choices if runs(n, p)]
+        specs = {p.label: [property_spec(config, n, params, p, section.executor) for n, params in choices
+                           if runs(n, p)]
                  for p in potentials}
         follow = None
     result = run_stage("properties", [s for group in specs.values() for s in group], ledger,
@@ -146,3 +149,53 @@ def _outcome(potential: PropertyPotential, name: str, spec: TaskSpec | None, res
         return PropertyOutcome(potential.label, name, read_result(spec.output_dir / RESULT_FILE), "ok")
     reason = result.failed.get(spec.task_id, "unknown").strip().splitlines()
     return PropertyOutcome(potential.label, name, None, f"failed: {reason[-1] if reason else 'unknown'}")
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One property target after a retraining: the members' spread against the tolerance."""
+
+    property: str
+    component: str
+    spread: float  # NaN when a member could not compute it
+    max_spread: float
+    unit: str
+
+    @property
+    def met(self) -> bool:
+        return bool(self.spread <= self.max_spread)
+
+    def __str__(self) -> str:
+        return f"{self.component} spread {self.spread:.3g} {'<=' if self.met else '>'} {self.max_spread:g} {self.unit}"
+
+
+def check_targets(config: CampaignConfig, ledger: Ledger, models: list[str], iteration: int, display: Display
+                  ) -> list[TargetCheck]:
+    """Each `select.property_targets` entry computed by every member of the ensemble (one task
+    each, under the ledger); the spread is the members' standard deviation."""
+    targets = config.select.property_targets
+    members = [PropertyPotential(f"{MEMBER_PREFIX}{k}", "deepmd", m) for k, m in enumerate(models)]
+    specs = {}  # one task per member and property (several targets may read one property)
+    for k, target in enumerate(targets):
+        for member in members:
+            specs[(k, member.label)] = property_spec(config, target.property, target.params, member, target.executor)
+    unique = list({spec.task_id: spec for spec in specs.values()}.values())
+    result = run_stage(f"targets-{iteration}", unique, ledger, config.campaign.max_retries,
+                       failure_ratio_limit=1.0, display=display)
+    checks = []
+    for k, target in enumerate(targets):
+        values, unit = [], ""
+        for member in members:
+            spec = specs[(k, member.label)]
+            if spec.task_id not in result.outputs:
+                values.append(float("nan"))
+                continue
+            try:
+                value = read_result(spec.output_dir / RESULT_FILE).value(target.component)
+            except KeyError:
+                raise ValueError(f"select.property_targets: {target.property} has no component "
+                                 f"'{target.component}'") from None
+            values.append(value.value)
+            unit = value.unit
+        checks.append(TargetCheck(target.property, target.component, float(np.std(values)), target.max_spread, unit))
+    return checks

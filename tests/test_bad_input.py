@@ -367,6 +367,18 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
      "properties.executor", "did you mean 'cpu'"),
     ("a study named like the property group", lambda: E(("production.0.name", "properties")),
      "production[0].name", "the property stage's group"),
+    ("a target of an unknown property", lambda: E(("select.property_targets", [
+        {"property": "elastik", "component": "C44", "max_spread": 1.0}])),
+     "select.property_targets[0].property", "did you mean 'elastic'"),
+    ("a target with a wrong parameter", lambda: E(("select.property_targets", [
+        {"property": "elastic", "component": "C44", "max_spread": 1.0, "params": {"strain": [0.01]}}])),
+     "select.property_targets[0].params.strain", "did you mean 'strains'"),
+    ("a target without a tolerance", lambda: E(("select.property_targets", [
+        {"property": "elastic", "component": "C44"}])),
+     "select.property_targets[0].max_spread", "required field is missing"),
+    ("a target on an unknown executor", lambda: E(("select.property_targets", [
+        {"property": "eos", "component": "bulk_modulus", "max_spread": 1.0, "executor": "gpus"}])),
+     "select.property_targets[0].executor", "did you mean 'gpu'"),
 ]
 
 

@@ -333,3 +333,36 @@ def test_melting_point_by_coexistence_lies_between_growth_and_melting():
     rates = result.curves["bcc_fraction_rate_vs_temperature"][1]
     assert rates[0] > 0 > rates[1]
     assert 300 < result.value("melting_point").value < 700 and result.value("melting_point").uncertainty == 200
+
+
+def test_the_loop_stops_on_property_targets(tmp_path, project_root):
+    """The committed seed ensemble agrees on its lattice constant (spread about 0.005 Å) but
+    not on its bulk modulus (about 5 GPa): one target is met, the other not, each member
+    computing the EOS once for both."""
+    import parsl
+
+    from campaign.config import parse_config
+    from campaign.engine import Display
+    from campaign.executors import make_parsl_config
+    from campaign.ledger import Ledger
+    from campaign.properties import check_targets
+
+    config = parse_config({
+        "campaign": {"name": "targets", "workdir": str(tmp_path / "run")},
+        "executors": {"cpu": {"max_workers": 2}},
+        "train": {"initial_models": [str(project_root / "data/li-seed/models")]},
+        "select": {"property_targets": [
+            {"property": "eos", "component": "lattice_constant", "max_spread": 0.02},
+            {"property": "eos", "component": "bulk_modulus", "max_spread": 1.0}]}})
+    models = sorted(str(p) for p in (project_root / "data/li-seed/models").glob("member-*.pth"))
+    parsl.load(make_parsl_config(config.executors, tmp_path / "parsl"))
+    try:
+        with Ledger(tmp_path / "ledger.sqlite") as ledger:
+            lattice, modulus = check_targets(config, ledger, models, 1, Display())
+            assert len(ledger.tasks(stage="targets-1")) == len(models)
+    finally:
+        parsl.dfk().cleanup()
+        parsl.clear()
+    assert lattice.met and 0 < lattice.spread < 0.02 and lattice.unit == "Å"
+    assert not modulus.met and modulus.spread > 1.0
+    assert str(modulus).startswith("bulk_modulus spread") and "> 1 GPa" in str(modulus)
