@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kpoints", type=float, nargs="+", default=[4, 6, 8, 10, 12])
     parser.add_argument("--cutoffs", type=float, nargs="+", default=[300, 350, 450, 600])
-    parser.add_argument("--surface-kpoints", type=float, nargs="+", default=[4, 6, 8])
+    parser.add_argument("--surface-kpoints", type=float, nargs="*", default=[4, 6, 8])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/gpaw_convergence.json")
     args = parser.parse_args()
     rows = []

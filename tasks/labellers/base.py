@@ -27,12 +27,25 @@ class Labeller(ABC):
         """An ASE calculator for `atoms` (writing its logs under `work_dir`)."""
 
 
-class ExternalDftSettings(Params):
+class KpointSampling(Params):
+    """The Brillouin-zone sampling of a plane-wave code: a Monkhorst-Pack mesh from a density
+    (1 along vacuum), or a fixed mesh. Properties compare energies of one cell at several
+    volumes or strains: they fix the mesh of the first so that it cannot jump between them."""
+
+    kpoint_density_per_angstrom: float = Field(3.0, gt=0, description="k-points per reciprocal Å (×2π)")
+    kpoint_mesh: tuple[int, int, int] | None = Field(None, description="a fixed mesh; unset: from the density")
+
+    def mesh(self, atoms: Atoms) -> tuple[int, int, int]:
+        from tasks.geometry import kpoint_mesh
+
+        return self.kpoint_mesh or kpoint_mesh(atoms, self.kpoint_density_per_angstrom)
+
+
+class ExternalDftSettings(KpointSampling):
     """VASP or Quantum ESPRESSO through ASE; runs on clusters where the code is installed."""
 
     command: str = Field(description="the command line that runs the code, e.g. 'mpirun -np 32 vasp_std'")
     pseudopotential_dir: Path | None = None
     cutoff_ev: float = Field(380.0, gt=0, description="eV, plane-wave cutoff")
-    kpoint_density_per_angstrom: float = Field(3.0, gt=0, description="k-points per reciprocal Å (×2π)")
     smearing_width_ev: float = Field(0.2, gt=0, description="eV, Methfessel-Paxton width")
     extra: dict[str, Any] = Field(default_factory=dict, description="passed to the ASE calculator unchanged")

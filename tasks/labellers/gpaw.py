@@ -8,15 +8,12 @@ from typing import Literal
 from ase import Atoms
 from pydantic import Field
 
-from tasks.geometry import kpoint_mesh
-from tasks.labellers.base import Labeller
-from tasks.plugin import Params
+from tasks.labellers.base import KpointSampling, Labeller
 
 
-class GpawSettings(Params):
+class GpawSettings(KpointSampling):
     cutoff_ev: float = Field(350.0, gt=0, description="eV, plane-wave cutoff")
     xc: str = "PBE"
-    kpoint_density_per_angstrom: float = Field(3.0, gt=0, description="k-points per reciprocal Å (×2π)")
     smearing: Literal["methfessel-paxton", "fermi-dirac"] = "methfessel-paxton"
     smearing_width_ev: float = Field(0.2, gt=0, description="eV")
     scf_max_iterations: int = Field(300, ge=1)
@@ -35,6 +32,6 @@ class Gpaw(Labeller):
         if settings.smearing == "methfessel-paxton":
             smearing["order"] = 1
         return GPAW(mode=PW(settings.cutoff_ev), xc=settings.xc,
-                    kpts={"size": kpoint_mesh(atoms, settings.kpoint_density_per_angstrom), "gamma": True},
+                    kpts={"size": settings.mesh(atoms), "gamma": True},
                     occupations=smearing, convergence={"energy": settings.energy_convergence_ev},
                     maxiter=settings.scf_max_iterations, txt=str(work_dir / f"{name}.gpaw.txt"))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from ase import Atoms
 
-from tasks.geometry import kpoint_mesh
 from tasks.labellers.base import ExternalDftSettings, Labeller
 
 RYDBERG_EV = 13.605693122994
@@ -33,5 +32,4 @@ class QuantumEspresso(Labeller):
             input_data.setdefault(section, {}).update(values)
         profile = EspressoProfile(command=settings.command, pseudo_dir=str(settings.pseudopotential_dir or "."))
         return Espresso(profile=profile, directory=str(directory), input_data=input_data,
-                        pseudopotentials={"Li": pseudopotential}, kpts=kpoint_mesh(atoms,
-                                                                                  settings.kpoint_density_per_angstrom))
+                        pseudopotentials={"Li": pseudopotential}, kpts=settings.mesh(atoms))

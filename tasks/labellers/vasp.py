@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ase import Atoms
 
-from tasks.geometry import kpoint_mesh
 from tasks.labellers.base import ExternalDftSettings, Labeller
 
 
@@ -22,7 +21,7 @@ class Vasp(Labeller):
         directory.mkdir(parents=True, exist_ok=True)
         if settings.pseudopotential_dir:
             os.environ.setdefault("VASP_PP_PATH", str(settings.pseudopotential_dir))
-        mesh = kpoint_mesh(atoms, settings.kpoint_density_per_angstrom)
+        mesh = settings.mesh(atoms)
         parameters = dict(xc="PBE", encut=settings.cutoff_ev, kpts=mesh, gamma=True, ismear=1,
                           sigma=settings.smearing_width_ev, ediff=1e-6, prec="Accurate", lreal=False, isym=0,
                           lwave=False, lcharg=False, setups={"Li": "_sv"})

@@ -52,14 +52,30 @@ def deepmd_calculators(model: str | Path) -> CalculatorFactory:
 
 
 def labeller_calculators(engine: str, settings: dict[str, Any], work_dir: str | Path) -> CalculatorFactory:
+    """A DFT code's calculators. A k-point mesh from a density depends on the cell, so the
+    volumes of an EOS or the strains of an elastic constant could be sampled by different
+    meshes (a jump in energy, not physics): cells of the same atoms within 10 % of one seen
+    before get its mesh."""
+    import numpy as np
+
     from tasks.labellers import LABELLERS
+    from tasks.labellers.base import KpointSampling
 
     labeller = LABELLERS[engine]
     parsed = labeller.Settings(**settings)
     work_dir = Path(work_dir)
+    seen: list[tuple[int, Any, tuple[int, int, int]]] = []  # (atoms, cell, mesh)
 
     def make(atoms: Atoms, label: str) -> Any:
-        return labeller.calculator(atoms, parsed, work_dir, label)
+        chosen = parsed
+        if isinstance(parsed, KpointSampling) and parsed.kpoint_mesh is None:
+            mesh = next((m for n, cell, m in seen if n == len(atoms) and
+                         np.allclose(cell, atoms.cell.array, rtol=0.1, atol=0.3)), None)
+            if mesh is None:
+                mesh = parsed.mesh(atoms)
+                seen.append((len(atoms), atoms.cell.array.copy(), mesh))
+            chosen = parsed.model_copy(update={"kpoint_mesh": mesh})
+        return labeller.calculator(atoms, chosen, work_dir, label)
 
     return make
 
