@@ -366,3 +366,21 @@ def test_the_loop_stops_on_property_targets(tmp_path, project_root):
     assert lattice.met and 0 < lattice.spread < 0.02 and lattice.unit == "Å"
     assert not modulus.met and modulus.spread > 1.0
     assert str(modulus).startswith("bulk_modulus spread") and "> 1 GPa" in str(modulus)
+
+
+def test_a_dft_column_samples_strained_and_scaled_cells_with_one_mesh(tmp_path):
+    """GPAW's mesh from a density would be 10³ at 0.96 a and 9³ at 1.04 a: an EOS would mix two
+    samplings. Cells of the same atoms within 10 % share the first one's mesh; another cell
+    gets its own."""
+    from tasks import build
+    from tasks.geometry import kpoint_mesh
+    from tasks.properties.calculators import labeller_calculators
+
+    density = 5.0
+    small, large = build.bcc_bulk(3.43 * 0.96), build.bcc_bulk(3.43 * 1.04)
+    assert kpoint_mesh(small, density) != kpoint_mesh(large, density)
+    make = labeller_calculators("gpaw", {"kpoint_density_per_angstrom": density}, tmp_path)
+    sizes = [tuple(make(atoms, "x").parameters.kpts.size) for atoms in
+             (small, large, build.strained(small, [0.01, 0, 0, 0.01, 0, 0]), build.bcc_bulk(3.43, 2))]
+    assert sizes[0] == sizes[1] == sizes[2] == kpoint_mesh(small, density)
+    assert sizes[3] == kpoint_mesh(build.bcc_bulk(3.43, 2), density)
