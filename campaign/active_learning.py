@@ -68,6 +68,7 @@ class IterationRecord:
     explore_and_label_wall_time_s: float = 0.0
     train_wall_time_s: float = 0.0
     converged: str | None = None  # why the loop stopped after this iteration, if it did
+    candidates_too_close: int = 0  # candidates not labelled: atoms closer than select.min_distance_angstrom
     property_spreads: dict[str, float] = field(default_factory=dict)  # select.property_targets, after retraining
     tasks_run: int = 0  # computed by this call, not earlier runs
 
@@ -136,6 +137,13 @@ class _Selection:
         if not candidates or run.quota == 0:
             return []
         frames = [_frame_atoms(frame_files[steps[i]], self.config.campaign.type_map) for i in candidates]
+        limit = self.config.select.min_distance_angstrom
+        if limit:
+            kept = [k for k, atoms in enumerate(frames) if not select.too_close(atoms, limit)]
+            self.record.candidates_too_close += len(frames) - len(kept)
+            candidates, frames = [candidates[k] for k in kept], [frames[k] for k in kept]
+            if not candidates:
+                return []
         strategy = self.config.select.strategy
         descriptors = (select.frame_descriptors(self.models[0], frames, self.config.campaign.type_map)
                        if strategy == "farthest_point" else None)

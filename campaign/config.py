@@ -417,6 +417,8 @@ class SelectSection(Strict):
     accurate_ratio: float = Field(0.99, gt=0, le=1, description="converged when reached")
     max_iterations: int = Field(10, ge=1)
     cut_out_radius_angstrom: float | None = Field(None, gt=0, description="label a local region of large frames")
+    min_distance_angstrom: float | None = Field(None, gt=0, description="candidates with two atoms closer than "
+                                                                      "this are not labelled")
     property_targets: list[PropertyTarget] = Field(default_factory=list,
                                                    description="also converged when every target is met after a "
                                                                "retraining (each member computes the property)")

@@ -79,6 +79,14 @@ def pick(max_deviation: Sequence[float], n: int, strategy: Strategy, seed: int,
     raise ValueError(f"unknown strategy {strategy!r}; use random, highest_deviation or farthest_point")
 
 
+def too_close(atoms: Atoms, limit_angstrom: float) -> bool:
+    """Whether two atoms are closer than `limit_angstrom` (periodic images included): an MD
+    frame that far off the physics is not worth a DFT label."""
+    from ase.neighborlist import neighbor_list
+
+    return bool(len(neighbor_list("i", atoms, limit_angstrom)))
+
+
 def farthest_point(points: np.ndarray, n: int, start: int) -> list[int]:
     """Greedy farthest-point sampling: each next point is the one farthest from those chosen."""
     scale = points.std(axis=0)

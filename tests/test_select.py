@@ -62,3 +62,17 @@ def test_descriptors_and_per_atom_deviation_from_real_models(tiny_ensemble):
     assert not np.allclose(descriptors[0], descriptors[1])
     per_atom = select.per_atom_force_deviation(models, frames[0], ["Li"])
     assert per_atom.shape == (16,) and np.all(per_atom >= 0) and per_atom.max() > 0
+
+
+def test_frames_with_atoms_too_close_are_found_across_periodic_images():
+    """bcc Li's nearest neighbours are a√3/2 = 2.97 Å apart; an atom pushed to 1.2 Å of
+    another, or a cell so small that an atom meets its own image, is too close."""
+    atoms = build.bcc_bulk(3.43, 2)
+    assert not select.too_close(atoms, 2.9) and select.too_close(atoms, 3.0)
+    squeezed = atoms.copy()
+    squeezed.positions[1] = squeezed.positions[0] + [0.7, 0.7, 0.7]
+    assert select.too_close(squeezed, 1.5) and not select.too_close(atoms, 1.5)
+    from ase import Atoms
+
+    alone = Atoms("Li", cell=[1.4, 5.0, 5.0], pbc=True)
+    assert select.too_close(alone, 1.5) and not select.too_close(alone, 1.3)
