@@ -111,6 +111,8 @@ class _Selection:
     runs: dict[str, _Run]
     record: IterationRecord
     label_tasks: list[str] = field(default_factory=list)
+    #: scope 'iteration': every run's candidates as (run, frame, step, deviation), picked at the end
+    pool: list[tuple[_Run, Any, int, float]] = field(default_factory=list)
 
     def __call__(self, spec: TaskSpec, outputs: dict[str, Any]) -> list[TaskSpec]:
         if spec.kind != "explore":
@@ -134,7 +136,7 @@ class _Selection:
         self.record.max_deviation_ev_per_angstrom = max(self.record.max_deviation_ev_per_angstrom,
                                                         float(np.nanmax(values)))
         candidates = [i for i, label in enumerate(labels) if label == select.CANDIDATE]
-        if not candidates or run.quota == 0:
+        if not candidates or (run.quota == 0 and self.config.select.scope == "run"):
             return []
         frames = [_frame_atoms(frame_files[steps[i]], self.config.campaign.type_map) for i in candidates]
         limit = self.config.select.min_distance_angstrom
@@ -144,20 +146,39 @@ class _Selection:
             candidates, frames = [candidates[k] for k in kept], [frames[k] for k in kept]
             if not candidates:
                 return []
+        if self.config.select.scope == "iteration":  # picked together once every run has landed
+            self.pool += [(run, frames[k], steps[i], float(values[i])) for k, i in enumerate(candidates)]
+            return []
+        seed = self.config.campaign.seed * 7919 + self.iteration * 101 + sum(map(ord, run.name))
+        chosen = self._pick(frames, values[candidates], run.quota, seed)
+        return self._label_specs([(run, frames[k], steps[candidates[k]], float(values[candidates[k]]))
+                                  for k in chosen])
+
+    def pick_pool(self) -> list[TaskSpec]:
+        """`select.scope: iteration`: the iteration's `max_labels` from the candidates of every run."""
+        if not self.pool:
+            return []
+        seed = self.config.campaign.seed * 7919 + self.iteration * 101
+        chosen = self._pick([entry[1] for entry in self.pool], np.array([entry[3] for entry in self.pool]),
+                            self.config.select.max_labels, seed)
+        return self._label_specs([self.pool[k] for k in chosen])
+
+    def _pick(self, frames: list[Any], deviations: np.ndarray, n: int, seed: int) -> list[int]:
         strategy = self.config.select.strategy
         descriptors = (select.frame_descriptors(self.models[0], frames, self.config.campaign.type_map)
                        if strategy == "farthest_point" else None)
-        seed = self.config.campaign.seed * 7919 + self.iteration * 101 + sum(map(ord, run.name))
-        chosen = select.pick(values[candidates], run.quota, strategy, seed, descriptors)
+        return select.pick(deviations, n, strategy, seed, descriptors)
+
+    def _label_specs(self, picked: list[tuple[_Run, Any, int, float]]) -> list[TaskSpec]:
+        """A label task for each picked frame (cut out around its most uncertain atom if large)."""
         specs = []
-        for index in chosen:
-            atoms, step = frames[index], steps[candidates[index]]
+        for run, atoms, step, deviation in picked:
             radius = self.config.select.cut_out_radius_angstrom
             if radius and len(atoms) > CUT_OUT_MIN_ATOMS:
                 atom_deviation = select.per_atom_force_deviation(self.models, atoms, self.config.campaign.type_map)
                 atoms = select.local_region(atoms, atom_deviation, radius)
             atoms.info.update({"exploration_run": run.name, "step": step, "iteration": self.iteration,
-                               "max_deviation_ev_per_angstrom": float(values[candidates[index]])})
+                               "max_deviation_ev_per_angstrom": deviation})
             path = self.config.workdir / "iterations" / f"iter-{self.iteration:03d}" / "candidates" / \
                 f"{run.name}-step{step}.extxyz"
             if not path.exists():
@@ -261,6 +282,10 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
         result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
                            config.campaign.failure_ratio_limit, display, follow_up=selection)
         labels = result.outputs_of("label")
+        if config.select.scope == "iteration":  # after every run: the whole iteration's candidates in one pick
+            labelled = run_stage(f"label-{iteration}", selection.pick_pool(), ledger, config.campaign.max_retries,
+                                 config.campaign.failure_ratio_limit, display)
+            labels, result.ran = labelled.outputs, result.ran + labelled.ran
         new_systems = ok_systems(labels)
         record.labels_added = len(new_systems)
         record.labels_failed = len(selection.label_tasks) - record.labels_added

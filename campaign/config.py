@@ -414,6 +414,9 @@ class SelectSection(Strict):
     trust_levels: list[TrustLevel] = Field(default_factory=lambda: [TrustLevel(lo=0.05, hi=0.3)], min_length=1)
     max_labels: int = Field(50, ge=1, description="per iteration")
     strategy: Literal["random", "highest_deviation", "farthest_point"] = "random"
+    scope: Literal["run", "iteration"] = Field("run", description="pick each run's share of max_labels as it "
+                                                                  "finishes (labels overlap exploration), or the "
+                                                                  "iteration's from every run's candidates at once")
     accurate_ratio: float = Field(0.99, gt=0, le=1, description="converged when reached")
     max_iterations: int = Field(10, ge=1)
     cut_out_radius_angstrom: float | None = Field(None, gt=0, description="label a local region of large frames")

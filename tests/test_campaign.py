@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from campaign.config import load_config
+from campaign.config import load_config, parse_config
 from campaign.ledger import Ledger
 from campaign.run import run_campaign
 from campaign.stages import split_train_test
@@ -166,3 +166,30 @@ def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
     live = summary["tables"]["deposition"].sort_values(["temperature", "rate"]).reset_index(drop=True)
     assert live.equals(table[live.columns].sort_values(["temperature", "rate"]).reset_index(drop=True))
     assert (tmp_path / "run" / "plots" / "deposition_temperature_profile.png").stat().st_size > 10_000
+
+
+def test_one_farthest_point_pick_over_the_whole_iteration(tmp_path):
+    """select.scope: iteration: the candidates of both exploration runs are picked together
+    (farthest points in descriptor space, up to max_labels in all), labelled after the last
+    run, and trained on; frames with atoms closer than 2 Å are not labelled."""
+    data = al_campaign(tmp_path / "run", strategy="farthest_point")
+    data["select"].update(scope="iteration", max_iterations=1, max_labels=5, min_distance_angstrom=2.0)
+    data.pop("production")
+    summary = run_campaign(parse_config(data))
+    record = summary["iterations"][0]
+    # the 300-step test models run hot, squeezed Li: most frames hold a pair closer than 2 Å
+    assert record.candidates_too_close > 0
+    n = min(5, record.candidate - record.candidates_too_close)
+    assert n > 0 and record.labels_selected == n and record.labels_added == n
+    from ase.io import read
+
+    from tasks.select import too_close
+
+    picked = list((tmp_path / "run" / "iterations" / "iter-000" / "candidates").glob("*.extxyz"))
+    assert len(picked) == n and not any(too_close(read(path), 2.0) for path in picked)
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
+        labels = ledger.tasks(stage="label-0")
+        assert len(labels) == n and {r.state for r in labels} == {"done"}
+    first, retrained = (json.loads(next((tmp_path / "run" / "models" / f"iter-00{i}").glob("member-0-*/input.json"))
+                                   .read_text())["training"]["training_data"]["systems"] for i in (0, 1))
+    assert len(retrained) == len(first) + n

@@ -41,7 +41,8 @@ def run_property(name: str, params: Mapping[str, Any], calculators: CalculatorFa
 RESULT_FILE = "result.json"
 
 
-def property_task(name: str, params: Mapping[str, Any], potential: PropertyPotential, output_dir: str) -> dict[str, Any]:
+def property_task(name: str, params: Mapping[str, Any], potential: PropertyPotential, output_dir: str
+                  ) -> dict[str, Any]:
     """One (property, potential) of the property stage: computed, written atomically to
     `output_dir/result.json` (a DFT code's files under `output_dir/dft`), summarised."""
     result = run_property(name, params, potential.calculators(Path(output_dir) / "dft"), potential.pair_commands())

@@ -75,8 +75,8 @@ class MeltingPoint(Property):
         for temperature in params.temperatures_k:
             crystal, times, fractions = coexistence_bcc_fraction(params, a0, temperature, pair_commands)
             if temperature == params.temperatures_k[0] and crystal < MIN_CRYSTAL_BCC:
-                raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at {temperature:g} K "
-                                 f"(a-CNA bcc fraction {crystal:.2f}): the potential does not hold bcc Li there, so "
+                raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at "
+                                 f"{temperature:g} K (a-CNA bcc fraction {crystal:.2f}): the potential does not hold bcc Li there, so "
                                  f"there is no bcc melting point to find")
             slopes.append(growth_rate(times, fractions, params.settle_ps))
             traces[f"bcc_fraction_vs_time_{temperature:g}K"] = [times.tolist(), fractions.tolist()]
