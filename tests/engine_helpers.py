@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 
 def write_marker(output_dir: str, value: int) -> int:
@@ -49,3 +52,16 @@ def visible_devices(seconds: float) -> str:
 
     time.sleep(seconds)
     return f"{os.getpid()}:{os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
+
+
+def run_then_kill(command: list[str], cwd: Path, done: Callable[[], bool], poll_s: float = 0.02,
+                  timeout_s: float = 300) -> None:
+    """Start `command` (a campaign) in its own session, wait until `done()`, then kill -9 it
+    and every process it started (the driver and its Parsl workers at once)."""
+    driver = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not done():
+        time.sleep(poll_s)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()

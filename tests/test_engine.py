@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import parsl
@@ -130,13 +128,7 @@ def test_kill_driver_during_labelling_then_resume(tmp_path):
     config_path = tmp_path / "kill.yaml"
     config_path.write_text(yaml.safe_dump(reference_campaign(tmp_path / "run", KILL_TEST_LABELS - 1)))
     command = [sys.executable, "-m", "campaign.cli", "run", str(config_path)]
-    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(label_files(tmp_path / "run")) < 6:
-        time.sleep(0.02)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its Parsl workers, at once
-    driver.wait()
+    engine_helpers.run_then_kill(command, ROOT, lambda: len(label_files(tmp_path / "run")) >= 6)
     finished_before = label_files(tmp_path / "run")
     assert 6 <= len(finished_before) < KILL_TEST_LABELS, "the kill must land in the middle of labelling"
 

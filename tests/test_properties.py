@@ -258,13 +258,11 @@ def test_a_potential_without_a_minimum_is_a_finding(tmp_path):
 def test_property_campaign_resumes_after_a_kill(tmp_path):
     """kill -9 of the driver and its workers while three potentials' properties run; the rerun
     computes the rest and leaves every finished result as it was."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import yaml
+    from engine_helpers import run_then_kill
 
     root = Path(__file__).resolve().parents[1]
     compute = ["eos", {"elastic": {"size": 2}}, {"point_defects": {"sizes": [3, 4, 5]}},
@@ -273,13 +271,7 @@ def test_property_campaign_resumes_after_a_kill(tmp_path):
     config_path.write_text(yaml.safe_dump(property_campaign(tmp_path / "run", ["snap", "snap_quadratic", "meam"],
                                                             compute)))
     command = [sys.executable, "-m", "campaign.cli", "run", str(config_path)]
-    driver = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(result_files(tmp_path / "run")) < 4:
-        time.sleep(0.05)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    run_then_kill(command, root, lambda: len(result_files(tmp_path / "run")) >= 4, poll_s=0.05)
     finished = result_files(tmp_path / "run")
     assert 4 <= len(finished) < 12, "the kill must land in the middle of the stage"
     rerun = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
