@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,8 +11,16 @@ import xarray as xr
 from storage.errors import NotInStore
 from storage.reduce import checked_sel, filled_slabs, replica_mean, steady_state
 
-if TYPE_CHECKING:
-    from storage.api import Campaign
+
+class CampaignData(Protocol):
+    """What the plots read of an open campaign (`storage.api.Campaign`, which makes its `Plots`)."""
+
+    def fields(self, study: str, complete_only: bool = True, chunks: object = None) -> xr.Dataset: ...
+
+    def field(self, study: str, variable: str, complete_only: bool = True, chunks: object = None
+              ) -> xr.DataArray: ...
+
+    def properties(self) -> xr.Dataset: ...
 
 
 def plot_runs(data: xr.DataArray, along: str, ax=None, vertical: bool = False):
@@ -33,7 +41,7 @@ def plot_runs(data: xr.DataArray, along: str, ax=None, vertical: bool = False):
 
 
 class Plots:
-    def __init__(self, campaign: "Campaign"):
+    def __init__(self, campaign: CampaignData):
         self.campaign = campaign
 
     def temperature_profile(self, study: str, fraction: float = 0.2, ax=None):
