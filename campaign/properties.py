@@ -47,8 +47,13 @@ def property_potentials(config: CampaignConfig, models: list[str]) -> list[Prope
         elif kind == "dft":
             columns.append(PropertyPotential(name, "dft", name, config.label.settings(name)))
         else:
-            columns.append(PropertyPotential(Path(name).name, "deepmd", name))
+            columns.append(PropertyPotential(column_label(config, name), "deepmd", name))
     return columns
+
+
+def column_label(config: CampaignConfig, potential: str) -> str:
+    """A potential's column in the table: a model file by its file name, the others by their own."""
+    return Path(potential).name if config.properties.potential_kind(potential) == "model_file" else potential
 
 
 def reference_column(config: CampaignConfig) -> str | None:
@@ -56,8 +61,7 @@ def reference_column(config: CampaignConfig) -> str | None:
     None (the table then uses study 002's DFT column)."""
     section = config.properties
     if section.reference is not None:
-        kind = section.potential_kind(section.reference)
-        return Path(section.reference).name if kind == "model_file" else section.reference
+        return column_label(config, section.reference)
     return next((p for p in section.potentials if section.potential_kind(p) == "dft"), None)
 
 
