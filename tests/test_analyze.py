@@ -7,6 +7,7 @@ import pytest
 from tasks import analyze, build, md
 from tasks.fields import FIELDS, FieldStream, SlabGrid, make_fields
 from tasks.fields.base import FrameCache
+from tasks.fields.cavity import Cavity, enclosed_voids
 from tasks.fields.coordination import coordination_numbers
 from tasks.fields.deposit_geometry import classify_morphology
 from tasks.fields.slab_temperature import AMU_A2_PS2_TO_EV, BOLTZMANN_EV_PER_K, slab_temperature_of
@@ -219,3 +220,36 @@ def test_stream_of_a_run_equals_its_trajectory_replayed(tmp_path):
     np.testing.assert_array_equal(streamed.time.values, [f.time_ps for f in md.load_trajectory(tmp_path /
                                                                                                 "trajectory")])
     assert float(streamed.structure_fraction.sel(structure="bcc").mean()) > 0.5  # MEAM bulk at 300 K is bcc
+
+
+def _empty_volume_by_sampling(atoms, probe: float, n: int, rng) -> float:
+    """Monte Carlo volume of the points farther than `probe` from every atom and its periodic images."""
+    lengths = atoms.cell.lengths()
+    points = rng.uniform(0, 1, (n, 3)) * lengths
+    nearest = np.full(n, np.inf)
+    for shift in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).T.reshape(-1, 3):
+        images = atoms.positions + shift * lengths
+        for chunk in range(0, n, 2000):
+            d = np.linalg.norm(points[chunk:chunk + 2000, None, :] - images[None], axis=2).min(axis=1)
+            nearest[chunk:chunk + 2000] = np.minimum(nearest[chunk:chunk + 2000], d)
+    return float((nearest > probe).mean() * np.prod(lengths))
+
+
+def test_cavity_volume_counts_enclosed_voids_only():
+    """A cavity's volume is what a probe can reach (checked against brute-force sampling); a
+    thermal crystal has none; the vacuum above a slab spans the box and is not a cavity, while
+    a cavity inside that slab still is."""
+    rng = np.random.default_rng(3)
+    crystal = build.cavity_crystal((10.5, 10.5, 10.5), 6, 3.51)
+    volumes = enclosed_voids(crystal.positions, np.zeros(3), crystal.cell.lengths(), 2.5, 0.5)
+    assert len(volumes) == 1
+    assert volumes[0] == pytest.approx(_empty_volume_by_sampling(crystal, 2.5, 40_000, rng), rel=0.15)
+    thermal = build.rattled(build.bcc_bulk(3.51, 6), 0.1, 5)
+    assert len(enclosed_voids(thermal.positions, np.zeros(3), thermal.cell.lengths(), 2.5, 0.5)) == 0
+    slab = build.slab((1, 0, 0), 8, (3, 3), 10.0, 0, 3.51)
+    assert len(enclosed_voids(slab.positions, np.zeros(3), slab.cell.lengths(), 2.5, 0.5)) == 0
+    in_slab = crystal.copy()
+    in_slab.center(vacuum=10.0, axis=2)
+    shape = analyze.shape_of_frames([frame_from(in_slab)], periodic_z=False)
+    values = Cavity(shape).one_frame(frame_from(in_slab), FrameCache(frame_from(in_slab)))
+    assert values["cavity_count"] == 1 and values["cavity_volume"] == pytest.approx(volumes[0], rel=0.05)

@@ -251,3 +251,20 @@ def test_a_launcher_that_starts_separate_copies_runs_nothing(tmp_path):
                        {"temperature": 300, "steps": 10, "mpi_ranks": 2, "mpi_launcher": launcher}, tmp_path)
     assert result.status == "failed" and "not of the 2 ranks asked for" in result.reason
     assert not (tmp_path / "thermo.csv").exists() and not (tmp_path / "log.lammps").exists()
+
+
+def test_cavity_healing_starts_from_rest(tmp_path):
+    """The study's cavity runs start at 0 K and the thermostat heats them (their energy rises
+    over the first ps); plain NVT starts at its temperature."""
+    atoms = build.cavity_crystal((7.0, 7.0, 7.0), 4, 3.51)
+
+    def first_frame_temperature(protocol: str) -> float:
+        frames = []
+        md.run_md(atoms, md.Potential("meam"), protocol, {"temperature": 300, "steps": 2, "trajectory_stride": 2},
+                  tmp_path / protocol, callbacks=[frames.append])
+        velocities = frames[0].velocities  # Å/ps
+        kinetic_ev = 0.5 * 6.94 * 1.0364e-4 * (velocities ** 2).sum()  # amu Å²/ps² -> eV
+        return 2 * kinetic_ev / (3 * (len(velocities) - 1) * 8.617e-5)
+
+    assert first_frame_temperature("cavity_healing") < 10
+    assert first_frame_temperature("nvt") > 150

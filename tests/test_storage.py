@@ -19,18 +19,21 @@ N_TIME = 100  # longer than one time chunk of a shard (64 frames)
 
 
 def run_dataset(n_time: int, seed: int, n_z: int = 6, n_total: int = N_TIME) -> xr.Dataset:
-    """One run's fields of every kind: float32 and float64 time series, a text series, a profile
+    """One run's fields of every kind: float32, float64 and int32 time series, a text series, a profile
     without time, a scalar; time series padded to `n_total` as `FieldStream` declares them."""
     rng = np.random.default_rng(seed)
     temperature = np.full((n_total, n_z), np.nan, np.float32)
     temperature[:n_time] = rng.uniform(200, 800, (n_time, n_z))
     fractions = np.full((n_total, 4), np.nan)
     fractions[:n_time] = rng.dirichlet(np.ones(4), n_time)
+    counts = np.zeros(n_total, np.int32)  # integer series pad with 0, as `Variable.fill` declares
+    counts[:n_time] = rng.integers(0, 5, n_time)
     labels = np.full(n_total, "", dtype=object)
     labels[:n_time] = rng.choice(["flat", "needle", "hemisphere", "mushroom"], n_time)
     return xr.Dataset(
         {"slab_temperature": (("time", "z"), temperature, {"units": "K"}),
          "structure_fraction": (("time", "structure"), fractions, {"units": "1"}),
+         "cavity_count": (("time",), counts, {"units": "1"}),
          "morphology": (("time",), labels, {"long_name": "needle / mushroom / hemisphere / flat"}),
          "rdf": (("r",), rng.uniform(0, 3, 40), {"units": "1"}),
          "substrate_top": ((), rng.uniform(10, 20), {"units": "angstrom"})},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from tasks.fields import coordination, deposit_geometry, msd, n_atoms, potential_energy, rdf, slab_temperature
+from tasks.fields import cavity, coordination, deposit_geometry, msd, n_atoms, potential_energy, rdf, slab_temperature
 from tasks.fields import structure_fractions, trajectory
 from tasks.fields.base import FieldStream, FrameField, RunShape, SlabGrid, Variable
 from tasks.plugin import Registry
@@ -23,6 +23,7 @@ FIELDS.register(rdf.RadialDistribution)
 FIELDS.register(potential_energy.PotentialEnergy)
 FIELDS.register(deposit_geometry.DepositGeometry)
 FIELDS.register(n_atoms.AtomCount)
+FIELDS.register(cavity.Cavity)
 FIELDS.register(trajectory.Trajectory)
 
 ALWAYS = ("n_atoms",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ase import Atoms
+from pydantic import Field
 
 from tasks.protocols.base import Length, Protocol, Segment, Temperature, Thermostat, fix_ids, thermostat_commands
 
@@ -21,7 +22,18 @@ class Nvt(Protocol):
                         max(params.temperature, params.end))]
 
 
+class CavityHealingParams(NvtParams):
+    initial_temperature: float = Field(0.0, ge=0, description="K of the starting velocities: the study starts "
+                                                              "from a crystal at rest and the thermostat heats it")
+
+
 class CavityHealing(Nvt):
-    """NVT of a crystal with a cavity (`tasks.build.cavity_crystal`): the bulk self-healing runs."""
+    """NVT of a crystal with a cavity (`tasks.build.cavity_crystal`): the bulk self-healing runs
+    of the self-healing study, which start at 0 K (their energy rises over the first ps as the
+    thermostat heats the crystal)."""
 
     name = "cavity_healing"
+    Params = CavityHealingParams
+
+    def initial_temperature(self, params: CavityHealingParams) -> float:
+        return params.initial_temperature
