@@ -97,7 +97,9 @@ def production_runs(config: CampaignConfig, models: list[str]) -> list[RunRef]:
             for point in study.points():
                 arguments = dict(protocol=study.protocol, params=run_parameters(config, study, point),
                                  fields=fields, type_map=config.campaign.type_map, masses_amu=masses)
-                identifier = task_id("production", {**arguments, "potential": potential.kind},
+                # the study is part of the id: two studies may hold the same run (the paper's
+                # 5 Li/ps flat deposition is in two of its figures), each written to its own group
+                identifier = task_id("production", {**arguments, "potential": potential.kind, "study": study.name},
                                      [structure, *potential.models])
                 name = f"{study.name}-{system}-{point.point_id[:6]}-r{point.replica}"
                 output_dir = config.workdir / "production" / study.name / f"{name}-{identifier[:8]}"

@@ -142,8 +142,10 @@ def _cell(row: Any, column: str) -> str:
     value = row[column]
     if column.startswith("D ") and column.endswith("(Å²/ps)"):
         error = row.get(column.replace("(Å²/ps)", "stderr"))
-        if error is not None and error == error and not abs(value) > 2 * error:
-            return f"unresolved (±{error:.2g})"  # a D below twice its standard error is not a measurement
+        if error is not None and error == error and not value > 2 * error:
+            # below twice its standard error D is not a measurement; a negative slope is an MSD
+            # still on its vibrational plateau (its frames are correlated: the fit's error is too small)
+            return f"unresolved (±{error:.2g})"
         return f"{value:.3g} ± {error:.1g}" if error is not None and error == error else f"{value:.3g}"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 

@@ -173,10 +173,17 @@ def test_deposition_stops_at_a_deposit_height(tmp_path):
     slab = build.slab((1, 0, 0), 6, (4, 4), vacuum_angstrom=10.0, fixed_layers=2)
     params = {"temperature": 200, "rate": 20.0, "duration": 20.0, "falling_speed": 1000, "trajectory_stride": 100,
               "regions": [{"x": 7.0, "y": 7.0, "radius": 1.5}], "stop_at_deposit_height_angstrom": 4.0}
-    result = md.run_md(slab, md.Potential("meam"), "deposition", params, tmp_path)
+    shape = analyze.run_shape(slab, "deposition", params)
+    stream = FieldStream(make_fields(analyze.field_specs(["deposit_geometry"]), shape), shape)
+    result = md.run_md(slab, md.Potential("meam"), "deposition", params, tmp_path, callbacks=[stream])
     assert result.status == "ok", result.reason
     assert result.stop_reason.startswith("deposit height") and "reached 4.0" in result.stop_reason
     assert result.steps_done < 20000 and result.steps_done % 100 == 0
+    # the field measures what the stopper measured, from the substrate's top (atoms were
+    # already falling in the first frame: they are not the substrate)
+    dataset = stream.dataset()
+    assert float(dataset.substrate_top) == pytest.approx(slab.positions[:, 2].max(), abs=0.5)
+    assert float(dataset.deposit_height[stream.n_frames - 1]) >= 4.0
 
 
 def colvars_start(directory) -> float:

@@ -37,3 +37,13 @@ def test_status_shows_stages_eta_iterations_and_failures(tmp_path):
     assert "label" in text and "0:00:15" in text  # 1 pending x 30 s / 2 cpu workers
     assert "active learning" in text and "0.900" in text
     assert "SCF not converged" in text
+
+
+def test_a_diffusion_coefficient_below_its_resolution_is_not_printed_as_a_number():
+    from campaign.report import _cell
+
+    column = "D surface (Å²/ps)"
+    row = {column: 0.69, "D surface stderr": 0.01}
+    assert _cell(row, column) == "0.69 ± 0.01"
+    for value, error in ((0.001, 0.0006), (-0.0035, 0.0005)):  # within 2σ of zero; negative beyond it
+        assert _cell({column: value, "D surface stderr": error}, column).startswith("unresolved")

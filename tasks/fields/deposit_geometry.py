@@ -129,7 +129,9 @@ class DepositGeometry(FrameField):
         }
 
     def prepare(self, frame: Frame) -> None:
-        self._substrate_top = float(frame.positions[:, 2].max())
+        # the atoms the run started with (LAMMPS ids 1..n): by the first frame atoms may be falling
+        substrate = frame.ids <= self.shape.n_atoms
+        self._substrate_top = float(frame.positions[substrate, 2].max())
 
     def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
         nx, ny = self._cells
@@ -143,7 +145,7 @@ class DepositGeometry(FrameField):
         grounded = ~(z > self._substrate_top + 0.5) | deposit  # atoms in flight are not the surface
         np.fmax.at(height_map, (i[grounded], j[grounded]), z[grounded])
         height = bottom = top = 0.0
-        if deposit.sum() >= 2:
+        if deposit.any():  # the height the protocol's stopper sees (`deposit_height`)
             height = float(z[deposit].max() - self._substrate_top)
             diameters = []
             for lo, hi in ((0.0, 0.25), (0.75, 1.0)):
