@@ -65,9 +65,12 @@ def _is_text(dtype: Any) -> bool:
 @contextlib.contextmanager
 def quiet_zarr() -> Iterator[None]:
     """Consolidated metadata is deliberate here (fast opens); zarr warns that it is not yet in the
-    v3 specification, on every open. Silenced where it arises."""
+    v3 specification, on every open. "blocks" reads one value of the first sweep dimension per
+    chunk, which splits the few values of a zipped coordinate (`falling_speed` along `rate`,
+    stored as one chunk), and xarray warns of it on every open. Both silenced where they arise."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message="The specified chunks separate the stored chunks")
         yield
 
 

@@ -72,6 +72,12 @@ def deposit_height(frame: Frame, substrate_top: float) -> float:
     return float(frame.positions[mask, 2].max() - substrate_top) if mask.any() else 0.0
 
 
+def substrate_top(frame: Frame, n_start: int) -> float:
+    """Highest atom of those the run started with (LAMMPS ids 1..n_start): by the first frame
+    deposited atoms may already be falling, far above the substrate."""
+    return float(frame.positions[frame.ids <= n_start, 2].max())
+
+
 def _lateral_gyration_radius(frame: Frame, mask: np.ndarray) -> float:
     """Radius of gyration in x, y of the selected atoms, periodic-aware (centre by circular mean)."""
     if mask.sum() < 2:
@@ -129,9 +135,7 @@ class DepositGeometry(FrameField):
         }
 
     def prepare(self, frame: Frame) -> None:
-        # the atoms the run started with (LAMMPS ids 1..n): by the first frame atoms may be falling
-        substrate = frame.ids <= self.shape.n_atoms
-        self._substrate_top = float(frame.positions[substrate, 2].max())
+        self._substrate_top = substrate_top(frame, self.shape.n_atoms)
 
     def one_frame(self, frame: Frame, cache: FrameCache) -> dict[str, Any]:
         nx, ny = self._cells

@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field, model_validator
 
-from tasks.fields.deposit_geometry import deposit_height
+from tasks.fields.deposit_geometry import deposit_height, substrate_top
 from tasks.frame import Frame
 from tasks.plugin import Params
 from tasks.protocols.base import (METRE_PER_SECOND_TO_ANGSTROM_PER_PS, Length, Protocol, Segment, Stopper, fix_ids,
@@ -169,10 +169,12 @@ class Deposition(Protocol):
         target = params.stop_at_deposit_height_angstrom
         if target is None:
             return None
-        substrate_top = float(atoms.positions[:, 2].max())
+        substrate: list[float] = []  # its top in the first frame, as the deposit_geometry field takes it
 
         def stop(frame: Frame) -> str | None:
-            height = deposit_height(frame, substrate_top)
+            if not substrate:
+                substrate.append(substrate_top(frame, len(atoms)))
+            height = deposit_height(frame, substrate[0])
             return f"deposit height {height:.1f} Å reached {target} Å" if height >= target else None
 
         return stop
