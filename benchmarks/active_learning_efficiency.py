@@ -6,17 +6,22 @@ minutes. Every strategy starts from the same 6 labelled rattled cells and runs t
 exploration (bcc bulk at 300/600/900 K and a (100) slab at 500 K); only the choice among
 the candidates between the trust levels differs:
 
-* dp-gen rule : `random` among candidates (what DP-GEN does),
-* ours        : `highest_deviation`, `farthest_point` (in the models' descriptor space).
+* dp-gen rule : `random` among each run's candidates (what DP-GEN does),
+* ours        : `highest_deviation` (each run's share), and `farthest_point` in the models'
+                descriptor space over the candidates of every run at once (`scope: iteration`):
+                with a share of one frame per run, a per-run farthest-point pick is the
+                highest-deviation pick, so only the global one can spread the labels.
 
 The held-out test set is oracle-labelled MD snapshots the loop never sees: bulk at 300,
 600 and 900 K, a (100) slab at 500 K and a melt at 1,500 K. After each iteration the
 ensemble's mean force RMSE on it is recorded against the number of labels used so far;
 the script prints the labels each strategy needed to reach the target and the ratio
-ours / dp-gen rule (goal <= 0.7). One seed per strategy: differences of one iteration's
-labels are within noise; run with --seeds to average.
+ours / dp-gen rule (goal <= 0.7) for every seed (the seed changes the starting cells'
+rattles, the models' initialisation, the MD and the random pick), then their mean and
+standard deviation over the seeds.
 
 Usage: python benchmarks/active_learning_efficiency.py [--target 0.12] [--iterations 5] [--max-labels 4]
+       [--seeds 3 4 5]
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from campaign.config import parse_config  # noqa: E402
 from campaign.run import run_campaign  # noqa: E402
 from tasks import build, md, train  # noqa: E402
-from tasks.label import reference_calculator  # noqa: E402
+from tasks.labellers import LABELLERS  # noqa: E402
+from tasks.labellers.reference import ReferenceSettings  # noqa: E402
 
-STRATEGIES = {"dp-gen rule (random)": "random", "ours: highest_deviation": "highest_deviation",
-              "ours: farthest_point": "farthest_point"}
+BASELINE = "dp-gen rule (random)"
+#: name -> (select.strategy, select.scope)
+STRATEGIES = {BASELINE: ("random", "run"), "ours: highest_deviation": ("highest_deviation", "run"),
+              "ours: farthest_point, global": ("farthest_point", "iteration")}
 
 
 def oracle_test_set(work: Path) -> list[list]:
@@ -56,7 +64,9 @@ def oracle_test_set(work: Path) -> list[list]:
             snapshot.wrap()
             if name == "slab":
                 snapshot.pbc = (True, True, True)  # the reference and DeePMD both see the vacuum gap
-            snapshot.calc = reference_calculator({"potential": "snap"})  # one per frame: LAMMPSlib keeps its atoms
+            # one calculator per frame: LAMMPSlib keeps its atoms
+            snapshot.calc = LABELLERS["reference"].calculator(snapshot, ReferenceSettings(potential="snap"), run_dir,
+                                                              "oracle")
             snapshot.arrays["reference_forces"] = snapshot.get_forces()
             snapshot.calc = None
             frames.append(snapshot)
@@ -73,7 +83,7 @@ def force_rmse(models: list[str], groups: list[list]) -> float:
     return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
 
 
-def campaign(workdir: Path, strategy: str, iterations: int, max_labels: int, seed: int) -> dict:
+def campaign(workdir: Path, strategy: str, scope: str, iterations: int, max_labels: int, seed: int) -> dict:
     return {
         "campaign": {"name": f"al-{strategy}", "workdir": str(workdir), "seed": seed},
         "executors": {"cpu": {"max_workers": 2}, "gpu": {"max_workers": 2}},
@@ -93,7 +103,7 @@ def campaign(workdir: Path, strategy: str, iterations: int, max_labels: int, see
                                                                   "temperature": 500}},
         ],
         "select": {"trust_levels": [{"lo": 0.03, "hi": 2.0}], "max_labels": max_labels, "strategy": strategy,
-                   "max_iterations": iterations, "accurate_ratio": 1.0},
+                   "scope": scope, "max_iterations": iterations, "accurate_ratio": 1.0},
     }
 
 
@@ -122,8 +132,8 @@ def main() -> None:
         needed: dict[str, list[float]] = {name: [] for name in STRATEGIES}
         curves: dict[str, list[list[tuple[int, float]]]] = {name: [] for name in STRATEGIES}
         for seed in args.seeds:
-            for name, strategy in STRATEGIES.items():
-                config = parse_config(campaign(work / f"{strategy}-{seed}", strategy, args.iterations,
+            for name, (strategy, scope) in STRATEGIES.items():
+                config = parse_config(campaign(work / f"{strategy}-{scope}-{seed}", strategy, scope, args.iterations,
                                                args.max_labels, seed))
                 summary = run_campaign(config)
                 initial = sum(r["status"] == "ok" for o in summary["labels"].outputs.values() for r in o["records"])
@@ -142,19 +152,17 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    baseline = float(np.mean(needed["dp-gen rule (random)"]))
-    print(f"\nlabels needed to reach force RMSE {args.target} eV/Å on the held-out oracle set:")
-    for name, values in needed.items():
-        mean = float(np.mean(values))
-        ratio = mean / baseline if np.isfinite(baseline) and baseline > 0 else float("nan")
-        print(f"  {name:<26} {mean:6.1f}   ratio to dp-gen rule {ratio:.2f}")
     # When a strategy never reaches the target, compare at the best error all of them reached.
     common = max(curve[-1][1] for runs in curves.values() for curve in runs)
-    print(f"labels needed to reach {common:.3f} eV/Å, the best error every strategy reached:")
-    base = float(np.mean([labels_to_reach(c, common) for c in curves["dp-gen rule (random)"]]))
-    for name, runs in curves.items():
-        mean = float(np.mean([labels_to_reach(c, common) for c in runs]))
-        print(f"  {name:<26} {mean:6.1f}   ratio to dp-gen rule {mean / base:.2f}")
+    for title, level, counts in (
+            (f"force RMSE {args.target} eV/Å", args.target, needed),
+            (f"{common:.3f} eV/Å, the best error every strategy reached", common,
+             {name: [labels_to_reach(c, common) for c in runs] for name, runs in curves.items()})):
+        print(f"\nlabels needed to reach {title} (seeds {args.seeds}):")
+        for name, values in counts.items():
+            ratios = np.array(values) / np.array(counts[BASELINE])
+            print(f"  {name:<30} labels {' '.join(f'{v:5.1f}' for v in values)}   ratio to dp-gen rule "
+                  f"{' '.join(f'{r:.2f}' for r in ratios)}   mean {np.mean(ratios):.2f} ± {np.std(ratios):.2f}")
     print("goal: ours/dp-gen rule <= 0.7")
 
 
