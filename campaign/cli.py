@@ -114,6 +114,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from campaign.export import export_campaign
+
+    config = _load_or_exit(args.config, args.scale)
+    try:
+        result = export_campaign(config, Path(args.destination))
+    except FileNotFoundError as error:
+        print(f"campaign export: {error}", file=sys.stderr)
+        return 2
+    models = f"the ensemble of iteration {result.models_iteration}" if result.models_iteration is not None \
+        else "no complete ensemble"
+    print(f"{args.destination}: {len(result.train)} training and {len(result.test)} test labels, "
+          f"{len(result.failed)} failed (in manifest.json), {models}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from campaign.status import print_status
 
@@ -168,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--timestep", type=float, help="ps between steps (dumps without ITEM: TIME) or frames")
     analyze.add_argument("--protocol", default="", help="the protocol that made it (deposition: z is open)")
     analyze.set_defaults(handler=cmd_analyze)
-    for command in (validate, run, status, watch, analyze):
+    export = commands.add_parser("export", help="the labels and the newest ensemble as a directory to commit")
+    export.add_argument("config", help="campaign YAML file")
+    export.add_argument("destination", help="directory to write (replaced whole), e.g. data/li-gpaw")
+    export.set_defaults(handler=cmd_export)
+    for command in (validate, run, status, watch, analyze, export):
         command.add_argument("--scale", help="apply the overrides of `scales.<name>` in the config (e.g. small)")
     return parser
 

@@ -208,6 +208,12 @@ def read_model_record(work_dir: str | Path) -> ModelRecord:
     return record
 
 
+def training_data(work_dir: str | Path) -> tuple[list[str], list[str]]:
+    """The training and validation systems a member was trained on (its `input.json`)."""
+    training = json.loads((Path(work_dir) / "input.json").read_text())["training"]
+    return list(training["training_data"]["systems"]), list(training.get("validation_data", {}).get("systems", []))
+
+
 def ensemble_forces(models: Sequence[str | Path], frames: Sequence[Atoms], type_map: Sequence[str]) -> np.ndarray:
     """Forces of every frame under every model, shape (models, frames, atoms, 3); frames of equal size."""
     prepare_process()

@@ -544,6 +544,14 @@ def test_watch_interval_must_be_positive(tmp_path, interval):
     assert result.returncode == 2 and "--interval" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_export_of_a_campaign_that_never_ran(tmp_path):
+    result = cli("export", str(write_config(tmp_path)), str(tmp_path / "export"))
+    assert result.returncode == 2 and "holds no labels" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "export").exists()
+    bad = cli("export", str(write_config(tmp_path, E(("production.0.params.temprature", 400)))), str(tmp_path / "x"))
+    assert bad.returncode == 2 and "  production[0].params.temprature:" in bad.stderr
+
+
 def test_unknown_command_and_missing_config(tmp_path):
     assert cli("launch", "x.yaml").returncode == 2
     result = cli("validate", str(tmp_path / "absent.yaml"))

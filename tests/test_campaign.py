@@ -111,6 +111,24 @@ def test_active_learning_then_production(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "active learning" in status.stdout and "explore-0" in status.stdout
 
+    # the export to commit: every label once, held out as the final ensemble saw it, its models
+    export = subprocess.run([sys.executable, "-m", "campaign.cli", "export", str(config_path),
+                             str(tmp_path / "export")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert export.returncode == 0, export.stderr[-3000:]
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    n_labels = sum(r.state == "done" for r in labels)
+    assert manifest["labels"]["train"] + manifest["labels"]["test"] == n_labels and manifest["labels"]["test"] >= 1
+    assert manifest["models"]["iteration"] == 2 and len(list((tmp_path / "export" / "models").glob("*.pth"))) == 2
+    _, validation = (json.loads(next((tmp_path / "run" / "models" / "iter-002").glob("member-0-*/input.json"))
+                                .read_text())["training"][key]["systems"] for key in ("training_data", "validation_data"))
+    held_out = sorted(p.name for p in (tmp_path / "export" / "test").iterdir())
+    assert len(held_out) == len(validation)
+    import dpdata
+
+    record = next(r for r in open_campaign(tmp_path / "run").labels().itertuples() if r.name == held_out[0])
+    exported = dpdata.LabeledSystem(str(tmp_path / "export" / "test" / held_out[0]), fmt="deepmd/npy")
+    assert float(exported["energies"][0]) == pytest.approx(record.energy_ev, abs=1e-9)
+
     # a campaign copied elsewhere (scratch on a cluster) redoes nothing: ids hash contents, records hold
     # paths below their own directories
     moved = tmp_path / "elsewhere" / "run"
