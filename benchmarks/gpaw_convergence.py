@@ -4,7 +4,7 @@ plane-wave cutoff and the Methfessel-Paxton smearing width, each run through the
 stage's `gpaw` column), one core.
 
 Usage: python benchmarks/gpaw_convergence.py [--kpoints 4 6 8 10 12] [--cutoffs 300 350 450 600]
-       [--surface-kpoints 4 6 8] [--widths 0.4] [--width-kpoints 4 6 10]
+       [--cutoff-kpoints 10] [--surface-kpoints 4 6 8] [--widths 0.4] [--width-kpoints 4 6 10]
        [--out benchmarks/results/gpaw_convergence.json]
 The k-point scan is at 350 eV and 0.2 eV smearing, the cutoff scan at the densest k-point
 density; the width scan (at 350 eV) asks whether a wider smearing converges the shear
@@ -45,6 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kpoints", type=float, nargs="*", default=[4, 6, 8, 10, 12])
     parser.add_argument("--cutoffs", type=float, nargs="*", default=[300, 350, 450, 600])
+    parser.add_argument("--cutoff-kpoints", type=float, help="k-point density of the cutoff scan (default: the "
+                                                               "densest of --kpoints)")
     parser.add_argument("--surface-kpoints", type=float, nargs="*", default=[4, 6, 8])
     parser.add_argument("--widths", type=float, nargs="*", default=[], help="eV, smearing widths to scan")
     parser.add_argument("--width-kpoints", type=float, nargs="*", default=[4, 6, 10])
@@ -58,8 +60,9 @@ def main() -> None:
     print("|" + "---|" * (len(shown) + 4))
     scans = [({"kpoint_density_per_angstrom": k, "cutoff_ev": 350.0}, k in args.surface_kpoints)
              for k in args.kpoints]
-    scans += [({"kpoint_density_per_angstrom": max(args.kpoints), "cutoff_ev": c}, False) for c in args.cutoffs
-              if c != 350.0 and args.kpoints]
+    cutoff_kpoints = args.cutoff_kpoints or max(args.kpoints, default=None)
+    scans += [({"kpoint_density_per_angstrom": cutoff_kpoints, "cutoff_ev": c}, False) for c in args.cutoffs
+              if c != 350.0 and cutoff_kpoints]
     scans += [({"kpoint_density_per_angstrom": k, "cutoff_ev": 350.0, "smearing_width_ev": w}, False)
               for w in args.widths for k in args.width_kpoints]
     with tempfile.TemporaryDirectory() as scratch:

@@ -31,6 +31,8 @@ def problems_of(data) -> list[str]:
 def test_every_shipped_config_validates(path):
     config = load_config(path)
     assert config.campaign.workdir.is_absolute()
+    for scale in yaml.safe_load(path.read_text()).get("scales", {}):  # at every scale it ships
+        load_config(path, scale=scale)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "studies").glob("*.yaml")), ids=lambda p: p.name)
