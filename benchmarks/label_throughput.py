@@ -21,7 +21,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 16, 54], choices=sorted(CELLS))
     parser.add_argument("--kpoint-density", type=float, default=3.0, help="k-points per reciprocal Å")
     args = parser.parse_args()
-    settings = GpawSettings(kpoint_density_per_angstrom=args.kpoint_density).model_dump()
+    typed = GpawSettings(kpoint_density_per_angstrom=args.kpoint_density)
+    settings = typed.model_dump()
     print(f"{'atoms':>6} {'k-mesh':>9} {'GPAW s':>9} {'SNAP s':>9} {'ratio':>8}")
     with tempfile.TemporaryDirectory() as work:
         for n_atoms in args.sizes:
@@ -29,7 +30,7 @@ def main() -> None:
             dft = label.label_structures([atoms], "gpaw", settings, f"{work}/gpaw{n_atoms}").records[0]
             label.label_structures([atoms], "reference", {"potential": "snap"}, f"{work}/warm{n_atoms}")
             oracle = label.label_structures([atoms], "reference", {"potential": "snap"}, f"{work}/snap{n_atoms}").records[0]
-            mesh = "x".join(map(str, label.kpoint_mesh(atoms, args.kpoint_density)))
+            mesh = "x".join(map(str, typed.mesh(atoms)))
             print(f"{n_atoms:>6} {mesh:>9} {dft.wall_time_s:9.1f} {oracle.wall_time_s:9.3f} "
                   f"{dft.wall_time_s / oracle.wall_time_s:8.0f}  ({dft.status})")
 

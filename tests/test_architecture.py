@@ -82,9 +82,18 @@ def test_benchmarks_and_scripts_import_what_exists():
     missing = []
     for path in sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py"),
                         *(ROOT / "examples").rglob("*.py")]):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        bound = {}  # local name -> project module it stands for (`from tasks import label`)
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
                 module = importlib.import_module(node.module)
-                missing += [f"{path.relative_to(ROOT)}: {node.module}.{alias.name}" for alias in node.names
-                            if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in modules]
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" in modules:
+                        bound[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                    elif not hasattr(module, alias.name):
+                        missing.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
+        for node in ast.walk(tree):  # and what they use of such a module (`label.kpoint_mesh`)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound:
+                if not hasattr(importlib.import_module(bound[node.value.id]), node.attr):
+                    missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {bound[node.value.id]}.{node.attr}")
     assert not missing, missing
