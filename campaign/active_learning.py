@@ -37,6 +37,7 @@ import numpy as np
 
 from campaign.config import CampaignConfig, TrustLevel
 from campaign.engine import Display, StageResult, TaskSpec, run_stage
+from campaign.export import restore_labels
 from campaign.ledger import Ledger, task_id
 from campaign.properties import check_targets
 from campaign.stages import base_structure, label_spec, ok_systems, train_stage
@@ -188,6 +189,7 @@ class _Selection:
             self.label_tasks.append(label_task.task_id)
             specs.append(label_task)
         self.record.labels_selected += len(specs)
+        restore_labels(self.config, specs)  # labels an export holds (a resumed campaign on another machine)
         return specs
 
 

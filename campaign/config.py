@@ -205,6 +205,8 @@ class LabelSection(Strict):
     systems: list[str] | None = Field(None, description="systems to label; default: all of them")
     blocks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="settings by labeller, written "
                                                                               "as label.<engine>: {...}")
+    restore_from: list[Path] = Field(default_factory=list, description="`campaign export` directories whose labels "
+                                                                       "(same settings) are taken, not recomputed")
 
     @model_validator(mode="before")
     @classmethod
@@ -918,7 +920,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     if path_problems:
         raise ConfigError(source, path_problems)
     if base_dir is not None:
-        sections = {name: getattr(config, name) for name in ("campaign", "train", "storage", "properties")}
+        sections = {name: getattr(config, name) for name in ("campaign", "train", "label", "storage", "properties")}
         sections["production"] = list(enumerate(config.production))
         config = config.model_copy(update=_resolved(sections, base_dir)[1])
     return config
@@ -975,6 +977,25 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
                     problems.append(f"train.{name}[{i}]: {path} holds no {what}")
                 expanded[name] += members
         updates["train"] = train.model_copy(update=expanded)
+    label_section = sections.get("label")
+    if label_section is not None and label_section.restore_from:
+        from storage.labels import read_export_manifest
+        from tasks.label import settings_hash
+
+        wanted = settings_hash(label_section.engine, label_section.settings())
+        restore_from = []
+        for i, path in enumerate(label_section.restore_from):
+            path = resolve(path)
+            try:
+                exported = read_export_manifest(path)
+            except ValueError as error:
+                problems.append(f"label.restore_from[{i}]: {error}")
+                continue
+            if exported.settings_hash != wanted:
+                problems.append(f"label.restore_from[{i}]: {path} holds labels of other settings "
+                                f"({exported.settings_hash}, this campaign's are {wanted}): they are never mixed")
+            restore_from.append(path)
+        updates["label"] = label_section.model_copy(update={"restore_from": restore_from})
     production = []
     for i, study in sections.get("production") or []:
         if study.potential_kind == "model_file":

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from campaign.config import CampaignConfig
+from campaign.engine import TaskSpec
 from campaign.ledger import Ledger
+from storage.labels import read_export_manifest, write_export_manifest
 from tasks import label, train
-
-MANIFEST = "manifest.json"
-
 
 @dataclass
 class Export:
@@ -82,16 +81,20 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
     result = Export(destination, models_iteration=ensemble[0] if ensemble else None)
     staging = destination.with_name(destination.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    batches: dict[str, list[dict[str, Any]]] = {}  # label task id -> its records, for `label.restore_from`
     for batch in sorted((config.workdir / "labels").glob("*/records.json")):
         for record in label.read_records(batch.parent):
             if record.settings_hash != wanted:
                 continue
+            part = None
             if record.status != "ok":
                 result.failed[record.name] = record.message
-                continue
-            part = "test" if _label_key(record.system_dir) in validation else "train"
-            shutil.copytree(record.system_dir, staging / part / record.name)
-            getattr(result, part).append(record.name)
+            else:
+                part = "test" if _label_key(record.system_dir) in validation else "train"
+                shutil.copytree(record.system_dir, staging / part / record.name)
+                getattr(result, part).append(record.name)
+            entry = {**asdict(record), "system_dir": Path(record.system_dir).name if record.system_dir else None}
+            batches.setdefault(batch.parent.name, []).append({"record": entry, "part": part})
     # where the rest came from (`train.initial_data`, `test_data`): directories, below the project if they are
     result.inherited = sorted({_readable(Path(s).parent) for s in trained_on[0] + trained_on[1]
                                if _label_key(s)[0] not in own})
@@ -116,10 +119,29 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         "models": {"iteration": result.models_iteration, "members": members},
         "inherited_training_data": result.inherited,
         "iterations": iterations,
+        "label_batches": batches,
     }
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+    write_export_manifest(staging, manifest)
     if destination.exists():
         shutil.rmtree(destination)
     staging.rename(destination)
     return result
+
+
+def restore_labels(config: CampaignConfig, specs: list[TaskSpec]) -> int:
+    """Label tasks that a `label.restore_from` export holds get their batch directory from it,
+    as the task would have written it, so the engine finds them done instead of computing
+    them again (a campaign resumed on a machine without its `runs/`). Returns how many."""
+    exported = {task: (source, entries) for source in map(read_export_manifest, config.label.restore_from)
+                for task, entries in source.batches.items()}
+    restored = 0
+    for spec in specs:
+        if spec.kind != "label" or spec.task_id not in exported or (spec.output_dir / "records.json").exists():
+            continue
+        source, entries = exported[spec.task_id]
+        records = [label.LabelRecord(**record) for record, _ in entries]
+        label.restore_batch(spec.output_dir, records, {record.name: source.directory / part / record.name
+                                                       for record, (_, part) in zip(records, entries) if part})
+        restored += 1
+    return restored

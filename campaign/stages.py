@@ -24,6 +24,7 @@ from ase import Atoms
 
 from campaign.config import CampaignConfig
 from campaign.engine import Display, StageResult, TaskSpec, run_stage
+from campaign.export import restore_labels
 from campaign.ledger import Ledger, task_id
 from storage.labels import LabelIndex
 from tasks import build, label, train
@@ -97,6 +98,9 @@ def ok_systems(labels: dict[str, dict[str, Any]]) -> list[str]:
 
 def label_stage(config: CampaignConfig, ledger: Ledger, display: Display) -> StageResult:
     specs = [label_spec(config, name, path) for name, path in structure_files(config)]
+    restored = restore_labels(config, specs)
+    if restored:
+        ledger.log_event("label", f"{restored} labels restored from {', '.join(map(str, config.label.restore_from))}")
     result = run_stage("label", specs, ledger, config.campaign.max_retries, config.campaign.failure_ratio_limit,
                        display)
     with LabelIndex(config.workdir / "labels.sqlite") as index:

@@ -9,6 +9,8 @@ kept with their reason and never reach training.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -65,3 +67,36 @@ class LabelIndex:
         import pandas as pd
 
         return pd.read_sql_query("SELECT * FROM labels ORDER BY rowid", self._db)
+
+
+#: The file of a `campaign export` directory that says what it holds (`campaign.export` writes it).
+EXPORT_MANIFEST = "manifest.json"
+
+
+@dataclass
+class ExportedLabels:
+    """What an export holds for restoring: its level of theory and, by label task id, each
+    batch's records (as `tasks.label.LabelRecord` fields) with the part (`train`, `test`, or
+    None for a failed label) where its system lies as `<directory>/<part>/<name>`."""
+
+    directory: Path
+    settings_hash: str
+    batches: dict[str, list[tuple[dict[str, Any], str | None]]]
+
+
+def write_export_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    (directory / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+
+
+def read_export_manifest(directory: str | Path) -> ExportedLabels:
+    """The labels of an export directory (ValueError saying why when it is not one)."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / EXPORT_MANIFEST).read_text())
+        return ExportedLabels(directory, manifest["label"]["settings_hash"],
+                              {task: [(entry["record"], entry["part"]) for entry in entries]
+                               for task, entries in manifest["label_batches"].items()})
+    except FileNotFoundError:
+        raise ValueError(f"{directory} is not a `campaign export` (no {EXPORT_MANIFEST})") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{directory / EXPORT_MANIFEST}: unreadable ({type(error).__name__}: {error})") from None

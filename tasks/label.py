@@ -204,12 +204,34 @@ def label_structures(structures: Iterable[Atoms] | str | Path, engine: str, sett
     for record in records:
         record.system_dir = where.get(record.name)
     batch = LabelBatch(records, sorted(set(where.values())))
+    _write_records(output_dir, records)
+    return batch
+
+
+def _write_records(output_dir: Path, records: Sequence[LabelRecord]) -> None:
+    """`records.json`, last: a batch is complete when it exists."""
     stored = [{**asdict(r), "system_dir": os.path.relpath(r.system_dir, output_dir) if r.system_dir else None}
               for r in records]  # below the batch's directory: the workdir can move
     temporary = output_dir / "records.json.tmp"
     temporary.write_text(json.dumps(stored, indent=1))
     temporary.replace(output_dir / "records.json")
-    return batch
+
+
+def restore_batch(output_dir: str | Path, records: Sequence[LabelRecord], systems: Mapping[str, Path]) -> None:
+    """Write a batch directory as `label_structures` would have, from labels computed before
+    (an export): each ok record's DeePMD system is copied from `systems[record.name]` to the
+    name its `system_dir` gives (the batch's own, e.g. `Li16-16-virial`)."""
+    import shutil
+
+    output_dir = Path(output_dir)
+    restored = []
+    for record in records:
+        target = None
+        if record.status == "ok":
+            target = output_dir / "systems" / Path(record.system_dir or systems[record.name]).name
+            shutil.copytree(systems[record.name], target, dirs_exist_ok=True)
+        restored.append(LabelRecord(**{**asdict(record), "system_dir": str(target) if target else None}))
+    _write_records(output_dir, restored)
 
 
 def read_records(output_dir: str | Path) -> list[LabelRecord]:

@@ -496,6 +496,15 @@ def test_empty_model_and_data_directories(tmp_path):
                      f"train.initial_data[0]: {tmp_path}/data holds no DeePMD systems (type.raw)"]
 
 
+def test_restore_from_what_is_not_an_export(tmp_path):
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{}")
+    lines = problems_of_file(write_config(tmp_path, E(("label.restore_from", ["labels", "broken"]))))
+    assert lines[0] == f"label.restore_from[0]: {tmp_path}/labels is not a `campaign export` (no manifest.json)"
+    assert lines[1].startswith(f"label.restore_from[1]: {tmp_path}/broken/manifest.json: unreadable (KeyError")
+
+
 def test_missing_model_files(tmp_path):
     lines = problems_of_file(write_config(tmp_path, E(("train.test_data", ["held-out"]),
                                                       ("production.0.potential", "models/m.pth"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from campaign.config import load_config, parse_config
+from campaign.config import ConfigError, load_config, parse_config
 from campaign.ledger import Ledger
 from campaign.run import run_campaign
 from campaign.stages import split_train_test
@@ -54,6 +54,48 @@ def test_train_test_split_does_not_depend_on_where_the_workdir_lies(tmp_path):
         assert len(testing) == 8 and len(training) == 32
         splits.append(sorted(str(Path(s).relative_to(workdir)) for s in testing))
     assert splits[0] == splits[1]
+
+
+def labels_only(workdir: Path, models: list[str], potential: str = "snap", restore: Path | None = None) -> dict:
+    """A campaign that only labels (its models are given): the reference labeller on five structures."""
+    return {
+        "campaign": {"name": "labels", "workdir": str(workdir), "seed": 3},
+        "executors": {"cpu": {"max_workers": 2}, "gpu": {"max_workers": 1}},
+        "systems": [{"name": "bulk2", "builder": "bulk", "params": {"lattice_constant": 3.45}, "rattle_copies": 3,
+                     "rattle_stdev_angstrom": 0.05},
+                    {"name": "vacancy", "builder": "vacancy", "params": {"lattice_constant": 3.45, "size": 2}}],
+        "label": {"engine": "reference", "reference": {"potential": potential},
+                  **({"restore_from": [str(restore)]} if restore else {})},
+        "train": {"ensemble_size": 2, "initial_models": models},
+    }
+
+
+def test_a_campaign_on_another_machine_takes_its_exported_labels(tmp_path, tiny_ensemble):
+    """What a new machine without `runs/` does: the committed export restores every label of
+    the same settings, bit for bit, and nothing is labelled again; an export of other settings
+    is refused by `validate`."""
+    models = [m.model_path for m in tiny_ensemble]
+    first = run_campaign(parse_config(labels_only(tmp_path / "a", models), base_dir=tmp_path))
+    assert first["labels"].ran == 5
+    export = subprocess.run([sys.executable, "-m", "campaign.cli", "export", str(write(tmp_path / "a.yaml",
+                             labels_only(tmp_path / "a", models))), str(tmp_path / "export")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert export.returncode == 0 and "5 training and 0 test labels" in export.stdout, export.stderr
+    second = run_campaign(parse_config(labels_only(tmp_path / "b", models, restore=tmp_path / "export"),
+                                       base_dir=tmp_path))
+    assert second["labels"].ran == 0 and len(second["labels"].outputs) == 5
+    before, after = (open_campaign(tmp_path / run).labels().sort_values("name") for run in ("a", "b"))
+    assert before.energy_ev.tolist() == after.energy_ev.tolist() and set(after.status) == {"ok"}
+    for a, b in zip(before.system_dir, after.system_dir):
+        for name in ("coord.npy", "force.npy", "energy.npy"):
+            assert np.array_equal(np.load(Path(a) / "set.000" / name), np.load(Path(b) / "set.000" / name))
+    with pytest.raises(ConfigError, match=r"label.restore_from\[0\]: .* holds labels of other settings"):
+        parse_config(labels_only(tmp_path / "c", models, "meam", restore=tmp_path / "export"), base_dir=tmp_path)
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.mark.slow
