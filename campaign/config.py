@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from pydantic_core import PydanticCustomError
 
 from campaign.sweep import SweepPoint, expand_sweep, parameter_paths, sweep_problems
+from storage.labels import read_export_manifest
 from tasks.fields import FIELDS
+from tasks.label import settings_hash
 from tasks.labellers import LABELLERS
 from tasks.plugin import did_you_mean, field_at, message_of, names_at, problems as plugin_problems, real_location
 from tasks.potentials import POTENTIALS, ClassicalPotential, classical_names
@@ -979,9 +981,6 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
         updates["train"] = train.model_copy(update=expanded)
     label_section = sections.get("label")
     if label_section is not None and label_section.restore_from:
-        from storage.labels import read_export_manifest
-        from tasks.label import settings_hash
-
         wanted = settings_hash(label_section.engine, label_section.settings())
         restore_from = []
         for i, path in enumerate(label_section.restore_from):

@@ -7,9 +7,10 @@ npy systems, split as the newest ensemble saw them (its validation systems in `t
 everything else, labels it has not been trained on yet included, in `train/`), the newest
 complete ensemble in `models/`, and `manifest.json`: settings, counts, the failed labels
 with their reasons, the data the ensemble inherited from outside the campaign, and the
-active-learning record. A next campaign starts from it with `train.initial_data` and
-`train.initial_models`. Run it as often as labels accumulate; it replaces the directory
-whole (written beside it, then renamed).
+active-learning record. The same campaign resumed on another machine takes its labels back
+with `label.restore_from` (`restore_labels`); a next campaign starts from it with
+`train.initial_data` and `train.initial_models`. Run it as often as labels accumulate; it
+replaces the directory whole (written beside it, then renamed).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from campaign.engine import TaskSpec
 from campaign.ledger import Ledger
 from storage.labels import read_export_manifest, write_export_manifest
 from tasks import label, train
+
 
 @dataclass
 class Export:
@@ -108,8 +110,10 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
                        if key not in ("model_path", "compressed_path", "init_model")}
             (staging / "models" / f"member-{k}.json").write_text(json.dumps(summary, indent=1))
             members.append(summary)
-    with Ledger(config.workdir / "ledger.sqlite", readonly=True) as ledger:
-        iterations = ledger.iterations()
+    iterations = []
+    if (config.workdir / "ledger.sqlite").is_file():
+        with Ledger(config.workdir / "ledger.sqlite", readonly=True) as ledger:
+            iterations = ledger.iterations()
     manifest: dict[str, Any] = {
         "campaign": config.campaign.name, "config_hash": config.config_hash(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
