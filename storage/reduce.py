@@ -55,9 +55,9 @@ def steady_state(data: xr.DataArray | xr.Dataset, n_valid_time: xr.DataArray,
 def summary_table(dataset: xr.Dataset, filled_fraction: float = 0.25, fraction: float = 0.2):
     """Per run: status, final atoms, bottom and top slab temperature, bcc fraction (the last 20 %
     of the run), the deposit's height and morphology at the run's last frame, the cavity's
-    volume at the first frame and at the end, and D of each MSD group with its standard error. A pandas table, one row per
-    run in sweep order; computed where the data are (on the Dask cluster when a client is
-    active).
+    volume at the first frame and at the end, and D of each MSD group with its standard
+    error. A pandas table, one row per run in sweep order; computed where the data are (on
+    the Dask cluster when a client is active).
 
     The top (bottom) slab is the highest (lowest) holding at least `filled_fraction` of the
     fullest slab's mobile atoms, so a few atoms still falling are not taken for the surface.
@@ -80,8 +80,8 @@ def summary_table(dataset: xr.Dataset, filled_fraction: float = 0.25, fraction: 
     if "structure_fraction" in dataset:
         columns["bcc fraction"] = steady_state(dataset.structure_fraction.sel(structure="bcc"), valid,
                                                fraction).mean("time")
-    last_frame = (valid - 1).clip(min=0).compute()  # one integer per run
     if "deposit_height" in dataset:  # where each run ended (a tip run stops at a height)
+        last_frame = (valid - 1).clip(min=0).compute()  # one integer per run
         columns["deposit height (Å)"] = dataset.deposit_height.isel(time=last_frame)
         columns["morphology"] = dataset.morphology.isel(time=last_frame)
     if "cavity_volume" in dataset:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -221,8 +222,6 @@ def restore_batch(output_dir: str | Path, records: Sequence[LabelRecord], system
     """Write a batch directory as `label_structures` would have, from labels computed before
     (an export): each ok record's DeePMD system is copied from `systems[record.name]` to the
     name its `system_dir` gives (the batch's own, e.g. `Li16-16-virial`)."""
-    import shutil
-
     output_dir = Path(output_dir)
     restored = []
     for record in records:
