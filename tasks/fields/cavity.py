@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from tasks.fields.base import FieldParams, FrameCache, FrameField, Variable
@@ -45,20 +47,14 @@ def enclosed_voids(positions: np.ndarray, box_lo: np.ndarray, box_hi: np.ndarray
     labels, n = ndimage.label(empty)
     if n == 0:
         return np.zeros(0)
-    parent = np.arange(n + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for axis in range(3):  # a void crossing a face of the box continues on the opposite face
+    pairs = []  # a void crossing a face of the box continues on the opposite face
+    for axis in range(3):
         first, last = np.take(labels, 0, axis=axis), np.take(labels, -1, axis=axis)
         both = (first > 0) & (last > 0)
-        for a, b in np.unique(np.column_stack([first[both], last[both]]), axis=0):
-            parent[root(int(a))] = root(int(b))
-    roots = np.array([root(i) for i in range(n + 1)])
+        pairs.append(np.column_stack([first[both], last[both]]))
+    pairs = np.concatenate(pairs)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n + 1, n + 1))
+    _, roots = connected_components(graph, directed=False)
     void = roots[labels[empty]]
     index = np.nonzero(empty)
     spans = np.zeros(n + 1, bool)
