@@ -2,7 +2,8 @@
 
 Ours is each field as a production run uses it: a `FieldStream` holding that one field,
 fed frame by frame (the base class owns frames and times; the field does its frame; its
-output arrays are the declared ones). Peers, the same output computed as a script would:
+output arrays are the declared ones); coordination and a-CNA run on our Numba cell list
+(tasks/fields/neighbours.py). Peers, the same output computed as a script would:
 
 * coordination (3.2 Å): OVITO's CoordinationAnalysisModifier on a DataCollection built per
   frame, and freud's AABBQuery neighbour counts, each reduced by plain numpy to what the
@@ -102,7 +103,7 @@ def main() -> None:
     import freud
     from ovito.modifiers import CommonNeighborAnalysisModifier, CoordinationAnalysisModifier
 
-    from tasks.fields.structure_fractions import _ovito_to_ours
+    from tasks.fields.neighbours import from_ovito_types
 
     frames = frames_of(args.frames)
     box = freud.box.Box.from_matrix(np.diag(frames[0].box_hi))
@@ -143,7 +144,7 @@ def main() -> None:
         return output
 
     def cna_output(frame: Frame):
-        kind = _ovito_to_ours()[ovito_types(frame)]
+        kind = from_ovito_types()[ovito_types(frame)]
         slab, inside = slab_of(frame)
         table = np.bincount(slab * 4 + kind[inside], minlength=4 * len(z_bins)).reshape(-1, 4)
         return np.bincount(kind, minlength=4) / len(kind), table / np.maximum(table.sum(1, keepdims=True), 1)
@@ -170,7 +171,7 @@ def main() -> None:
     from tasks.fields.structure_fractions import structure_types
 
     assert np.array_equal(coordination_numbers(FrameCache(frames[0]), 3.2, True), freud_counts(frames[0]))
-    assert np.array_equal(structure_types(FrameCache(frames[0]), True), _ovito_to_ours()[ovito_types(frames[0])])
+    assert np.array_equal(structure_types(FrameCache(frames[0]), True), from_ovito_types()[ovito_types(frames[0])])
     positions = np.array([f.positions for f in frames])
     direct = np.array([np.mean(np.sum((positions[k:] - positions[:len(positions) - k]) ** 2, axis=2))
                        for k in range(len(positions))])

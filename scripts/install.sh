@@ -74,5 +74,14 @@ import _gpaw
 assert getattr(_gpaw, "libxc_version", None), "GPAW was built without libxc"
 assert torch.__version__.startswith("2.11.0"), torch.__version__
 PY
+echo "install: compiling the structure fields' neighbour kernels (about 40 s; cached on disk)"
+"$venv/bin/python" - <<'PY'
+import numpy as np
+from tasks.fields.neighbours import adaptive_cna, coordination_counts
+
+bcc = np.array([[0.0, 0.0, 0.0], [1.755, 1.755, 1.755]])
+adaptive_cna(bcc, np.zeros(3), np.full(3, 3.51), (True, True, True))
+coordination_counts(bcc, np.zeros(3), np.full(3, 3.51), (True, True, True), 3.2)
+PY
 echo "$want" >"$stamp"
 echo "install: done ($venv)"

@@ -114,6 +114,53 @@ def test_structure_fractions_bcc_and_liquid():
     assert np.mean(liquid == 0) < 0.1
 
 
+def neighbour_test_frames():
+    """Crystals, a liquid, tiny periodic cells (images are neighbours) and open slabs with vapour
+    atoms (their nearest neighbours lie beyond the cell list's reach)."""
+    from ase.build import bulk
+
+    fcc = bulk("Cu", "fcc", a=4.4, cubic=True).repeat(4)
+    hcp = bulk("Mg", "hcp", a=3.1, c=5.06, orthorhombic=True).repeat((4, 3, 3))
+    cases = [(build.bcc_bulk(3.51, 6), True), (build.rattled(build.bcc_bulk(3.51, 6), 0.25, 2), True),
+             (build.rattled(build.bcc_bulk(3.51, 2), 0.05, 2), True), (fcc, True),
+             (build.rattled(fcc, 0.08, 3), True), (build.rattled(hcp, 0.05, 4), True),
+             (build.random_cluster(432, 0.534, seed=2, min_distance_angstrom=2.4), True)]
+    for miller, size in (((1, 0, 0), (5, 5)), ((1, 1, 0), (4, 4)), ((1, 1, 1), (3, 4))):
+        slab = build.rattled(build.slab(miller, 8, size, 20.0), 0.15, 1)
+        slab.positions[:5, 2] += np.linspace(8.0, 30.0, 5)  # atoms in flight above the surface
+        cases.append((slab, False))
+    return [(frame_from(atoms), periodic_z) for atoms, periodic_z in cases]
+
+
+def test_neighbour_kernels_give_ovitos_counts_and_types():
+    """Our cell-list coordination and a-CNA against OVITO's modifiers, atom by atom."""
+    from tasks.fields.base import ovito_collection, ovito_modifiers
+    from tasks.fields.neighbours import from_ovito_types
+
+    modifiers = ovito_modifiers()
+    seen = set()
+    for frame, periodic_z in neighbour_test_frames():
+        data = ovito_collection(frame, periodic_z)
+        data.apply(modifiers.CoordinationAnalysisModifier(cutoff=3.2, number_of_bins=2))
+        data.apply(modifiers.CommonNeighborAnalysisModifier())
+        ovito_types = from_ovito_types()[np.asarray(data.particles["Structure Type"][...])]
+        assert np.array_equal(coordination_numbers(FrameCache(frame), 3.2, periodic_z),
+                              data.particles["Coordination"][...])
+        assert np.array_equal(structure_types(FrameCache(frame), periodic_z), ovito_types)
+        seen.update(ovito_types.tolist())
+    assert seen == {0, 1, 2, 3}  # every structure type was met
+
+
+def test_neighbour_kernels_from_two_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [frame for frame, periodic_z in neighbour_test_frames() if periodic_z]
+    alone = [structure_types(FrameCache(frame), True) for frame in frames]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda frame: structure_types(FrameCache(frame), True), frames * 2))
+    assert all(np.array_equal(a, b) for a, b in zip(alone * 2, together))
+
+
 def test_rdf_is_the_exact_pair_histogram():
     """Against a plain pair count (a KD-tree, every pair within r_max) on an open slab and a bulk."""
     from scipy.spatial import cKDTree

@@ -1,4 +1,4 @@
-"""bcc/fcc/hcp/other fractions by adaptive common neighbour analysis (OVITO), total and per slab."""
+"""bcc/fcc/hcp/other fractions by adaptive common neighbour analysis, total and per slab."""
 
 from __future__ import annotations
 
@@ -6,28 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from tasks.fields.base import Coordinate, FrameCache, SlabField, Variable, ovito_modifiers
+from tasks.fields.base import Coordinate, FrameCache, SlabField, Variable
+from tasks.fields.neighbours import STRUCTURES, adaptive_cna
 from tasks.frame import Frame
-
-STRUCTURES = ("bcc", "fcc", "hcp", "other")
-
-
-def _ovito_to_ours() -> np.ndarray:
-    kind = ovito_modifiers().CommonNeighborAnalysisModifier.Type
-    mapping = np.full(max(int(t) for t in (kind.OTHER, kind.FCC, kind.HCP, kind.BCC, kind.ICO)) + 1,
-                      STRUCTURES.index("other"))
-    mapping[int(kind.BCC)] = STRUCTURES.index("bcc")
-    mapping[int(kind.FCC)] = STRUCTURES.index("fcc")
-    mapping[int(kind.HCP)] = STRUCTURES.index("hcp")
-    return mapping
 
 
 def structure_types(cache: FrameCache, periodic_z: bool) -> np.ndarray:
-    """Adaptive CNA of each atom as an index into STRUCTURES."""
-    cna = ovito_modifiers().CommonNeighborAnalysisModifier
-    data = cache.ovito(periodic_z)
-    data.apply(cna(mode=cna.Mode.AdaptiveCutoff))
-    return _ovito_to_ours()[np.asarray(data.particles["Structure Type"][...])]
+    """Adaptive CNA of each atom as an index into STRUCTURES (OVITO's types, icosahedral as other)."""
+    frame = cache.frame
+    return adaptive_cna(frame.positions, frame.box_lo, frame.box_hi, (True, True, periodic_z))
 
 
 class StructureFractions(SlabField):
