@@ -147,7 +147,9 @@ def test_parameters_are_checked_by_the_plugin():
     from pydantic import ValidationError
 
     for name, bad in (("elastic", {"strains": [0.2]}), ("point_defects", {"sizes": [4, 3]}),
-                      ("surface_energies", {"facets": [(0, 0, 0)]}), ("eos", {"pionts": 9})):
+                      ("surface_energies", {"facets": [(0, 0, 0)]}), ("eos", {"pionts": 9}),
+                      ("adatom_diffusion", {"facets": [(2, 1, 1)]}), ("adatom_diffusion", {"surface_cells": (1, 4)}),
+                      ("adatom_diffusion", {"thickness_angstrom": 6.0, "fixed_bottom_angstrom": 6.0})):
         with pytest.raises(ValidationError):
             PROPERTIES[name].Params(**bad)
 
@@ -312,6 +314,21 @@ def test_phonons_flag_the_soft_shear_of_a_potential_that_loses_bcc():
     with pytest.raises(ValueError, match="the crystal is not bcc after 2 ps of NPT at 300 K"):
         run_property("melting_point", {"temperatures_k": [300, 700], "cells": [3, 3, 6], "equilibrate_ps": 2},
                      classical_calculators("meam"), classical("meam").pair_commands())
+
+
+def test_an_adatom_on_100_hops_over_the_bridge():
+    """SNAP on a small (100) slab: the four-fold hollow is the adatom's lowest site, ontop its
+    highest, and the climbing-image NEB from one hollow to the next finds the barrier that the
+    bridge site gives with the adatom relaxed along the normal only (the saddle by symmetry),
+    computed apart."""
+    result = run_property("adatom_diffusion", {"facets": [(1, 0, 0)], "surface_cells": (3, 3), "thickness_angstrom": 8.0,
+                                               "fixed_bottom_angstrom": 3.0, "lattice_constant_angstrom": 3.506},
+                          classical_calculators("snap"))
+    sites = {site: result.value(f"adsorption_energy_100_{site}").value for site in ("ontop", "bridge", "hollow")}
+    assert sites["hollow"] < sites["bridge"] < sites["ontop"]
+    assert result.value("diffusion_barrier_100").value == pytest.approx(sites["bridge"] - sites["hollow"], abs=0.01)
+    path, profile = result.curves["neb_energy_100_hop1_vs_path_length"]
+    assert len(path) == 9 and profile[0] == 0 and abs(profile[-1]) < 0.005  # the same site, one cell on
 
 
 @pytest.mark.slow

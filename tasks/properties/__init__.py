@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.plugin import Registry
-from tasks.properties import elastic, eos, melting, phonons, point_defects, surface
+from tasks.properties import adatom, elastic, eos, melting, phonons, point_defects, surface
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, read_result, write_result
 from tasks.properties.calculators import PropertyPotential
 
@@ -23,6 +23,7 @@ PROPERTIES.register(point_defects.PointDefects())
 PROPERTIES.register(surface.SurfaceEnergies())
 PROPERTIES.register(phonons.Phonons())
 PROPERTIES.register(melting.MeltingPoint())
+PROPERTIES.register(adatom.AdatomDiffusion())
 
 
 def run_property(name: str, params: Mapping[str, Any], calculators: CalculatorFactory,

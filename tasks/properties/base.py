@@ -91,12 +91,14 @@ def energy(atoms: Atoms, calculators: CalculatorFactory, name: str) -> float:
 
 
 def relaxed_energy(atoms: Atoms, calculators: CalculatorFactory, name: str, fmax_ev_per_angstrom: float,
-                   max_steps: int = 500) -> tuple[float, Atoms]:
-    """Energy (eV) after relaxing the ions at fixed cell (ASE's BFGS), and the relaxed atoms."""
+                   max_steps: int = 500, keep_constraints: bool = False) -> tuple[float, Atoms]:
+    """Energy (eV) after relaxing the ions at fixed cell (ASE's BFGS), and the relaxed atoms;
+    every ion free unless `keep_constraints` (a fixed bottom, an atom held to a line)."""
     from ase.optimize import BFGS
 
     atoms = atoms.copy()
-    atoms.set_constraint()
+    if not keep_constraints:
+        atoms.set_constraint()
     atoms.calc = calculators(atoms, name)
     BFGS(atoms, logfile=None).run(fmax=fmax_ev_per_angstrom, steps=max_steps)
     return float(atoms.get_potential_energy()), atoms
