@@ -642,8 +642,9 @@ class CampaignConfig(Strict):
             md = [n for n, _ in self.properties.choices() if PROPERTIES[n].runs_md]
             dft = [p for p in self.properties.potentials if self.properties.potential_kind(p) == "dft"]
             if md and dft:
-                found.append(f"properties: {', '.join(md)} runs MD, which {', '.join(dft)} does not do here: "
-                             f"recorded as not run for it")
+                found.append(f"properties: {', '.join(md)} {'runs' if len(md) == 1 else 'run'} MD, which "
+                             f"{', '.join(dft)} {'does' if len(dft) == 1 else 'do'} not do here: recorded as not run "
+                             f"for {'it' if len(dft) == 1 else 'them'}")
         for section, items in (("explore", self.explore), ("production", self.production)):
             for i, item in enumerate(items):
                 found += [f"{section}[{i}]: {w}" for w in item.warnings()]

@@ -79,7 +79,7 @@ def write_lammps_data(atoms: Atoms, path: Path, type_map: Sequence[str], box_hei
     write(path, structure, format="lammps-data", specorder=list(type_map), masses=True, atom_style="atomic")
 
 
-def _unwrap(positions: np.ndarray, images: np.ndarray, box_lo: np.ndarray, box_hi: np.ndarray) -> np.ndarray:
+def unwrap(positions: np.ndarray, images: np.ndarray, box_lo: np.ndarray, box_hi: np.ndarray) -> np.ndarray:
     """Undo periodic wrapping with LAMMPS image flags (10 bits per dimension, offset 512)."""
     images = images.astype(np.int64)
     shifts = np.stack([(images & 1023) - 512, ((images >> 10) & 1023) - 512, (images >> 20) - 512], axis=1)
@@ -106,7 +106,7 @@ class _Runner:
         state = gathered(self.lmp, "f_frame_state", 4)[order]
         step = int(self.lmp.get_thermo("step"))
         return Frame(step=step, time_ps=step * self.timestep, ids=ids, types=types,
-                     positions=_unwrap(positions, images, box_lo, box_hi), velocities=state[:, 0:3].copy(),
+                     positions=unwrap(positions, images, box_lo, box_hi), velocities=state[:, 0:3].copy(),
                      potential_energy=state[:, 3].copy(), masses=self.mass_by_type[types],
                      fixed=np.isin(ids, list(fixed_ids)), box_lo=box_lo, box_hi=box_hi)
 

@@ -149,7 +149,10 @@ def test_parameters_are_checked_by_the_plugin():
     for name, bad in (("elastic", {"strains": [0.2]}), ("point_defects", {"sizes": [4, 3]}),
                       ("surface_energies", {"facets": [(0, 0, 0)]}), ("eos", {"pionts": 9}),
                       ("adatom_diffusion", {"facets": [(2, 1, 1)]}), ("adatom_diffusion", {"surface_cells": (1, 4)}),
-                      ("adatom_diffusion", {"thickness_angstrom": 6.0, "fixed_bottom_angstrom": 6.0})):
+                      ("adatom_diffusion", {"thickness_angstrom": 6.0, "fixed_bottom_angstrom": 6.0}),
+                      ("thermal_expansion", {"temperatures_k": [300, 100]}), ("thermal_expansion", {"cells": (2, 4, 4)}),
+                      ("elastic_at_temperature", {"strains": [0.1]}), ("self_diffusion", {"phase": "glass"}),
+                      ("self_diffusion", {"fit_window": (0.5, 0.2)}), ("melting_point", {"cells": (6, 6, 6)})):
         with pytest.raises(ValidationError):
             PROPERTIES[name].Params(**bad)
 
@@ -329,6 +332,48 @@ def test_an_adatom_on_100_hops_over_the_bridge():
     assert result.value("diffusion_barrier_100").value == pytest.approx(sites["bridge"] - sites["hollow"], abs=0.01)
     path, profile = result.curves["neb_energy_100_hop1_vs_path_length"]
     assert len(path) == 9 and profile[0] == 0 and abs(profile[-1]) < 0.005  # the same site, one cell on
+
+
+def test_finite_temperature_properties_start_from_the_static_crystal():
+    """At 2 K classical MD samples the bottom of the well: SNAP's zero-pressure lattice constant
+    and isothermal bulk modulus from NVT pressures, and its elastic constants from NVT
+    stresses, equal the static EOS (energies) and the relaxed-ion stress-strain values. By
+    50 K its crystal has contracted, as the EOS's negative B' says it must (Slater's
+    Grüneisen parameter B'/2 - 1/6 < 0)."""
+    snap, pair = classical_calculators("snap"), classical("snap").pair_commands()
+    eos, static = run_property("eos", {}, snap), run_property("elastic", {"strains": [0.01]}, snap)
+    a0 = eos.value("lattice_constant").value
+    md = {"cells": (3, 3, 3), "timestep_fs": 2, "equilibrate_ps": 0.1, "settle_ps": 0.1, "average_ps": 0.2,
+          "samples": 20, "lattice_constant_angstrom": a0}
+    expansion = run_property("thermal_expansion", {**md, "temperatures_k": [2, 50]}, snap, pair)
+    assert expansion.value("lattice_constant_2K").value == pytest.approx(a0, abs=5e-4)
+    assert expansion.value("bulk_modulus_2K").value == pytest.approx(eos.value("bulk_modulus").value, rel=0.05)
+    assert eos.value("bulk_modulus_derivative").value < 1 / 3
+    assert expansion.value("lattice_constant_50K").value < a0 - 0.005
+    assert expansion.value("linear_expansion_coefficient").value < 0
+    elastic = run_property("elastic_at_temperature", {**md, "temperatures_k": [2], "strains": [0.01]}, snap, pair)
+    for component in ("C11", "C12", "C44"):
+        assert elastic.value(f"{component}_2K").value == pytest.approx(static.value(component).value, rel=0.01)
+
+
+def test_self_diffusion_tells_the_melt_from_the_crystal():
+    """SNAP Li, 54 atoms: at 100 K the crystal does not diffuse and g(r) peaks at the bcc
+    nearest-neighbour distance; at 700 K the melt diffuses at liquid-metal speed (Å²/ps) with
+    a liquid's coordination and no bcc left."""
+    snap, pair = classical_calculators("snap"), classical("snap").pair_commands()
+    md = {"cells": (3, 3, 3), "timestep_fs": 2, "r_max_angstrom": 5.0, "lattice_constant_angstrom": 3.5062}
+    crystal = run_property("self_diffusion", {**md, "temperatures_k": [100], "phase": "crystal",
+                                              "equilibrate_ps": 0.5, "run_ps": 1, "samples": 20}, snap, pair)
+    d = crystal.value("diffusion_coefficient_100K")
+    assert d.note.startswith("not resolved") and abs(d.value) < 0.05
+    assert crystal.value("rdf_first_peak_100K").value == pytest.approx(3.5062 * np.sqrt(3) / 2, abs=0.05)
+    assert crystal.value("bcc_fraction_100K").value > 0.9
+    melt = run_property("self_diffusion", {**md, "temperatures_k": [700], "melt_ps": 1, "equilibrate_ps": 1,
+                                           "run_ps": 2, "samples": 40}, snap, pair)
+    d = melt.value("diffusion_coefficient_700K")
+    assert d.note.startswith("1 Å²/ps") and 0.5 < d.value < 5
+    assert 11 < melt.value("coordination_first_shell_700K").value < 16
+    assert melt.value("bcc_fraction_700K").value == 0
 
 
 @pytest.mark.slow

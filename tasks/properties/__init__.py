@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.plugin import Registry
-from tasks.properties import adatom, elastic, eos, melting, phonons, point_defects, surface
+from tasks.properties import (adatom, elastic, elastic_at_temperature, eos, melting, phonons, point_defects,
+                              self_diffusion, surface, thermal_expansion)
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, read_result, write_result
 from tasks.properties.calculators import PropertyPotential
 
@@ -24,6 +25,9 @@ PROPERTIES.register(surface.SurfaceEnergies())
 PROPERTIES.register(phonons.Phonons())
 PROPERTIES.register(melting.MeltingPoint())
 PROPERTIES.register(adatom.AdatomDiffusion())
+PROPERTIES.register(thermal_expansion.ThermalExpansion())
+PROPERTIES.register(elastic_at_temperature.ElasticAtTemperature())
+PROPERTIES.register(self_diffusion.SelfDiffusion())
 
 
 def run_property(name: str, params: Mapping[str, Any], calculators: CalculatorFactory,

@@ -20,44 +20,30 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, linear_fit
-from tasks.properties.eos import AtEquilibrium
+from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, bcc_box, bcc_fraction, npt_command,
+                                      nvt_command, run_sampled, thermalise)
 
-
-#: Below this a-CNA bcc fraction the equilibrated crystal is not bcc (thermal bcc Li near its
-#: melting point keeps about 0.7-0.9).
-MIN_CRYSTAL_BCC = 0.5
 #: A bcc fraction below this is no crystal left.
 GONE = 0.02
 
 
-class MeltingParams(AtEquilibrium):
+class MeltingParams(FiniteTemperatureParams):
     temperatures_k: list[float] = Field([400.0, 440.0, 480.0, 520.0], min_length=2,
                                         description="K, ascending; the melting point must lie between the ends")
     cells: tuple[int, int, int] = Field((6, 6, 12), description="conventional cells along x, y, z (the interface "
                                                                 "normal); 864 atoms by default")
-    timestep_fs: float = Field(1.0, gt=0, le=5.0, description="fs")
-    equilibrate_ps: float = Field(5.0, gt=0, description="ps of NPT of the crystal at T")
     melt_ps: float = Field(5.0, gt=0, description="ps of melting the upper half")
     melt_temperature_k: float = Field(1200.0, gt=0, description="K, the upper half's melting temperature")
     cool_ps: float = Field(2.0, gt=0, description="ps of bringing the melt to T, the crystal still held")
     settle_ps: float = Field(1.0, gt=0, description="ps of two-phase NPT before the measurement (the crystal "
                                                     "takes up its thermal energy)")
     coexistence_ps: float = Field(20.0, gt=0, description="ps of two-phase NPT whose energy slope is measured")
-    seed: int = Field(7, ge=1)
-
-    @field_validator("temperatures_k")
-    @classmethod
-    def _ascending(cls, temperatures: list[float]) -> list[float]:
-        if any(t <= 0 for t in temperatures) or temperatures != sorted(set(temperatures)):
-            raise ValueError("temperatures must be positive, distinct and ascending")
-        return temperatures
 
     @field_validator("cells")
     @classmethod
     def _tall(cls, cells: tuple[int, int, int]) -> tuple[int, int, int]:
-        if min(cells) < 3 or cells[2] < 2 * min(cells[:2]):
-            raise ValueError("at least 3 cells a side, and z at least twice x and y (two halves, each about "
-                             "cubic)")
+        if cells[2] < 2 * min(cells[:2]):
+            raise ValueError("z at least twice x and y (two halves, each about cubic)")
         return cells
 
 
@@ -88,10 +74,9 @@ class MeltingPoint(Property):
                              f"rates {np.round(slopes_array, 4).tolist()} per ps): the melting point lies "
                              f"{'below' if direction == 'melts' else 'above'} them; move the temperatures")
         melting, uncertainty = zero_crossing(temperatures, slopes_array)
-        atoms = 2 * int(np.prod(params.cells))
         return PropertyResult(self.name, [
             PropertyValue("melting_point", melting, "K", uncertainty,
-                          note=f"coexistence of {atoms} atoms, (001) interface, {params.coexistence_ps:g} ps NPT (z) "
+                          note=f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps NPT (z) "
                                f"per temperature")],
             curves={"bcc_fraction_rate_vs_temperature": [temperatures.tolist(), slopes], **traces})
 
@@ -100,57 +85,29 @@ def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, tem
                              pair_commands: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
     """The bcc fraction of the crystal equilibrated at `temperature`, and against time (ps) of
     the two-phase run there, from the moment the crystal half is released."""
-    from tasks.runtime import new_lammps
-
-    lmp = new_lammps()
-    dt = params.timestep_fs / 1000
-    steps = lambda ps: max(1, round(ps / dt))  # noqa: E731
-    nx, ny, nz = params.cells
-    seed = params.seed + int(temperature)
-    lmp.commands_list([
-        "units metal", "boundary p p p", "atom_style atomic", f"lattice bcc {lattice_constant}",
-        f"region box block 0 {nx} 0 {ny} 0 {nz}", "create_box 1 box", "create_atoms 1 box", "mass 1 6.94",
-        *pair_commands, f"timestep {dt}", "thermo 0",
-        f"velocity all create {temperature} {seed} dist gaussian mom yes rot no",
-        f"fix crystal all npt temp {temperature} {temperature} {100 * dt} iso 0 0 {1000 * dt}",
-        f"run {steps(params.equilibrate_ps)}", "unfix crystal"])
+    lmp = bcc_box(params, lattice_constant, pair_commands)
+    seed = params.seed_at(temperature)
+    thermalise(lmp, temperature, seed)
+    lmp.commands_list([npt_command("crystal", temperature, params.timestep_fs),
+                       f"run {params.steps(params.equilibrate_ps)}", "unfix crystal"])
     crystal = bcc_fraction(lmp)
     lmp.commands_list([
         "variable middle equal zlo+0.5*lz", "region upper block INF INF INF INF ${middle} INF units box",
         "group liquid region upper", "group solid subtract all liquid",
-        "fix hold solid setforce 0.0 0.0 0.0", "velocity solid set 0.0 0.0 0.0",
-        f"velocity liquid create {params.melt_temperature_k} {seed + 1} dist gaussian",
-        f"fix melt liquid nvt temp {params.melt_temperature_k} {params.melt_temperature_k} {100 * dt}",
-        f"run {steps(params.melt_ps)}", "unfix melt",
-        f"fix cool liquid nvt temp {temperature} {temperature} {100 * dt}", f"run {steps(params.cool_ps)}",
-        "unfix cool", "unfix hold", f"velocity solid create {temperature} {seed + 2} dist gaussian",
-        f"fix coexist all npt temp {temperature} {temperature} {100 * dt} z 0 0 {1000 * dt}",
-    ])
-    total = steps(params.settle_ps + params.coexistence_ps)
-    every = max(1, total // 100)
-    times, fractions = [0.0], [bcc_fraction(lmp)]
-    for k in range(every, total + 1, every):
-        lmp.command(f"run {every} pre {'yes' if k == every else 'no'} post no")  # the first sets the new fix up
-        times.append(k * dt)
-        fractions.append(bcc_fraction(lmp))
+        "fix hold solid setforce 0.0 0.0 0.0", "velocity solid set 0.0 0.0 0.0"])
+    thermalise(lmp, params.melt_temperature_k, seed + 1, "liquid")
+    lmp.commands_list([
+        nvt_command("melt", params.melt_temperature_k, params.timestep_fs, "liquid"),
+        f"run {params.steps(params.melt_ps)}", "unfix melt",
+        nvt_command("cool", temperature, params.timestep_fs, "liquid"), f"run {params.steps(params.cool_ps)}",
+        "unfix cool", "unfix hold"])
+    thermalise(lmp, temperature, seed + 2, "solid")
+    lmp.command(npt_command("coexist", temperature, params.timestep_fs, "z"))
+    start = bcc_fraction(lmp)
+    at, fractions = run_sampled(lmp, params.steps(params.settle_ps + params.coexistence_ps), 100,
+                                lambda: bcc_fraction(lmp))
     lmp.close()
-    return crystal, np.array(times), np.array(fractions)
-
-
-def bcc_fraction(lmp) -> float:
-    """The fraction of the atoms that adaptive CNA calls bcc, in LAMMPS' current configuration."""
-    from tasks.fields.base import FrameCache
-    from tasks.fields.structure_fractions import STRUCTURES, structure_types
-    from tasks.frame import Frame
-
-    box_lo, box_hi, *_ = lmp.extract_box()
-    positions = np.array(lmp.numpy.extract_atom("x")[: lmp.extract_global("nlocal")], dtype=float)
-    n = len(positions)
-    zeros = np.zeros((n, 3))
-    frame = Frame(0, 0.0, np.arange(1, n + 1), np.zeros(n, int), positions, zeros, np.zeros(n), np.full(n, 6.94),
-                  np.zeros(n, bool), np.array(box_lo), np.array(box_hi))
-    kinds = structure_types(FrameCache(frame), periodic_z=True)
-    return float(np.mean(kinds == STRUCTURES.index("bcc")))
+    return crystal, np.concatenate([[0.0], at * params.timestep_fs / 1000]), np.array([start, *fractions])
 
 
 def zero_crossing(temperatures: np.ndarray, rates: np.ndarray) -> tuple[float, float]:

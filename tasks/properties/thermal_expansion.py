@@ -1,0 +1,81 @@
+"""The lattice constant of bcc Li against temperature at zero pressure, the linear thermal
+expansion coefficient from it, and the isothermal bulk modulus at each temperature.
+
+At each temperature, one LAMMPS run of the periodic bcc box: thermalised by NVT at the static
+lattice constant, then the zero-pressure box found from NVT runs at three lattice constants
+(`thermal.zero_pressure_box`: mean pressures with block-average errors, the line's root and
+slope). The coefficient α = (1/a) da/dT is the slope of a least-squares line through the
+temperatures where the box stayed bcc (a-CNA), divided by a at their mean temperature.
+Classical MD has no zero-point motion: a(T) tends to the potential's static lattice constant
+as T → 0 (the `eos` property's), which the line's intercept reports beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
+from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, ZeroPressure, bcc_box, bcc_fraction,
+                                      nvt_command, slope_with_errors, thermalise, zero_pressure_box)
+
+
+class ThermalExpansionParams(FiniteTemperatureParams):
+    settle_ps: float = Field(1.0, gt=0, description="ps of NVT at each lattice constant before its pressure is "
+                                                    "averaged")
+    average_ps: float = Field(5.0, gt=0, description="ps over which each pressure is averaged")
+    samples: int = Field(100, ge=10, description="pressure samples over average_ps (5 blocks for the error)")
+
+
+class ThermalExpansion(Property):
+    name = "thermal_expansion"
+    Params = ThermalExpansionParams
+    runs_md = True
+
+    def compute(self, params: ThermalExpansionParams, calculators: CalculatorFactory,
+                pair_commands: list[str] | None = None) -> PropertyResult:
+        if pair_commands is None:
+            raise ValueError("thermal expansion runs MD in LAMMPS: it needs a classical or DeePMD potential")
+        a0 = params.lattice_constant(calculators)
+        values, boxes, crystals = [], [], []
+        for temperature in params.temperatures_k:
+            box, crystal = zero_pressure_at(params, a0, temperature, pair_commands)
+            note = "" if crystal >= MIN_CRYSTAL_BCC else f"not bcc (a-CNA {crystal:.2f}): not a crystal's value"
+            values += [PropertyValue(f"lattice_constant_{temperature:g}K", box.lattice_constant_angstrom, "Å",
+                                     box.lattice_constant_error_angstrom, note=note),
+                       PropertyValue(f"bulk_modulus_{temperature:g}K", box.bulk_modulus_gpa, "GPa",
+                                     note="isothermal, -V dP/dV at zero pressure" + (f"; {note}" if note else "")),
+                       PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note="a-CNA, end of the run")]
+            boxes.append(box)
+            crystals.append(crystal >= MIN_CRYSTAL_BCC)
+        temperatures = np.array(params.temperatures_k)
+        lattice = np.array([b.lattice_constant_angstrom for b in boxes])
+        errors = np.array([b.lattice_constant_error_angstrom for b in boxes])
+        bcc = np.array(crystals)
+        if bcc.sum() >= 2:
+            slope, slope_error = slope_with_errors(temperatures[bcc], lattice[bcc], errors[bcc])
+            t_mean, a_mean = float(temperatures[bcc].mean()), float(lattice[bcc].mean())
+            values += [
+                PropertyValue("linear_expansion_coefficient", slope / a_mean * 1e6, "1e-6/K", slope_error / a_mean * 1e6,
+                              note=f"(1/a) da/dT at {t_mean:g} K, a line over {temperatures[bcc].min():g}-"
+                                   f"{temperatures[bcc].max():g} K (bcc)"),
+                PropertyValue("lattice_constant_extrapolated_0K", a_mean - slope * t_mean, "Å",
+                              note=f"the line's intercept; the static lattice constant is {a0:.4f} Å")]
+        return PropertyResult(self.name, values, curves={
+            "lattice_constant_vs_temperature": [temperatures.tolist(), lattice.tolist()],
+            "lattice_constant_error_vs_temperature": [temperatures.tolist(), errors.tolist()],
+            "bulk_modulus_vs_temperature": [temperatures.tolist(), [b.bulk_modulus_gpa for b in boxes]]})
+
+
+def zero_pressure_at(params: ThermalExpansionParams, lattice_constant: float, temperature: float,
+                     pair_commands: list[str]) -> tuple[ZeroPressure, float]:
+    """The zero-pressure box at `temperature` and the a-CNA bcc fraction at the end."""
+    lmp = bcc_box(params, lattice_constant, pair_commands)
+    thermalise(lmp, temperature, params.seed_at(temperature))
+    lmp.commands_list([nvt_command("thermalise", temperature, params.timestep_fs),
+                       f"run {params.steps(params.equilibrate_ps)}", "unfix thermalise"])
+    box = zero_pressure_box(lmp, params, temperature, lattice_constant, params.settle_ps, params.average_ps,
+                            params.samples)
+    crystal = bcc_fraction(lmp)
+    lmp.close()
+    return box, crystal
