@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from tasks.fields.base import Coordinate, FrameCache, FrameField, FieldParams, Variable
 from tasks.frame import Frame
@@ -74,17 +74,21 @@ def diffusion_fit(lag_ps: np.ndarray, msd: np.ndarray, window: tuple[float, floa
     return float(coefficients[0] / 6.0), float(np.sqrt(covariance[0, 0]) / 6.0)
 
 
+def _ordered(value: tuple[float, float]) -> tuple[float, float]:
+    if not 0 <= value[0] < value[1] <= 1:
+        raise ValueError(f"fit_window must satisfy 0 <= start < end <= 1, got {list(value)}")
+    return value
+
+
+#: The lags `diffusion_fit` fits, as fractions of the lag range.
+FitWindow = Annotated[tuple[float, float], Field(description="fractions of the lag range fitted for D"),
+                      AfterValidator(_ordered)]
+
+
 class MsdParams(FieldParams):
     surface_depth_angstrom: float = Field(5.0, gt=0, description="Å below the highest mobile atom of the first "
                                                                  "frame that count as surface")
-    fit_window: tuple[float, float] = Field((0.2, 0.8), description="fractions of the lag range fitted for D")
-
-    @field_validator("fit_window")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= value[0] < value[1] <= 1:
-            raise ValueError(f"fit_window must satisfy 0 <= start < end <= 1, got {list(value)}")
-        return value
+    fit_window: FitWindow = (0.2, 0.8)
 
 
 class MeanSquaredDisplacement(FrameField):

@@ -10,7 +10,9 @@ keep every point so the fit can be shown.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from tasks import build
 from tasks.properties.base import (EV_PER_A3_IN_GPA, CalculatorFactory, Property, PropertyResult, PropertyValue,
@@ -18,18 +20,21 @@ from tasks.properties.base import (EV_PER_A3_IN_GPA, CalculatorFactory, Property
 from tasks.properties.eos import AtEquilibrium
 
 
+def _linear(strains: list[float]) -> list[float]:
+    if any(not 0 < s <= 0.05 for s in strains):
+        raise ValueError("each strain magnitude must lie in (0, 0.05]: beyond that the response is not linear")
+    return strains
+
+
+#: Strain magnitudes, each applied with both signs, within the linear response.
+StrainMagnitudes = Annotated[list[float], Field(min_length=1, description="strain magnitudes, each applied with "
+                                                                          "both signs"), AfterValidator(_linear)]
+
+
 class ElasticParams(AtEquilibrium):
-    strains: list[float] = Field([0.005, 0.01], min_length=1, description="strain magnitudes, each applied "
-                                                                          "with both signs")
+    strains: StrainMagnitudes = [0.005, 0.01]
     size: int = Field(2, ge=1, le=8, description="conventional cells per side")
     fmax_ev_per_angstrom: float = Field(1e-3, gt=0, description="eV/Å, ions relaxed below it")
-
-    @field_validator("strains")
-    @classmethod
-    def _small(cls, strains: list[float]) -> list[float]:
-        if any(not 0 < s <= 0.05 for s in strains):
-            raise ValueError("each strain magnitude must lie in (0, 0.05]: beyond that the response is not linear")
-        return strains
 
 
 class ElasticConstants(Property):

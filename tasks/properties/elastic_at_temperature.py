@@ -13,9 +13,10 @@ low temperature the values tend to the 0 K relaxed-ion ones (the `elastic` prope
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
+from tasks.properties.elastic import StrainMagnitudes
 from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, bcc_box, bcc_fraction, block_error,
                                       nvt_command, run_sampled, slope_with_errors, stress_gpa, thermalise,
                                       zero_pressure_box)
@@ -25,20 +26,12 @@ XX, YY, ZZ, YZ = 0, 1, 2, 3
 
 
 class ElasticAtTemperatureParams(FiniteTemperatureParams):
-    strains: list[float] = Field([0.01], min_length=1, description="strain magnitudes, each applied with both "
-                                                                   "signs")
+    strains: StrainMagnitudes = [0.01]
     settle_ps: float = Field(1.0, gt=0, description="ps of NVT after each change of the box before its stress is "
                                                     "averaged")
     average_ps: float = Field(10.0, gt=0, description="ps over which each stress (and each pressure of the "
                                                       "zero-pressure search) is averaged")
     samples: int = Field(200, ge=10, description="stress samples over average_ps (5 blocks for the error)")
-
-    @field_validator("strains")
-    @classmethod
-    def _small(cls, strains: list[float]) -> list[float]:
-        if any(not 0 < s <= 0.05 for s in strains):
-            raise ValueError("each strain magnitude must lie in (0, 0.05]: beyond that the response is not linear")
-        return strains
 
 
 class ElasticAtTemperature(Property):

