@@ -17,9 +17,9 @@ from pydantic import Field
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
 from tasks.properties.elastic import StrainMagnitudes
-from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, bcc_box, bcc_fraction, block_error,
-                                      nvt_command, run_sampled, slope_with_errors, stress_gpa, thermalise,
-                                      zero_pressure_box)
+from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, FiniteTemperatureParams, block_error, bcc_box,
+                                      mean_bcc_fraction, nvt_command, run_sampled, slope_with_errors, stress_gpa,
+                                      thermalise, zero_pressure_box)
 
 #: Voigt indices of the stresses each constant is read from.
 XX, YY, ZZ, YZ = 0, 1, 2, 3
@@ -53,7 +53,7 @@ class ElasticAtTemperature(Property):
             for name, (value, error) in constants.items():
                 values.append(PropertyValue(f"{name}_{temperature:g}K", value, "GPa", error, note=note))
                 table[name].append(value)
-            values.append(PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note="a-CNA, end of the run"))
+            values.append(PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note=BCC_NOTE))
         for name, column in table.items():
             curves[f"{name}_vs_temperature"] = [list(params.temperatures_k), column]
         return PropertyResult(self.name, values, curves=curves)
@@ -89,7 +89,7 @@ def constants_at(params: ElasticAtTemperatureParams, lattice_constant: float, te
     for strain in strains:
         shear.append(normal[strains.index(0.0)] if strain == 0 else
                      mean_stress(f"yz final {reference[2] * strain:.12f}", "yz final 0"))
-    crystal = bcc_fraction(lmp)
+    crystal = mean_bcc_fraction(lmp, params, temperature)
     lmp.close()
     x = np.array(strains)
     means, errors = np.array([m for m, _ in normal]), np.array([e for _, e in normal])

@@ -76,8 +76,8 @@ class MeltingPoint(Property):
         melting, uncertainty = zero_crossing(temperatures, slopes_array)
         return PropertyResult(self.name, [
             PropertyValue("melting_point", melting, "K", uncertainty,
-                          note=f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps NPT (z) "
-                               f"per temperature")],
+                          note=f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps "
+                               f"NPT (z) per temperature")],
             curves={"bcc_fraction_rate_vs_temperature": [temperatures.tolist(), slopes], **traces})
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import Field
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
-from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, ZeroPressure, bcc_box, bcc_fraction,
-                                      nvt_command, thermalise, zero_pressure_box)
+from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, FiniteTemperatureParams, ZeroPressure, bcc_box,
+                                      mean_bcc_fraction, nvt_command, thermalise, zero_pressure_box)
 
 
 class ThermalExpansionParams(FiniteTemperatureParams):
@@ -47,7 +47,7 @@ class ThermalExpansion(Property):
                        PropertyValue(f"bulk_modulus_{temperature:g}K", box.bulk_modulus_gpa, "GPa",
                                      box.bulk_modulus_error_gpa,
                                      note="isothermal, -V dP/dV at zero pressure" + (f"; {note}" if note else "")),
-                       PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note="a-CNA, end of the run")]
+                       PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note=BCC_NOTE)]
             boxes.append(box)
             crystals.append(crystal >= MIN_CRYSTAL_BCC)
         temperatures = np.array(params.temperatures_k)
@@ -75,6 +75,6 @@ def zero_pressure_at(params: ThermalExpansionParams, lattice_constant: float, te
                        f"run {params.steps(params.equilibrate_ps)}", "unfix thermalise"])
     box = zero_pressure_box(lmp, params, temperature, lattice_constant, params.settle_ps, params.average_ps,
                             params.samples)
-    crystal = bcc_fraction(lmp)
+    crystal = mean_bcc_fraction(lmp, params, temperature)
     lmp.close()
     return box, crystal
