@@ -9,9 +9,9 @@ keep every point so the fit can be shown.
 
 from __future__ import annotations
 
-import numpy as np
 from typing import Annotated
 
+import numpy as np
 from pydantic import AfterValidator, Field
 
 from tasks import build

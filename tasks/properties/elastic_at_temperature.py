@@ -62,7 +62,7 @@ class ElasticAtTemperature(Property):
 def constants_at(params: ElasticAtTemperatureParams, lattice_constant: float, temperature: float,
                  pair_commands: list[str]) -> tuple[dict[str, tuple[float, float]], float]:
     """C11, C12, C44 (GPa) with their standard errors at `temperature`, and the box's a-CNA bcc
-    fraction at the end."""
+    fraction after the run."""
     lmp = bcc_box(params, lattice_constant, pair_commands)
     thermalise(lmp, temperature, params.seed_at(temperature))
     lmp.commands_list([nvt_command("thermalise", temperature, params.timestep_fs),

@@ -81,7 +81,7 @@ class SelfDiffusion(Property):
 @dataclass(frozen=True)
 class DiffusionRun:
     """What one temperature's NVT run gives: the MSD over lags (ps, Å²), g(r) and the running
-    coordination number, and the bcc fraction at its end."""
+    coordination number, and the bcc fraction after it."""
 
     lag_ps: np.ndarray
     msd: np.ndarray

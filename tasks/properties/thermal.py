@@ -31,8 +31,9 @@ class FiniteTemperatureParams(AtEquilibrium):
     temperatures_k: list[float] = Field([100.0, 200.0, 300.0, 400.0], min_length=1, description="K, ascending")
     cells: tuple[int, int, int] = Field((6, 6, 6), description="conventional bcc cells along x, y, z")
     timestep_fs: float = Field(1.0, gt=0, le=5.0, description="fs")
-    equilibrate_ps: float = Field(5.0, gt=0, description="ps of NPT at the temperature and zero pressure "
-                                                         "before anything is measured")
+    equilibrate_ps: float = Field(5.0, gt=0, description="ps at the temperature before anything is measured (NVT "
+                                                         "at the guess where the zero-pressure box is searched, "
+                                                         "else NPT at zero pressure)")
     seed: int = Field(7, ge=1, description="velocities; each temperature adds its own value to it")
 
     @field_validator("temperatures_k")

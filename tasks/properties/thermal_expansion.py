@@ -68,7 +68,7 @@ class ThermalExpansion(Property):
 
 def zero_pressure_at(params: ThermalExpansionParams, lattice_constant: float, temperature: float,
                      pair_commands: list[str]) -> tuple[ZeroPressure, float]:
-    """The zero-pressure box at `temperature` and the a-CNA bcc fraction at the end."""
+    """The zero-pressure box at `temperature` and the a-CNA bcc fraction after it."""
     lmp = bcc_box(params, lattice_constant, pair_commands)
     thermalise(lmp, temperature, params.seed_at(temperature))
     lmp.commands_list([nvt_command("thermalise", temperature, params.timestep_fs),
