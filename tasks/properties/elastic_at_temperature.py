@@ -17,21 +17,19 @@ from pydantic import Field
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
 from tasks.properties.elastic import StrainMagnitudes
-from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, FiniteTemperatureParams, block_error, bcc_box,
+from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, ZeroPressureParams, block_error,
                                       mean_bcc_fraction, nvt_command, run_sampled, slope_with_errors, stress_gpa,
-                                      thermalise, zero_pressure_box)
+                                      zero_pressure_crystal)
 
 #: Voigt indices of the stresses each constant is read from.
 XX, YY, ZZ, YZ = 0, 1, 2, 3
 
 
-class ElasticAtTemperatureParams(FiniteTemperatureParams):
+class ElasticAtTemperatureParams(ZeroPressureParams):
     strains: StrainMagnitudes = [0.01]
-    settle_ps: float = Field(1.0, gt=0, description="ps of NVT after each change of the box before its stress is "
-                                                    "averaged")
     average_ps: float = Field(10.0, gt=0, description="ps over which each stress (and each pressure of the "
                                                       "zero-pressure search) is averaged")
-    samples: int = Field(200, ge=10, description="stress samples over average_ps (5 blocks for the error)")
+    samples: int = Field(200, ge=10, description="samples over average_ps (5 blocks for the error)")
 
 
 class ElasticAtTemperature(Property):
@@ -63,12 +61,8 @@ def constants_at(params: ElasticAtTemperatureParams, lattice_constant: float, te
                  pair_commands: list[str]) -> tuple[dict[str, tuple[float, float]], float]:
     """C11, C12, C44 (GPa) with their standard errors at `temperature`, and the box's a-CNA bcc
     fraction after the run."""
-    lmp = bcc_box(params, lattice_constant, pair_commands)
-    thermalise(lmp, temperature, params.seed_at(temperature))
-    lmp.commands_list([nvt_command("thermalise", temperature, params.timestep_fs),
-                       f"run {params.steps(params.equilibrate_ps)}", "unfix thermalise"])
-    reference = zero_pressure_box(lmp, params, temperature, lattice_constant, params.settle_ps, params.average_ps,
-                                  params.samples).lattice_constant_angstrom * np.array(params.cells)
+    lmp, box = zero_pressure_crystal(params, lattice_constant, temperature, pair_commands)
+    reference = box.lattice_constant_angstrom * np.array(params.cells)
     lmp.commands_list(["change_box all triclinic", nvt_command("nvt", temperature, params.timestep_fs)])
 
     def mean_stress(change: str, undo: str) -> tuple[np.ndarray, np.ndarray]:

@@ -61,6 +61,16 @@ class FiniteTemperatureParams(AtEquilibrium):
         return self.seed + int(temperature)
 
 
+class ZeroPressureParams(FiniteTemperatureParams):
+    """The settings of the zero-pressure search (`zero_pressure_crystal`), which the properties
+    that measure in that box also use for their own averages."""
+
+    settle_ps: float = Field(1.0, gt=0, description="ps of NVT after each change of the box before anything is "
+                                                    "averaged")
+    average_ps: float = Field(5.0, gt=0, description="ps over which each pressure (and each stress) is averaged")
+    samples: int = Field(100, ge=10, description="samples over average_ps (5 blocks for the error)")
+
+
 def bcc_box(params: FiniteTemperatureParams, lattice_constant: float, pair_commands: list[str]) -> Any:
     """A new LAMMPS instance holding the perfect periodic bcc box of `params.cells`."""
     from tasks.runtime import new_lammps
@@ -186,6 +196,18 @@ def zero_pressure_box(lmp: Any, params: FiniteTemperatureParams, temperature: fl
     lmp.command("unfix zero_pressure")
     return ZeroPressure(root, root_error, -root / 3 * slope, root / 3 * slope_error,
                         list(zip(a, y.tolist(), error.tolist())))
+
+
+def zero_pressure_crystal(params: ZeroPressureParams, lattice_constant: float, temperature: float,
+                          pair_commands: list[str]) -> tuple[Any, ZeroPressure]:
+    """A new LAMMPS instance holding the bcc box thermalised by NVT at `lattice_constant` and
+    then brought to its zero-pressure box at `temperature`, and that box."""
+    lmp = bcc_box(params, lattice_constant, pair_commands)
+    thermalise(lmp, temperature, params.seed_at(temperature))
+    lmp.commands_list([nvt_command("thermalise", temperature, params.timestep_fs),
+                       f"run {params.steps(params.equilibrate_ps)}", "unfix thermalise"])
+    return lmp, zero_pressure_box(lmp, params, temperature, lattice_constant, params.settle_ps, params.average_ps,
+                                  params.samples)
 
 
 def bcc_fraction(lmp: Any) -> float:

@@ -14,18 +14,14 @@ property's) as T → 0.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
-from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, FiniteTemperatureParams, ZeroPressure, bcc_box,
-                                      mean_bcc_fraction, nvt_command, thermalise, zero_pressure_box)
+from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, ZeroPressure, ZeroPressureParams,
+                                      mean_bcc_fraction, zero_pressure_crystal)
 
 
-class ThermalExpansionParams(FiniteTemperatureParams):
-    settle_ps: float = Field(1.0, gt=0, description="ps of NVT at each lattice constant before its pressure is "
-                                                    "averaged")
-    average_ps: float = Field(5.0, gt=0, description="ps over which each pressure is averaged")
-    samples: int = Field(100, ge=10, description="pressure samples over average_ps (5 blocks for the error)")
+class ThermalExpansionParams(ZeroPressureParams):
+    pass
 
 
 class ThermalExpansion(Property):
@@ -69,12 +65,7 @@ class ThermalExpansion(Property):
 def zero_pressure_at(params: ThermalExpansionParams, lattice_constant: float, temperature: float,
                      pair_commands: list[str]) -> tuple[ZeroPressure, float]:
     """The zero-pressure box at `temperature` and the a-CNA bcc fraction after it."""
-    lmp = bcc_box(params, lattice_constant, pair_commands)
-    thermalise(lmp, temperature, params.seed_at(temperature))
-    lmp.commands_list([nvt_command("thermalise", temperature, params.timestep_fs),
-                       f"run {params.steps(params.equilibrate_ps)}", "unfix thermalise"])
-    box = zero_pressure_box(lmp, params, temperature, lattice_constant, params.settle_ps, params.average_ps,
-                            params.samples)
+    lmp, box = zero_pressure_crystal(params, lattice_constant, temperature, pair_commands)
     crystal = mean_bcc_fraction(lmp, params, temperature)
     lmp.close()
     return box, crystal
