@@ -28,16 +28,23 @@ studies-small: install
 tensorflow-backend: install
 	@bash scripts/install_tensorflow.sh
 
+# Two pytest processes (pytest-xdist), each taking whole test files: a file's module fixtures
+# (the quickstart run, the SLURM cluster) run once, and most of the suite's wall time is spent
+# waiting on subprocesses (Parsl start-up, sbatch, the driver under test), which the other
+# process fills. TEST_PROCESSES=0 runs everything in one process.
+TEST_PROCESSES ?= 2
+PARALLEL := -n $(TEST_PROCESSES) --dist loadfile
+
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: install
-	@bash scripts/pytest.sh tests
+	@bash scripts/pytest.sh $(PARALLEL) tests
 
 # Minutes-scale feedback while developing: everything but the slow tier.
 test-fast: install
-	@bash scripts/pytest.sh -m "not slow" tests
+	@bash scripts/pytest.sh $(PARALLEL) -m "not slow" tests
 
 test-slow: install
-	@bash scripts/pytest.sh -m slow tests
+	@bash scripts/pytest.sh $(PARALLEL) -m slow tests
 
 clean-runs:
 	rm -rf runs/

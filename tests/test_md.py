@@ -150,16 +150,17 @@ def test_deposited_atoms_land_with_snap(tmp_path):
 
 @pytest.mark.slow
 def test_deposition_with_deepmd_model(tmp_path, tiny_ensemble):
-    """The DeePMD path at the size of the study's small runs: 512 atoms, exact insertion count."""
+    """The DeePMD path at the size of the study's small runs: 512 atoms, exact insertion count
+    (10 atoms in 1 ps)."""
     slab = build.slab((1, 0, 0), 8, (8, 8), vacuum_angstrom=10.0, fixed_layers=3)
     frames = []
-    params = {"temperature": 300, "rate": 5.0, "duration": 2.0, "falling_speed": 1500,
+    params = {"temperature": 300, "rate": 10.0, "duration": 1.0, "falling_speed": 1500,
               "insertion_height_angstrom": 6.0, "trajectory_stride": 100}
     shape = analyze.run_shape(slab, "deposition", params)
     temperatures = FieldStream(make_fields([("slab_temperature", {"slab_width_angstrom": 5.0})], shape), shape)
     result = md.run_md(slab, md.Potential("deepmd", [tiny_ensemble[0].model_path]), "deposition", params,
                        tmp_path, callbacks=[frames.append, temperatures])
-    check_deposition_bookkeeping(result, frames, 5.0, 2.0)
+    check_deposition_bookkeeping(result, frames, 10.0, 1.0)
     protocol = PROTOCOLS["deposition"]
     wall = protocol.box_height(protocol.parse(params), slab) - IMAGE_GAP_ANGSTROM
     inserted = np.isin(frames[-1].ids, result.inserted_ids)
