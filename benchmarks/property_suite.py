@@ -54,7 +54,8 @@ def main() -> None:
         if not pattern:
             parser.error(f"--ensemble {entry}: expected NAME=GLOB")
         ensembles[name] = pattern
-        args.potentials.append(name)
+        if name not in args.potentials:
+            args.potentials.append(name)
     columns: dict[str, dict[str, str]] = {}
     seconds: dict[str, dict[str, float]] = {}
     for potential in args.potentials:

