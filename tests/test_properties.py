@@ -360,7 +360,8 @@ def test_a_temperature_without_a_stable_crystal_is_its_finding():
     """SNAP's bcc box stretched to 4.2 Å lies past its spinodal (the static pressure is lowest,
     -2.9 GPa, near 3.9 Å and rises beyond): the pressure falls as the box shrinks, so there is
     no zero-pressure box to find. Each temperature reports that with its pressures and the
-    bcc fraction it was left with, and the property completes instead of failing as a whole."""
+    bcc fraction it was left with, and the property (a(T), or C at T) completes instead of
+    failing as a whole."""
     snap, pair = classical_calculators("snap"), classical("snap").pair_commands()
     md = {"cells": (3, 3, 3), "timestep_fs": 2, "equilibrate_ps": 0.1, "settle_ps": 0.1, "average_ps": 0.2,
           "samples": 20, "lattice_constant_angstrom": 4.2}
@@ -371,6 +372,9 @@ def test_a_temperature_without_a_stable_crystal_is_its_finding():
         assert f"the pressure at {temperature} K does not fall as the box grows" in lattice.note
         assert 0 <= result.value(f"bcc_fraction_{temperature}K").value <= 1
     assert not [v for v in result.values if v.component.startswith("linear_expansion_coefficient")]
+    elastic = run_property("elastic_at_temperature", {**md, "temperatures_k": [2], "strains": [0.01]}, snap, pair)
+    assert all(np.isnan(elastic.value(f"{c}_2K").value) for c in ("C11", "C12", "C44"))
+    assert "does not fall as the box grows" in elastic.value("C44_2K").note
 
 
 def test_self_diffusion_tells_the_melt_from_the_crystal():

@@ -7,7 +7,8 @@ shear γyz for C44. After `settle_ps` at a strain the stress is averaged over `a
 (the kinetic part included: it cancels in the differences). Each constant is the
 least-squares slope of the mean stresses against the strains (the reference at zero strain
 among them), its uncertainty propagated from each mean's block-average standard error. At
-low temperature the values tend to the 0 K relaxed-ion ones (the `elastic` property's).
+low temperature the values tend to the 0 K relaxed-ion ones (the `elastic` property's). A
+temperature with no zero-pressure box is that temperature's finding, as in `thermal_expansion`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from pydantic import Field
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue
 from tasks.properties.elastic import StrainMagnitudes
-from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, ZeroPressureParams, block_error,
-                                      mean_bcc_fraction, nvt_command, run_sampled, slope_with_errors, stress_gpa,
-                                      zero_pressure_crystal)
+from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, NoStableCrystal, ZeroPressureParams,
+                                      block_error, mean_bcc_fraction, nvt_command, run_sampled, slope_with_errors,
+                                      stress_gpa, zero_pressure_crystal)
 
 #: Voigt indices of the stresses each constant is read from.
 XX, YY, ZZ, YZ = 0, 1, 2, 3
@@ -46,8 +47,12 @@ class ElasticAtTemperature(Property):
         values, curves = [], {}
         table: dict[str, list[float]] = {"C11": [], "C12": [], "C44": []}
         for temperature in params.temperatures_k:
-            constants, crystal = constants_at(params, a0, temperature, pair_commands)
-            note = "" if crystal >= MIN_CRYSTAL_BCC else f"not bcc (a-CNA {crystal:.2f}): not a crystal's constant"
+            try:
+                constants, crystal = constants_at(params, a0, temperature, pair_commands)
+                note = "" if crystal >= MIN_CRYSTAL_BCC else f"not bcc (a-CNA {crystal:.2f}): not a crystal's constant"
+            except NoStableCrystal as unstable:  # this temperature's finding; the others still run
+                constants = {name: (float("nan"), None) for name in table}
+                crystal, note = unstable.bcc_fraction, str(unstable)
             for name, (value, error) in constants.items():
                 values.append(PropertyValue(f"{name}_{temperature:g}K", value, "GPa", error, note=note))
                 table[name].append(value)
