@@ -41,7 +41,7 @@ from campaign.export import restore_labels
 from campaign.ledger import Ledger, task_id
 from campaign.properties import check_targets
 from campaign.stages import base_structure, label_spec, ok_systems, train_stage
-from tasks import build, md, select
+from tasks import build, md, select, train
 from tasks.frame import Frame, frame_to_atoms
 from tasks.potentials import Potential
 from tasks.protocols import PROTOCOLS
@@ -278,9 +278,10 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
     for iteration in range(section.max_iterations):
         record = IterationRecord(iteration)
         started = time.perf_counter()
-        specs, runs = exploration_specs(config, iteration, models)
+        md_models = train.md_models(models)  # the compressed ones where training made them
+        specs, runs = exploration_specs(config, iteration, md_models)
         record.exploration_runs = len(specs)
-        selection = _Selection(config, iteration, models, runs, record)
+        selection = _Selection(config, iteration, md_models, runs, record)
         result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
                            config.campaign.failure_ratio_limit, display, follow_up=selection)
         labels = result.outputs_of("label")
@@ -310,7 +311,7 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
             record.energy_rmse_ev_per_atom = _mean_metric(trained, "energy_per_atom_ev_rmse")
             record.tasks_run += trained.ran
             if section.property_targets:
-                checks = check_targets(config, ledger, models, iteration + 1, display)
+                checks = check_targets(config, ledger, train.md_models(models), iteration + 1, display)
                 record.property_spreads = {str(c.component): c.spread for c in checks}
                 if all(c.met for c in checks):
                     record.converged = "property targets met: " + "; ".join(map(str, checks))

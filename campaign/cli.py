@@ -127,6 +127,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     models = f"the ensemble of iteration {result.models_iteration}" if result.models_iteration is not None \
         else "no complete ensemble"
+    if result.unfinished_iteration:
+        models += ", {1} finished members of iteration {0}".format(*result.unfinished_iteration)
     print(f"{args.destination}: {len(result.train)} training and {len(result.test)} test labels, "
           f"{len(result.failed)} failed (in manifest.json), {models}")
     return 0

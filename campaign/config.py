@@ -292,6 +292,8 @@ class TrainSection(Strict):
     initial_models: list[Path] = Field(default_factory=list, description="frozen models (or a directory of them)")
     initial_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems (or a directory of them)")
     test_data: list[Path] = Field(default_factory=list, description="held-out DeePMD systems (or a directory)")
+    restore_from: list[Path] = Field(default_factory=list, description="`campaign export` directories whose members "
+                                     "are taken where their train task is this campaign's, not trained again")
 
     @model_validator(mode="after")
     def _learning_rate_falls(self) -> "TrainSection":
@@ -979,6 +981,12 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
                 if path.is_dir() and not is_member(path) and not members:
                     problems.append(f"train.{name}[{i}]: {path} holds no {what}")
                 expanded[name] += members
+        expanded["restore_from"] = [resolve(path) for path in train.restore_from]
+        for i, path in enumerate(expanded["restore_from"]):
+            try:
+                read_export_manifest(path)
+            except ValueError as error:
+                problems.append(f"train.restore_from[{i}]: {error}")
         updates["train"] = train.model_copy(update=expanded)
     label_section = sections.get("label")
     if label_section is not None and label_section.restore_from:

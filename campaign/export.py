@@ -5,10 +5,12 @@ travel to the next machine. The export holds every label that succeeded at the c
 level of theory (labels of other settings are left out: they must not be mixed) as DeePMD
 npy systems, split as the newest ensemble saw them (its validation systems in `test/`,
 everything else, labels it has not been trained on yet included, in `train/`), the newest
-complete ensemble in `models/`, and `manifest.json`: settings, counts, the failed labels
-with their reasons, the data the ensemble inherited from outside the campaign, and the
-active-learning record. The same campaign resumed on another machine takes its labels back
-with `label.restore_from` (`restore_labels`); a next campaign starts from it with
+complete ensemble in `models/` (the finished members of a newer ensemble whose training was
+stopped halfway in `models/iter-<n>/`), and `manifest.json`: settings, counts, the failed
+labels with their reasons, each member's train task id, the data the ensemble inherited from
+outside the campaign, and the active-learning record. The same campaign resumed on another
+machine takes its labels back with `label.restore_from` (`restore_labels`) and its trained
+members with `train.restore_from` (`restore_members`); a next campaign starts from it with
 `train.initial_data` and `train.initial_models`. Run it as often as labels accumulate; it
 replaces the directory whole (written beside it, then renamed).
 """
@@ -36,6 +38,7 @@ class Export:
     test: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # label name -> reason
     models_iteration: int | None = None
+    unfinished_iteration: tuple[int, int] | None = None  # (iteration, finished members) of a newer ensemble
     inherited: list[str] = field(default_factory=list)  # directories of the ensemble's data from outside
 
 
@@ -55,19 +58,17 @@ def _readable(path: Path) -> str:
         return str(path)
 
 
-def newest_ensemble(config: CampaignConfig) -> tuple[int, list[Path]] | None:
-    """The newest iteration whose every member has a model: (iteration, member directories),
-    the newest record of each member where earlier settings left older ones."""
-    for iteration_dir in sorted((config.workdir / "models").glob("iter-*"), reverse=True):
-        newest: dict[str, Path] = {}
-        for record in iteration_dir.glob("member-*/record.json"):
-            member = "-".join(record.parent.name.split("-")[:2])
-            if (record.parent / "model.pth").is_file() and (
-                    member not in newest or record.stat().st_mtime > (newest[member] / "record.json").stat().st_mtime):
-                newest[member] = record.parent
-        if len(newest) >= config.train.ensemble_size:
-            return int(iteration_dir.name.split("-")[1]), [newest[m] for m in sorted(newest)]
-    return None
+def trained_members(config: CampaignConfig) -> dict[int, dict[int, Path]]:
+    """Every finished member by iteration and member index: its directory, the newest record's
+    where earlier settings left older ones."""
+    found: dict[int, dict[int, Path]] = {}
+    for record in (config.workdir / "models").glob("iter-*/member-*/record.json"):
+        iteration, member = int(record.parent.parent.name.split("-")[1]), int(record.parent.name.split("-")[1])
+        members = found.setdefault(iteration, {})
+        if (record.parent / "model.pth").is_file() and (
+                member not in members or record.stat().st_mtime > (members[member] / "record.json").stat().st_mtime):
+            members[member] = record.parent
+    return found
 
 
 def export_campaign(config: CampaignConfig, destination: Path) -> Export:
@@ -76,8 +77,14 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         raise FileNotFoundError(f"{config.workdir} holds no labels: run `campaign run` first")
     settings = config.label.settings()
     wanted = label.settings_hash(config.label.engine, settings)
-    ensemble = newest_ensemble(config)
-    trained_on: tuple[list[str], list[str]] = train.training_data(ensemble[1][0]) if ensemble else ([], [])
+    members_by_iteration = trained_members(config)
+    complete = max((i for i, found in members_by_iteration.items() if len(found) >= config.train.ensemble_size),
+                   default=None)
+    ensemble = (complete, [members_by_iteration[complete][k] for k in sorted(members_by_iteration[complete])]) \
+        if complete is not None else None
+    # held out as the newest training saw them
+    newest = members_by_iteration[max(members_by_iteration)] if members_by_iteration else {}
+    trained_on: tuple[list[str], list[str]] = train.training_data(next(iter(newest.values()))) if newest else ([], [])
     own = {batch.name for batch in (config.workdir / "labels").iterdir()}
     validation = {_label_key(s) for s in trained_on[1]}
     result = Export(destination, models_iteration=ensemble[0] if ensemble else None)
@@ -100,20 +107,38 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
     # where the rest came from (`train.initial_data`, `test_data`): directories, below the project if they are
     result.inherited = sorted({_readable(Path(s).parent) for s in trained_on[0] + trained_on[1]
                                if _label_key(s)[0] not in own})
-    members = []
-    if ensemble:
-        (staging / "models").mkdir(parents=True)
-        for k, member_dir in enumerate(ensemble[1]):
-            record = train.read_model_record(member_dir)
-            shutil.copy(record.model_path, staging / "models" / f"member-{k}.pth")
-            summary = {key: value for key, value in asdict(record).items()
-                       if key not in ("model_path", "compressed_path", "init_model")}
-            (staging / "models" / f"member-{k}.json").write_text(json.dumps(summary, indent=1))
-            members.append(summary)
-    iterations = []
+    iterations, train_tasks = [], {}
     if (config.workdir / "ledger.sqlite").is_file():
         with Ledger(config.workdir / "ledger.sqlite", readonly=True) as ledger:
             iterations = ledger.iterations()
+            # member directory -> the train task that made it (`train.restore_from` finds it by this id)
+            train_tasks = {Path(row.outputs["model_path"]).parent.name: row.task_id
+                           for row in ledger.tasks(state="done") if row.kind == "train" and row.outputs}
+
+    def copy_member(member_dir: Path, directory: str, k: int) -> dict[str, Any]:
+        record = train.read_model_record(member_dir)
+        # compressed models one level down: `train.initial_models: [<export>/models]` takes every
+        # .pth of models/, which is the complete ensemble's frozen models and nothing else
+        files = {"model": f"{directory}/member-{k}.pth",
+                 "compressed": f"{directory}/compressed/member-{k}.pth" if record.compressed_path else None}
+        for key, source in (("model", record.model_path), ("compressed", record.compressed_path)):
+            if source:
+                (staging / files[key]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, staging / files[key])
+        summary = {key: value for key, value in asdict(record).items()
+                   if key not in ("model_path", "compressed_path", "init_model")}
+        (staging / directory / f"member-{k}.json").write_text(json.dumps(summary, indent=1))
+        return {"task_id": train_tasks.get(member_dir.name), "files": files, "record": summary}
+
+    members = [copy_member(member_dir, "models", k) for k, member_dir in enumerate(ensemble[1])] if ensemble else []
+    newer = [i for i in members_by_iteration if ensemble is None or i > ensemble[0]]
+    unfinished = None
+    if newer:  # a training killed halfway: its finished members, so that they are not trained again
+        iteration = max(newer)
+        result.unfinished_iteration = (iteration, len(members_by_iteration[iteration]))
+        unfinished = {"iteration": iteration, "members": [
+            copy_member(member_dir, f"models/iter-{iteration:03d}", k)
+            for k, member_dir in sorted(members_by_iteration[iteration].items())]}
     manifest: dict[str, Any] = {
         "campaign": config.campaign.name, "config_hash": config.config_hash(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -121,6 +146,7 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         "labels": {"train": len(result.train), "test": len(result.test), "failed": len(result.failed)},
         "failed_labels": result.failed,
         "models": {"iteration": result.models_iteration, "members": members},
+        "unfinished_ensemble": unfinished,
         "inherited_training_data": result.inherited,
         "iterations": iterations,
         "label_batches": batches,
@@ -147,5 +173,22 @@ def restore_labels(config: CampaignConfig, specs: list[TaskSpec]) -> int:
         records = [label.LabelRecord(**record) for record, _ in entries]
         label.restore_batch(spec.output_dir, records, {record.name: source.directory / part / record.name
                                                        for record, (_, part) in zip(records, entries) if part})
+        restored += 1
+    return restored
+
+
+def restore_members(config: CampaignConfig, specs: list[TaskSpec]) -> int:
+    """Train tasks whose member a `train.restore_from` export holds get their directory from it,
+    as the task would have written it (the id hashes the training data's contents and every
+    setting, so the same id is the same training), and the engine finds them done instead of
+    training them again. Returns how many."""
+    exported = {task: member for source in map(read_export_manifest, config.train.restore_from)
+                for task, member in source.members.items()}
+    restored = 0
+    for spec in specs:
+        if spec.kind != "train" or spec.task_id not in exported or spec.verify(spec.output_dir) is not None:
+            continue
+        member = exported[spec.task_id]
+        train.restore_member(member.model, member.compressed, member.record, **spec.kwargs)
         restored += 1
     return restored

@@ -18,6 +18,7 @@ from campaign.properties import properties_stage
 from campaign.report import print_summary
 from campaign.stages import initial_stage
 from storage.api import write_campaign_record
+from tasks import train
 
 
 def run_campaign(config: CampaignConfig, console: Console | None = None, retry_failed: bool = False
@@ -64,12 +65,12 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
                 summary["models"] = trained or summary["models"]
                 ran += sum(r.tasks_run for r in records)
             if config.properties:
-                result, summary["properties"] = properties_stage(config, ledger, models, show)
+                result, summary["properties"] = properties_stage(config, ledger, train.md_models(models), show)
                 ran += result.ran
             if config.production:
                 client = start_dask(config)
                 console.print(f"Dask dashboard: {client.dashboard_link}")
-                result, tables = production_stage(config, ledger, models, client, show)
+                result, tables = production_stage(config, ledger, train.md_models(models), client, show)
                 summary["production"], summary["store"], summary["tables"] = result, config.store_path, tables
                 ran += result.ran
             summary["model_paths"], summary["ran"] = models, ran

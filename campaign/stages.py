@@ -24,7 +24,7 @@ from ase import Atoms
 
 from campaign.config import CampaignConfig
 from campaign.engine import Display, StageResult, TaskSpec, run_stage
-from campaign.export import restore_labels
+from campaign.export import restore_labels, restore_members
 from campaign.ledger import Ledger, task_id
 from storage.labels import LabelIndex
 from tasks import build, label, train
@@ -149,6 +149,10 @@ def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], tes
                               dict(work_dir=str(output_dir), training_systems=training, validation_systems=testing,
                                    **arguments),
                               output_dir, verify_model, arguments))
+    restored = restore_members(config, specs)
+    if restored:
+        ledger.log_event(f"train-{iteration}", f"{restored} members restored from "
+                                               f"{', '.join(map(str, config.train.restore_from))}")
     return run_stage(f"train-{iteration}", specs, ledger, config.campaign.max_retries,
                      config.campaign.failure_ratio_limit, display)
 

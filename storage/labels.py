@@ -74,28 +74,50 @@ EXPORT_MANIFEST = "manifest.json"
 
 
 @dataclass
-class ExportedLabels:
-    """What an export holds for restoring: its level of theory and, by label task id, each
-    batch's records (as `tasks.label.LabelRecord` fields) with the part (`train`, `test`, or
-    None for a failed label) where its system lies as `<directory>/<part>/<name>`."""
+class ExportedMember:
+    """A trained ensemble member an export holds: the id of the train task that made it, its
+    frozen model (and the compressed one, if it was compressed) and its record (the fields of
+    `tasks.train.ModelRecord` but its paths)."""
+
+    task_id: str
+    model: Path
+    compressed: Path | None
+    record: dict[str, Any]
+
+
+@dataclass
+class ExportManifest:
+    """What an export holds for restoring: its level of theory; by label task id, each batch's
+    records (as `tasks.label.LabelRecord` fields) with the part (`train`, `test`, or None for
+    a failed label) where its system lies as `<directory>/<part>/<name>`; by train task id,
+    the members of its ensemble (exports written before members carried their task id: none)."""
 
     directory: Path
     settings_hash: str
     batches: dict[str, list[tuple[dict[str, Any], str | None]]]
+    members: dict[str, ExportedMember]
 
 
 def write_export_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     (directory / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
 
 
-def read_export_manifest(directory: str | Path) -> ExportedLabels:
-    """The labels of an export directory (ValueError saying why when it is not one)."""
+def read_export_manifest(directory: str | Path) -> ExportManifest:
+    """What an export directory holds (ValueError saying why when it is not one)."""
     directory = Path(directory)
     try:
         manifest = json.loads((directory / EXPORT_MANIFEST).read_text())
-        return ExportedLabels(directory, manifest["label"]["settings_hash"],
+        members = {}
+        unfinished = manifest.get("unfinished_ensemble") or {"members": []}
+        for entry in manifest["models"]["members"] + unfinished["members"]:
+            if entry.get("task_id"):
+                compressed = entry["files"].get("compressed")
+                members[entry["task_id"]] = ExportedMember(
+                    entry["task_id"], directory / entry["files"]["model"],
+                    directory / compressed if compressed else None, entry["record"])
+        return ExportManifest(directory, manifest["label"]["settings_hash"],
                               {task: [(entry["record"], entry["part"]) for entry in entries]
-                               for task, entries in manifest["label_batches"].items()})
+                               for task, entries in manifest["label_batches"].items()}, members)
     except FileNotFoundError:
         raise ValueError(f"{directory} is not a `campaign export` (no {EXPORT_MANIFEST})") from None
     except (ValueError, KeyError, TypeError) as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -166,10 +167,8 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     if missing:
         raise FileNotFoundError(f"DeePMD systems not found: {missing}")
     started = time.perf_counter()
-    config = deepmd_input([str(Path(s).resolve()) for s in training_systems],
-                          [str(Path(s).resolve()) for s in validation_systems], type_map, seed, steps,
-                          descriptor, fitting_neuron, loss, **schedule)
-    (work_dir / "input.json").write_text(json.dumps(config, indent=2))
+    _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
+                 loss, **schedule)
     checkpoint = latest_checkpoint(work_dir)
     arguments = ["train", "input.json"]
     if checkpoint is not None:  # an attempt killed with its block: go on from its last checkpoint
@@ -188,14 +187,54 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
                          count_frames(training_systems), metrics, compressed,
                          str(init_model) if init_model else None,
                          checkpoint_step(checkpoint) if checkpoint is not None else None)
-    # paths below the member's directory: the workdir can move
-    stored = {**asdict(record), "model_path": "model.pth", "compressed_path": "model-compressed.pth" if compressed
-              else None, "init_model": os.path.relpath(Path(init_model).resolve(), work_dir.resolve())
-              if init_model else None}
+    _write_record(work_dir, record)
+    return record
+
+
+def _write_input(work_dir: Path, training_systems: Sequence[str], validation_systems: Sequence[str],
+                 type_map: Sequence[str], seed: int, steps: int, descriptor: dict[str, Any],
+                 fitting_neuron: Sequence[int], loss: dict[str, float], **schedule: Any) -> None:
+    config = deepmd_input([str(Path(s).resolve()) for s in training_systems],
+                          [str(Path(s).resolve()) for s in validation_systems], type_map, seed, steps,
+                          descriptor, fitting_neuron, loss, **schedule)
+    (work_dir / "input.json").write_text(json.dumps(config, indent=2))
+
+
+def _write_record(work_dir: Path, record: ModelRecord) -> None:
+    """`record.json`, atomically and last: its presence means the member is complete. Paths
+    below the member's directory: the workdir can move."""
+    stored = {**asdict(record), "model_path": "model.pth",
+              "compressed_path": "model-compressed.pth" if record.compressed_path else None,
+              "init_model": os.path.relpath(Path(record.init_model).resolve(), work_dir.resolve())
+              if record.init_model else None}
     temporary = work_dir / "record.json.tmp"
     temporary.write_text(json.dumps(stored, indent=1))
     temporary.replace(work_dir / "record.json")
-    return record
+
+
+def restore_member(model: str | Path, compressed_model: str | Path | None, record: dict[str, Any],
+                   work_dir: str | Path, training_systems: Sequence[str], validation_systems: Sequence[str],
+                   type_map: Sequence[str], seed: int, steps: int, descriptor: dict[str, Any],
+                   fitting_neuron: Sequence[int], loss: dict[str, float], init_model: str | Path | None = None,
+                   compress: bool = False, **schedule: Any) -> ModelRecord:
+    """Write a member's directory as `train_member` (called with the same arguments) would have,
+    from a model trained before (an export): its `input.json`, the models, and `record.json`
+    with the metrics and wall time of the training that made it."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if compress and compressed_model is None:
+        raise ValueError(f"{model}: the member was to be compressed, and its export holds no compressed model")
+    _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
+                 loss, **schedule)
+    shutil.copy(model, work_dir / "model.pth")
+    compressed = None
+    if compress:
+        compressed = str(work_dir / "model-compressed.pth")
+        shutil.copy(compressed_model, compressed)  # type: ignore[arg-type]
+    restored = ModelRecord(**{**record, "model_path": str(work_dir / "model.pth"), "compressed_path": compressed,
+                              "init_model": str(init_model) if init_model else None})
+    _write_record(work_dir, restored)
+    return restored
 
 
 def read_model_record(work_dir: str | Path) -> ModelRecord:
@@ -206,6 +245,20 @@ def read_model_record(work_dir: str | Path) -> ModelRecord:
         if getattr(record, name):
             setattr(record, name, str((work_dir / getattr(record, name)).resolve()))
     return record
+
+
+def md_models(models: Sequence[str | Path]) -> list[str]:
+    """The models MD runs for frozen `models`: each member's compressed model where its training
+    made one (tabulated embedding: the same forces to 2e-3 eV/Å, `tests/test_train.py`, and
+    2.4-2.7 times faster in LAMMPS), else the model itself (initial models given as files).
+    The frozen ones stay what the next training starts from."""
+    result = []
+    for model in models:
+        member = Path(model).parent
+        compressed = read_model_record(member).compressed_path if Path(model).name == "model.pth" and (
+            member / "record.json").is_file() else None
+        result.append(compressed or str(model))
+    return result
 
 
 def training_data(work_dir: str | Path) -> tuple[list[str], list[str]]:

@@ -503,6 +503,8 @@ def test_restore_from_what_is_not_an_export(tmp_path):
     lines = problems_of_file(write_config(tmp_path, E(("label.restore_from", ["labels", "broken"]))))
     assert lines[0] == f"label.restore_from[0]: {tmp_path}/labels is not a `campaign export` (no manifest.json)"
     assert lines[1].startswith(f"label.restore_from[1]: {tmp_path}/broken/manifest.json: unreadable (KeyError")
+    lines = problems_of_file(write_config(tmp_path, E(("train.restore_from", ["labels"]))))
+    assert lines == [f"train.restore_from[0]: {tmp_path}/labels is not a `campaign export` (no manifest.json)"]
 
 
 def test_missing_model_files(tmp_path):

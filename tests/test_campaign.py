@@ -32,7 +32,7 @@ def al_campaign(workdir: Path, strategy: str = "highest_deviation") -> dict:
         ],
         "label": {"engine": "reference", "reference": {"potential": "snap"}, "systems": ["bulk16"]},
         "train": {"ensemble_size": 2, "steps": 300, "decay_steps": 100, "fitting_neuron": [16, 16],
-                  "descriptor": {"neuron": [4, 8, 16], "axis_neuron": 4}, "test_fraction": 0.2},
+                  "descriptor": {"neuron": [4, 8, 16], "axis_neuron": 4}, "test_fraction": 0.2, "compress": True},
         "explore": [{"protocol": "nvt", "systems": ["bulk16"], "executor": "gpu",
                      "params": {"steps": 300, "trajectory_stride": 30, "timestep": 0.002},
                      "sweep": {"temperature": [300, 700]}}],
@@ -56,41 +56,71 @@ def test_train_test_split_does_not_depend_on_where_the_workdir_lies(tmp_path):
     assert splits[0] == splits[1]
 
 
-def labels_only(workdir: Path, models: list[str], potential: str = "snap", restore: Path | None = None) -> dict:
-    """A campaign that only labels (its models are given): the reference labeller on five structures."""
+def labels_and_ensemble(workdir: Path, potential: str = "snap", restore: Path | None = None,
+                        ensemble_size: int = 2) -> dict:
+    """A campaign that labels five structures with the reference labeller and trains a compressed
+    ensemble of tiny members on them."""
     return {
         "campaign": {"name": "labels", "workdir": str(workdir), "seed": 3},
-        "executors": {"cpu": {"max_workers": 2}, "gpu": {"max_workers": 1}},
+        "executors": {"cpu": {"max_workers": 2}, "gpu": {"max_workers": 2}},
         "systems": [{"name": "bulk2", "builder": "bulk", "params": {"lattice_constant": 3.45}, "rattle_copies": 3,
                      "rattle_stdev_angstrom": 0.05},
                     {"name": "vacancy", "builder": "vacancy", "params": {"lattice_constant": 3.45, "size": 2}}],
         "label": {"engine": "reference", "reference": {"potential": potential},
                   **({"restore_from": [str(restore)]} if restore else {})},
-        "train": {"ensemble_size": 2, "initial_models": models},
+        "train": {"ensemble_size": ensemble_size, "steps": 100, "decay_steps": 50, "fitting_neuron": [8, 8],
+                  "descriptor": {"neuron": [4, 8], "axis_neuron": 4}, "compress": True,
+                  **({"restore_from": [str(restore)]} if restore else {})},
     }
 
 
-def test_a_campaign_on_another_machine_takes_its_exported_labels(tmp_path, tiny_ensemble):
+def export(tmp_path: Path, config: dict, destination: Path) -> str:
+    """`campaign export` of `config` to `destination`; what it prints."""
+    done = subprocess.run([sys.executable, "-m", "campaign.cli", "export", str(write(tmp_path / "export.yaml", config)),
+                           str(destination)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tmp_path):
     """What a new machine without `runs/` does: the committed export restores every label of
-    the same settings, bit for bit, and nothing is labelled again; an export of other settings
-    is refused by `validate`."""
-    models = [m.model_path for m in tiny_ensemble]
-    first = run_campaign(parse_config(labels_only(tmp_path / "a", models), base_dir=tmp_path))
-    assert first["labels"].ran == 5
-    export = subprocess.run([sys.executable, "-m", "campaign.cli", "export", str(write(tmp_path / "a.yaml",
-                             labels_only(tmp_path / "a", models))), str(tmp_path / "export")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert export.returncode == 0 and "5 training and 0 test labels" in export.stdout, export.stderr
-    second = run_campaign(parse_config(labels_only(tmp_path / "b", models, restore=tmp_path / "export"),
+    the same settings and every member trained on them, bit for bit, and nothing is labelled or
+    trained again; the finished members of an ensemble whose training stopped halfway are
+    restored too; an export of other settings is refused by `validate`."""
+    first = run_campaign(parse_config(labels_and_ensemble(tmp_path / "a"), base_dir=tmp_path))
+    assert first["labels"].ran == 5 and first["models"].ran == 2
+    printed = export(tmp_path, labels_and_ensemble(tmp_path / "a"), tmp_path / "export")
+    assert "4 training and 1 test labels" in printed and "the ensemble of iteration 0" in printed
+    second = run_campaign(parse_config(labels_and_ensemble(tmp_path / "b", restore=tmp_path / "export"),
                                        base_dir=tmp_path))
     assert second["labels"].ran == 0 and len(second["labels"].outputs) == 5
+    assert second["models"].ran == 0 and len(second["models"].outputs) == 2
     before, after = (open_campaign(tmp_path / run).labels().sort_values("name") for run in ("a", "b"))
     assert before.energy_ev.tolist() == after.energy_ev.tolist() and set(after.status) == {"ok"}
     for a, b in zip(before.system_dir, after.system_dir):
         for name in ("coord.npy", "force.npy", "energy.npy"):
             assert np.array_equal(np.load(Path(a) / "set.000" / name), np.load(Path(b) / "set.000" / name))
+
+    def same_members(trained: dict, restored: dict, workdir: Path) -> None:
+        """Each member where the campaign would have trained it, its models and metrics those of its training."""
+        for task, outputs in trained.items():
+            assert Path(restored[task]["model_path"]).is_relative_to(workdir)
+            for name in ("model_path", "compressed_path"):
+                assert Path(restored[task][name]).read_bytes() == Path(outputs[name]).read_bytes()
+            assert restored[task]["metrics"] == outputs["metrics"]
+            assert restored[task]["wall_time_s"] == outputs["wall_time_s"]
+
+    same_members(first["models"].outputs, second["models"].outputs, tmp_path / "b")
+    # the same campaign with a third member: "a" stopped after two of three
+    printed = export(tmp_path, labels_and_ensemble(tmp_path / "a", ensemble_size=3), tmp_path / "halfway")
+    assert "no complete ensemble, 2 finished members of iteration 0" in printed
+    assert not list((tmp_path / "halfway" / "models").glob("*.pth"))  # not an ensemble for `initial_models`
+    third = run_campaign(parse_config(labels_and_ensemble(tmp_path / "c", restore=tmp_path / "halfway",
+                                                          ensemble_size=3), base_dir=tmp_path))
+    assert third["labels"].ran == 0 and third["models"].ran == 1 and len(third["models"].outputs) == 3
+    same_members(first["models"].outputs, third["models"].outputs, tmp_path / "c")
     with pytest.raises(ConfigError, match=r"label.restore_from\[0\]: .* holds labels of other settings"):
-        parse_config(labels_only(tmp_path / "c", models, "meam", restore=tmp_path / "export"), base_dir=tmp_path)
+        parse_config(labels_and_ensemble(tmp_path / "d", "meam", restore=tmp_path / "export"), base_dir=tmp_path)
 
 
 def write(path: Path, data: dict) -> Path:
@@ -130,6 +160,12 @@ def test_active_learning_then_production(tmp_path):
         labels = [r for r in ledger.tasks() if r.kind == "label"]
         assert len({r.task_id for r in labels}) == len(labels) and all(r.attempts == 1 for r in labels)
         assert len(ledger.iterations()) == len(records)
+        # MD runs the compressed models; each retraining starts from the frozen ones
+        explorations = [r for r in ledger.tasks() if r.kind == "explore"]
+        assert explorations and all(Path(m).name == "model-compressed.pth" for r in explorations
+                                    for m in r.parameters["models"])
+    assert all(Path(json.loads(p.read_text())["init_model"]).name == "model.pth"
+               for p in (tmp_path / "run" / "models" / "iter-001").glob("member-*/record.json"))
     table = open_campaign(tmp_path / "run").labels()
     assert (table.source == "iteration:0").sum() == first.labels_added
 
