@@ -5,7 +5,7 @@ travel to the next machine. The export holds every label that succeeded at the c
 level of theory (labels of other settings are left out: they must not be mixed) as DeePMD
 npy systems, split as the newest ensemble saw them (its validation systems in `test/`,
 everything else, labels it has not been trained on yet included, in `train/`), the newest
-complete ensemble in `models/` (the finished members of a newer ensemble whose training was
+complete ensemble's frozen models in `models/` (the finished members of a newer ensemble whose training was
 stopped halfway in `models/iter-<n>/`), and `manifest.json`: settings, counts, the failed
 labels with their reasons, each member's train task id, the data the ensemble inherited from
 outside the campaign, and the active-learning record. The same campaign resumed on another
@@ -116,15 +116,11 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
                            for row in ledger.tasks(state="done") if row.kind == "train" and row.outputs}
 
     def copy_member(member_dir: Path, directory: str, k: int) -> dict[str, Any]:
+        # the frozen model only: a compressed one is 4 times its size and `dp compress` remakes it in seconds
         record = train.read_model_record(member_dir)
-        # compressed models one level down: `train.initial_models: [<export>/models]` takes every
-        # .pth of models/, which is the complete ensemble's frozen models and nothing else
-        files = {"model": f"{directory}/member-{k}.pth",
-                 "compressed": f"{directory}/compressed/member-{k}.pth" if record.compressed_path else None}
-        for key, source in (("model", record.model_path), ("compressed", record.compressed_path)):
-            if source:
-                (staging / files[key]).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(source, staging / files[key])
+        files = {"model": f"{directory}/member-{k}.pth"}
+        (staging / directory).mkdir(parents=True, exist_ok=True)
+        shutil.copy(record.model_path, staging / files["model"])
         summary = {key: value for key, value in asdict(record).items()
                    if key not in ("model_path", "compressed_path", "init_model")}
         (staging / directory / f"member-{k}.json").write_text(json.dumps(summary, indent=1))
@@ -189,6 +185,6 @@ def restore_members(config: CampaignConfig, specs: list[TaskSpec]) -> int:
         if spec.kind != "train" or spec.task_id not in exported or spec.verify(spec.output_dir) is not None:
             continue
         member = exported[spec.task_id]
-        train.restore_member(member.model, member.compressed, member.record, **spec.kwargs)
+        train.restore_member(member.model, member.record, **spec.kwargs)
         restored += 1
     return restored

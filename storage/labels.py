@@ -76,12 +76,10 @@ EXPORT_MANIFEST = "manifest.json"
 @dataclass
 class ExportedMember:
     """A trained ensemble member an export holds: the id of the train task that made it, its
-    frozen model (and the compressed one, if it was compressed) and its record (the fields of
-    `tasks.train.ModelRecord` but its paths)."""
+    frozen model and its record (the fields of `tasks.train.ModelRecord` but its paths)."""
 
     task_id: str
     model: Path
-    compressed: Path | None
     record: dict[str, Any]
 
 
@@ -111,10 +109,8 @@ def read_export_manifest(directory: str | Path) -> ExportManifest:
         unfinished = manifest.get("unfinished_ensemble") or {"members": []}
         for entry in manifest["models"]["members"] + unfinished["members"]:
             if entry.get("task_id"):
-                compressed = entry["files"].get("compressed")
-                members[entry["task_id"]] = ExportedMember(
-                    entry["task_id"], directory / entry["files"]["model"],
-                    directory / compressed if compressed else None, entry["record"])
+                members[entry["task_id"]] = ExportedMember(entry["task_id"], directory / entry["files"]["model"],
+                                                           entry["record"])
         return ExportManifest(directory, manifest["label"]["settings_hash"],
                               {task: [(entry["record"], entry["part"]) for entry in entries]
                                for task, entries in manifest["label_batches"].items()}, members)

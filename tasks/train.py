@@ -212,25 +212,24 @@ def _write_record(work_dir: Path, record: ModelRecord) -> None:
     temporary.replace(work_dir / "record.json")
 
 
-def restore_member(model: str | Path, compressed_model: str | Path | None, record: dict[str, Any],
-                   work_dir: str | Path, training_systems: Sequence[str], validation_systems: Sequence[str],
-                   type_map: Sequence[str], seed: int, steps: int, descriptor: dict[str, Any],
-                   fitting_neuron: Sequence[int], loss: dict[str, float], init_model: str | Path | None = None,
-                   compress: bool = False, **schedule: Any) -> ModelRecord:
+def restore_member(model: str | Path, record: dict[str, Any], work_dir: str | Path,
+                   training_systems: Sequence[str], validation_systems: Sequence[str], type_map: Sequence[str],
+                   seed: int, steps: int, descriptor: dict[str, Any], fitting_neuron: Sequence[int],
+                   loss: dict[str, float], init_model: str | Path | None = None, compress: bool = False,
+                   **schedule: Any) -> ModelRecord:
     """Write a member's directory as `train_member` (called with the same arguments) would have,
-    from a model trained before (an export): its `input.json`, the models, and `record.json`
-    with the metrics and wall time of the training that made it."""
+    from a frozen model trained before (an export): its `input.json`, the model (compressed
+    again, seconds, where the member is compressed), and `record.json` with the metrics and
+    wall time of the training that made it."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    if compress and compressed_model is None:
-        raise ValueError(f"{model}: the member was to be compressed, and its export holds no compressed model")
     _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
                  loss, **schedule)
     shutil.copy(model, work_dir / "model.pth")
     compressed = None
     if compress:
+        _dp(["compress", "-i", "model.pth", "-o", "model-compressed.pth"], work_dir, "compress.log")
         compressed = str(work_dir / "model-compressed.pth")
-        shutil.copy(compressed_model, compressed)  # type: ignore[arg-type]
     restored = ModelRecord(**{**record, "model_path": str(work_dir / "model.pth"), "compressed_path": compressed,
                               "init_model": str(init_model) if init_model else None})
     _write_record(work_dir, restored)

@@ -17,6 +17,7 @@ from campaign.ledger import Ledger
 from campaign.run import run_campaign
 from campaign.stages import split_train_test
 from storage import open_campaign
+from tasks import build, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,12 +102,17 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
         for name in ("coord.npy", "force.npy", "energy.npy"):
             assert np.array_equal(np.load(Path(a) / "set.000" / name), np.load(Path(b) / "set.000" / name))
 
+    frames = [build.rattled(build.bcc_bulk(3.45, 2), 0.1, 7)]
+
     def same_members(trained: dict, restored: dict, workdir: Path) -> None:
-        """Each member where the campaign would have trained it, its models and metrics those of its training."""
+        """Each member where the campaign would have trained it: its frozen model that of its training,
+        compressed again to the same forces, its metrics and wall time those of its training."""
         for task, outputs in trained.items():
             assert Path(restored[task]["model_path"]).is_relative_to(workdir)
-            for name in ("model_path", "compressed_path"):
-                assert Path(restored[task][name]).read_bytes() == Path(outputs[name]).read_bytes()
+            assert Path(restored[task]["model_path"]).read_bytes() == Path(outputs["model_path"]).read_bytes()
+            forces = train.ensemble_forces([outputs["compressed_path"], restored[task]["compressed_path"]], frames,
+                                           ["Li"])
+            np.testing.assert_allclose(forces[1], forces[0], atol=1e-9)
             assert restored[task]["metrics"] == outputs["metrics"]
             assert restored[task]["wall_time_s"] == outputs["wall_time_s"]
 
