@@ -178,10 +178,7 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     _dp(arguments, work_dir, "train.log" if checkpoint is None else "train-restart.log")
     _dp(["freeze", "-o", "model.pth"], work_dir, "freeze.log")
     model_path = work_dir / "model.pth"
-    compressed = None
-    if compress:
-        _dp(["compress", "-i", "model.pth", "-o", "model-compressed.pth"], work_dir, "compress.log")
-        compressed = str(work_dir / "model-compressed.pth")
+    compressed = _compress(work_dir) if compress else None
     metrics = test_model(model_path, validation_systems, work_dir / "test") if validation_systems else {}
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
@@ -189,6 +186,12 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
                          checkpoint_step(checkpoint) if checkpoint is not None else None)
     _write_record(work_dir, record)
     return record
+
+
+def _compress(work_dir: Path) -> str:
+    """`model-compressed.pth` from the member's `model.pth` (tabulated embedding net)."""
+    _dp(["compress", "-i", "model.pth", "-o", "model-compressed.pth"], work_dir, "compress.log")
+    return str(work_dir / "model-compressed.pth")
 
 
 def _write_input(work_dir: Path, training_systems: Sequence[str], validation_systems: Sequence[str],
@@ -226,10 +229,7 @@ def restore_member(model: str | Path, record: dict[str, Any], work_dir: str | Pa
     _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
                  loss, **schedule)
     shutil.copy(model, work_dir / "model.pth")
-    compressed = None
-    if compress:
-        _dp(["compress", "-i", "model.pth", "-o", "model-compressed.pth"], work_dir, "compress.log")
-        compressed = str(work_dir / "model-compressed.pth")
+    compressed = _compress(work_dir) if compress else None
     restored = ModelRecord(**{**record, "model_path": str(work_dir / "model.pth"), "compressed_path": compressed,
                               "init_model": str(init_model) if init_model else None})
     _write_record(work_dir, restored)
