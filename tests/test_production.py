@@ -149,6 +149,32 @@ def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_r
         assert any("lost" in message for _, _, message in ledger.events(200))  # the killed workers' runs
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_campaign_cleanly_and_leaves_nothing_running(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to its whole foreground process group: the driver and what
+    it started there (Parsl's interchange, Dask's workers). The driver stops as on SIGTERM (exit 130,
+    how to resume); no helper prints a traceback or outlives it (Parsl's interchange used to die of
+    the signal and leave the driver's cleanup waiting for it forever)."""
+    workdir = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", production_campaign(workdir))
+    driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a shell's
+    try:
+        wait_for(lambda: stored_runs(workdir) >= 1)  # Parsl and Dask both under way
+        os.killpg(driver.pid, signal.SIGINT)
+        output, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            kill_session(driver)
+    assert driver.returncode == 130, output[-3000:]
+    assert "interrupted" in output and f"resume with: campaign run {config}" in output
+    assert "Traceback" not in output, output[-3000:]
+    wait_for(lambda: not session_of(driver), 60)
+    with Ledger(workdir / "ledger.sqlite", readonly=True) as ledger:
+        assert any("interrupted" in message for _, _, message in ledger.events(50))
+
+
 def chunk_digests(workdir: Path) -> dict[str, str]:
     study = workdir / "fields.zarr" / "nvt"
     return {str(p.relative_to(study)): hashlib.sha256(p.read_bytes()).hexdigest() for p in study.glob("*/c.*")
