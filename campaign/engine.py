@@ -20,10 +20,13 @@ import heapq
 import itertools
 import os
 import queue
+import signal
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -326,3 +329,16 @@ def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: in
             raise StageFailed(f"stage '{stage}': {len(failed)} of {len(of_kind)} {kind} tasks failed "
                               f"({ratio:.0%} > limit {failure_ratio_limit:.0%}):\n{reasons}")
     return result
+
+
+@contextmanager
+def spared_by_ctrl_c() -> Iterator[None]:
+    """Start helpers that ignore SIGINT. A terminal's Ctrl-C reaches its whole foreground process
+    group: Parsl's interchange died of it mid-poll, printed its traceback, and the driver's cleanup
+    then waited for the dead interchange forever. Helpers started here inherit SIG_IGN (Python keeps
+    an ignored SIGINT ignored) and are stopped by that cleanup instead."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

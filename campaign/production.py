@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from campaign.config import CampaignConfig, ProductionStudy
-from campaign.engine import Display, StageResult, TaskSpec, run_stage
+from campaign.engine import Display, StageResult, TaskSpec, run_stage, spared_by_ctrl_c
 from campaign.ledger import Ledger, file_digest, task_id
 from campaign.stages import base_structure
 from campaign.sweep import sweep_axes
@@ -193,15 +193,16 @@ def start_dask(config: CampaignConfig):
 
     analysis = config.analysis
     dashboard = f":{analysis.dashboard_port}"
-    if analysis.dask_cluster == "slurm":
-        from dask_jobqueue import SLURMCluster
+    with spared_by_ctrl_c():  # its local workers sit in the driver's process group
+        if analysis.dask_cluster == "slurm":
+            from dask_jobqueue import SLURMCluster
 
-        cluster = SLURMCluster(scheduler_options={"dashboard_address": dashboard}, **analysis.dask_slurm)
-        cluster.scale(jobs=analysis.dask_workers)
-    else:
-        cluster = LocalCluster(n_workers=analysis.dask_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=dashboard)
-    return Client(cluster)
+            cluster = SLURMCluster(scheduler_options={"dashboard_address": dashboard}, **analysis.dask_slurm)
+            cluster.scale(jobs=analysis.dask_workers)
+        else:
+            cluster = LocalCluster(n_workers=analysis.dask_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=dashboard)
+        return Client(cluster)
 
 
 def run_row(store_path: str, study: str, coordinates: dict[str, Any]):

@@ -5,15 +5,13 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
 
 from campaign.active_learning import run_loop
 from campaign.config import CampaignConfig
-from campaign.engine import Display
+from campaign.engine import Display, spared_by_ctrl_c
 from campaign.ledger import Ledger
 from campaign.production import production_stage, start_dask
 from campaign.properties import properties_stage
@@ -52,7 +50,7 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
         if retry_failed:
             retried = ledger.reset_failed()
             ledger.log_event("campaign", f"{retried} failed tasks set back to pending (--retry-failed)")
-        with _spared_by_ctrl_c():
+        with spared_by_ctrl_c():
             parsl.load(make_parsl_config(config.executors, config.workdir / "parsl"))
         client = None
         previous = signal.signal(signal.SIGTERM, _interrupt)  # `scancel` of the driver's own job
@@ -71,8 +69,7 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
                 result, summary["properties"] = properties_stage(config, ledger, train.md_models(models), show)
                 ran += result.ran
             if config.production:
-                with _spared_by_ctrl_c():
-                    client = start_dask(config)
+                client = start_dask(config)
                 console.print(f"Dask dashboard: {client.dashboard_link}")
                 result, tables = production_stage(config, ledger, train.md_models(models), client, show)
                 summary["production"], summary["store"], summary["tables"] = result, config.store_path, tables
@@ -100,15 +97,3 @@ def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM (a batch system ending the driver's job) as Ctrl-C: the same clean stop."""
     raise KeyboardInterrupt
 
-
-@contextmanager
-def _spared_by_ctrl_c() -> Iterator[None]:
-    """Start helpers that ignore SIGINT. A terminal's Ctrl-C reaches its whole foreground process
-    group: Parsl's interchange died of it mid-poll, printed its traceback, and the driver's cleanup
-    then waited for the dead interchange forever. Helpers started here inherit SIG_IGN (Python keeps
-    an ignored SIGINT ignored) and are stopped by that cleanup instead."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
