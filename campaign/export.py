@@ -7,8 +7,8 @@ npy systems, split as the newest ensemble saw them (its validation systems in `t
 everything else, labels it has not been trained on yet included, in `train/`), the frozen
 models of the newest complete ensemble in `models/` (the finished members of a newer ensemble
 whose training was stopped halfway in `models/iter-<n>/`), and `manifest.json`: settings,
-counts, the failed labels with their reasons, each member's train task id, the data the ensemble inherited from
-outside the campaign, and the active-learning record. The same campaign resumed on another
+counts, the failed labels with their reasons, each member's train task id, the data the
+ensemble inherited from outside the campaign, and the active-learning record. The same campaign resumed on another
 machine takes its labels back with `label.restore_from` (`restore_labels`) and its trained
 members with `train.restore_from` (`restore_members`); a next campaign starts from it with
 `train.initial_data` and `train.initial_models`. Run it as often as labels accumulate; it

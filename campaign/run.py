@@ -96,4 +96,3 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
 def _interrupt(signum: int, frame: Any) -> None:
     """SIGTERM (a batch system ending the driver's job) as Ctrl-C: the same clean stop."""
     raise KeyboardInterrupt
-

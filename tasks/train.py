@@ -249,8 +249,8 @@ def read_model_record(work_dir: str | Path) -> ModelRecord:
 def md_models(models: Sequence[str | Path]) -> list[str]:
     """The models MD runs for frozen `models`: each member's compressed model where its training
     made one (tabulated embedding: the same forces to 2e-3 eV/Å, `tests/test_train.py`, and
-    2.3 times the atom-steps per second in LAMMPS, README's MD benchmark), else the model itself (initial models given as files).
-    The frozen ones stay what the next training starts from."""
+    2.3 times the atom-steps per second in LAMMPS, README's MD benchmark), else the model itself
+    (initial models given as files). The frozen ones stay what the next training starts from."""
     result = []
     for model in models:
         member = Path(model).parent
