@@ -83,6 +83,36 @@ def strained_bulk(volume_scale: float = 1.0, strain_voigt: Sequence[float] = (0,
     return strained(atoms, strain_voigt)
 
 
+def close_packed(stacking: Literal["fcc", "hcp"] = "fcc", volume_scale: float = 1.0,
+                 lattice_constant: float = LI_LATTICE_CONSTANT_MD, size: int | Sequence[int] = 1) -> Atoms:
+    """fcc (cubic, 4 atoms) or ideal hcp (orthorhombic, 4 atoms) at the atomic volume of bcc with
+    `lattice_constant`, scaled. PBE puts both 1.5-2 meV/atom below bcc Li; a potential that has
+    never seen them guesses that balance, and with it whether bcc survives MD."""
+    _positive("volume_scale", volume_scale)
+    volume = lattice_constant ** 3 / 2 * volume_scale
+    if stacking == "fcc":
+        atoms = ase_bulk("Li", "fcc", a=(4 * volume) ** (1 / 3), cubic=True)
+    elif stacking == "hcp":
+        c_over_a = np.sqrt(8 / 3)
+        a = (2 * volume / (np.sqrt(3) / 2 * c_over_a)) ** (1 / 3)
+        atoms = ase_bulk("Li", "hcp", a=a, c=c_over_a * a, orthorhombic=True)
+    else:
+        raise ValueError(f"stacking must be 'fcc' or 'hcp', got {stacking!r}")
+    return atoms.repeat(_repeat(size))
+
+
+def bain_path(c_over_a: float = 1.0, volume_scale: float = 1.0, lattice_constant: float = LI_LATTICE_CONSTANT_MD,
+              size: int | Sequence[int] = 1) -> Atoms:
+    """Body-centred tetragonal Li at the atomic volume of bcc with `lattice_constant`, scaled:
+    c/a = 1 is bcc, c/a = √2 is fcc. The path a bcc crystal takes when it turns fcc."""
+    _positive("c_over_a", c_over_a)
+    _positive("volume_scale", volume_scale)
+    a = (lattice_constant ** 3 * volume_scale / c_over_a) ** (1 / 3)
+    atoms = Atoms("Li2", scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5)], cell=np.diag([a, a, c_over_a * a]),
+                  pbc=True)
+    return atoms.repeat(_repeat(size))
+
+
 def vacancy(lattice_constant: float = LI_LATTICE_CONSTANT_MD, size: int | Sequence[int] = 2,
             index: int = 0) -> Atoms:
     """bcc supercell with one atom removed."""
@@ -482,6 +512,8 @@ def _register(name: str, function: Callable[..., Atoms], estimate: Callable[[dic
 BUILDERS: Registry[Builder] = Registry("builder")
 _register("bulk", bcc_bulk, lambda p: 2 * _cells(p["size"]))
 _register("strained_bulk", strained_bulk, lambda p: 2 * _cells(p["size"]))
+_register("close_packed", close_packed, lambda p: 4 * _cells(p["size"]))
+_register("bain_path", bain_path, lambda p: 2 * _cells(p["size"]))
 _register("vacancy", vacancy, lambda p: 2 * _cells(p["size"]) - 1)
 _register("interstitial", interstitial, lambda p: 2 * _cells(p["size"]) + 1)
 _register("slab", slab, lambda p: _slab_atoms(p["layers"], p["size"]))

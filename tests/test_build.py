@@ -26,6 +26,36 @@ def test_strain_changes_volume():
     assert atoms.get_volume() == pytest.approx(3.5 ** 3 * 1.1 * 1.01)
 
 
+def _nearest_shell(atoms, index=0):
+    """Nearest-neighbour distance and count of atom `index`, periodic images included."""
+    from ase.neighborlist import neighbor_list
+
+    i, d = neighbor_list("id", atoms, 4.0)
+    d = np.sort(d[i == index])
+    return d[0], int(np.sum(np.isclose(d, d[0], atol=1e-6)))
+
+
+@pytest.mark.parametrize("stacking", ["fcc", "hcp"])
+def test_close_packed_has_twelve_neighbours_at_the_bcc_atomic_volume(stacking):
+    atoms = build.close_packed(stacking, volume_scale=1.05, lattice_constant=3.44, size=2)
+    assert len(atoms) == build.BUILDERS["close_packed"].estimate_atoms({"size": 2}) == 32
+    assert atoms.get_volume() / len(atoms) == pytest.approx(3.44 ** 3 / 2 * 1.05)
+    distance, count = _nearest_shell(atoms)
+    assert count == 12
+    assert distance == pytest.approx((np.sqrt(2) * 3.44 ** 3 / 2 * 1.05) ** (1 / 3))  # close packing: V = d³/√2
+
+
+def test_bain_path_runs_from_bcc_to_fcc():
+    bcc = build.bain_path(1.0, lattice_constant=3.44, size=2)
+    assert np.allclose(bcc.cell.lengths(), 2 * 3.44)
+    assert _nearest_shell(bcc) == (pytest.approx(3.44 * np.sqrt(3) / 2), 8)
+    fcc = build.bain_path(np.sqrt(2), lattice_constant=3.44, size=2)
+    assert fcc.get_volume() == pytest.approx(bcc.get_volume())
+    assert _nearest_shell(fcc) == (pytest.approx(_nearest_shell(build.close_packed("fcc", lattice_constant=3.44))[0]), 12)
+    with pytest.raises(ValueError, match="c_over_a"):
+        build.bain_path(0.0)
+
+
 @pytest.mark.parametrize("miller", [(1, 0, 0), (1, 1, 0), (1, 1, 1)])
 def test_slab_layers_and_fixed(miller):
     atoms = build.slab(miller, layers=6, size=(3, 4), vacuum_angstrom=20, fixed_layers=2)
