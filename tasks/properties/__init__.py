@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tasks.plugin import Registry
-from tasks.properties import (adatom, elastic, elastic_at_temperature, eos, melting, phonons, point_defects,
-                              self_diffusion, surface, thermal_expansion)
+from tasks.properties import (adatom, elastic, elastic_at_temperature, eos, melting, phase_stability, phonons,
+                              point_defects, self_diffusion, surface, thermal_expansion)
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, read_result, write_result
 from tasks.properties.calculators import PropertyPotential
 
@@ -23,6 +23,7 @@ PROPERTIES.register(elastic.ElasticConstants())
 PROPERTIES.register(point_defects.PointDefects())
 PROPERTIES.register(surface.SurfaceEnergies())
 PROPERTIES.register(phonons.Phonons())
+PROPERTIES.register(phase_stability.PhaseStability())
 PROPERTIES.register(melting.MeltingPoint())
 PROPERTIES.register(adatom.AdatomDiffusion())
 PROPERTIES.register(thermal_expansion.ThermalExpansion())

@@ -1,11 +1,14 @@
 """Equation of state of bcc Li: relaxed lattice constant, V0, bulk modulus B and B' from a
-Birch-Murnaghan fit (ASE's `EquationOfState`) of E(V) around the minimum."""
+Birch-Murnaghan fit (ASE's `EquationOfState`) of E(V) around the minimum; `equilibrium` finds
+any phase's minimum the same way."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+from ase import Atoms
 from pydantic import Field
 
 from tasks import build
@@ -14,12 +17,12 @@ from tasks.properties.base import (EV_PER_A3_IN_GPA, CalculatorFactory, Property
                                    energy)
 
 
-#: How often the coarse scan (±4 % in a) may move before the search gives up (about ±25 % in a).
+#: How often the coarse scan (±12 % in V) may move before the search gives up (about ±25 % in a).
 MAX_SHIFTS = 3
 
 
 class NoMinimum(ValueError):
-    """The potential has no bcc energy minimum near the guess: the property cannot be computed."""
+    """The potential has no energy minimum of the phase near the guess: the property cannot be computed."""
 
 
 class EosParams(Params):
@@ -30,47 +33,60 @@ class EosParams(Params):
 
 @dataclass(frozen=True)
 class Equilibrium:
-    """The bcc minimum of a potential: what the other properties start from."""
+    """A phase's energy minimum under a potential: what the other properties start from."""
 
-    lattice_constant_angstrom: float
+    volume_per_atom: float  # Å³
     energy_per_atom_ev: float
     bulk_modulus_gpa: float
     bulk_modulus_derivative: float
     volumes: list[float]  # per atom, Å³
     energies: list[float]  # per atom, eV
 
+    @property
+    def bcc_lattice_constant(self) -> float:
+        return (2 * self.volume_per_atom) ** (1 / 3)
 
-def bcc_equilibrium(calculators: CalculatorFactory, params: EosParams = EosParams()) -> Equilibrium:
-    """Two passes: a coarse scan of ±4 % in the lattice constant brackets the minimum (moving
-    towards lower energy if it lies at an edge; `NoMinimum` if there is none), then the
-    Birch-Murnaghan fit over V0 × (1 ± volume_range) around it."""
+
+def equilibrium(cell_at_volume: Callable[[float], Atoms], volume_guess: float, calculators: CalculatorFactory,
+                params: EosParams, phase: str) -> Equilibrium:
+    """Two passes: a coarse scan of ±12 % in volume (±4 % in length) brackets the minimum
+    (moving towards lower energy if it lies at an edge; `NoMinimum` if there is none), then the
+    Birch-Murnaghan fit over V0 × (1 ± volume_range) around it. `cell_at_volume` builds the
+    phase at a volume per atom (Å³)."""
     from ase.eos import EquationOfState
 
-    def scan(lattice_constants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        energies = np.array([energy(build.bcc_bulk(a), calculators, f"eos-{a:.5f}") / 2 for a in lattice_constants])
-        return lattice_constants ** 3 / 2, energies
+    def scan(volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        energies = []
+        for volume in volumes:
+            atoms = cell_at_volume(volume)
+            energies.append(energy(atoms, calculators, f"{phase}-{volume:.5f}") / len(atoms))
+        return volumes, np.array(energies)
 
-    centre = params.lattice_constant_guess_angstrom
+    centre = volume_guess
     for _ in range(MAX_SHIFTS + 1):  # the window moves towards lower energy until it holds the minimum
-        coarse = centre * np.linspace(0.96, 1.04, 9)
+        coarse = centre * np.linspace(0.96, 1.04, 9) ** 3
         volumes, energies = scan(coarse)
         lowest = int(np.argmin(energies))
         if 0 < lowest < len(coarse) - 1:
             break
         centre = coarse[lowest]
     else:
-        raise NoMinimum(f"no bcc energy minimum between {coarse[0]:.3f} and {coarse[-1]:.3f} Å after moving the "
-                        f"search {MAX_SHIFTS} times from {params.lattice_constant_guess_angstrom} Å: the energy "
-                        f"falls monotonically towards {coarse[lowest]:.3f} Å (a potential without a bcc minimum "
-                        f"there, or a guess far off)")
+        raise NoMinimum(f"no {phase} energy minimum between {coarse[0]:.2f} and {coarse[-1]:.2f} Å³/atom after "
+                        f"moving the search {MAX_SHIFTS} times from {volume_guess:.2f} Å³/atom: the energy falls "
+                        f"monotonically towards {coarse[lowest]:.2f} Å³/atom (a potential without a {phase} "
+                        f"minimum there, or a guess far off)")
     v1 = EquationOfState(volumes, energies, eos="birchmurnaghan").fit(warn=False)[0]
-    fine_volumes = v1 * np.linspace(1 - params.volume_range, 1 + params.volume_range, params.points)
-    volumes, energies = scan((2 * fine_volumes) ** (1 / 3))
+    volumes, energies = scan(v1 * np.linspace(1 - params.volume_range, 1 + params.volume_range, params.points))
     fit = EquationOfState(volumes, energies, eos="birchmurnaghan")
     v0, e0, b = fit.fit(warn=False)
-    b_prime = float(fit.eos_parameters[2])
-    return Equilibrium(float((2 * v0) ** (1 / 3)), float(e0), float(b * EV_PER_A3_IN_GPA), b_prime,
+    return Equilibrium(float(v0), float(e0), float(b * EV_PER_A3_IN_GPA), float(fit.eos_parameters[2]),
                        volumes.tolist(), energies.tolist())
+
+
+def bcc_equilibrium(calculators: CalculatorFactory, params: EosParams = EosParams()) -> Equilibrium:
+    """bcc Li's minimum, the search starting at `lattice_constant_guess_angstrom`."""
+    return equilibrium(lambda volume: build.bcc_bulk((2 * volume) ** (1 / 3)),
+                       params.lattice_constant_guess_angstrom ** 3 / 2, calculators, params, "bcc")
 
 
 class AtEquilibrium(Params):
@@ -84,7 +100,7 @@ class AtEquilibrium(Params):
     def lattice_constant(self, calculators: CalculatorFactory) -> float:
         if self.lattice_constant_angstrom is not None:
             return self.lattice_constant_angstrom
-        return bcc_equilibrium(calculators, self.eos).lattice_constant_angstrom
+        return bcc_equilibrium(calculators, self.eos).bcc_lattice_constant
 
 
 class EquationOfStateProperty(Property):
@@ -94,8 +110,8 @@ class EquationOfStateProperty(Property):
     def compute(self, params: EosParams, calculators: CalculatorFactory) -> PropertyResult:
         minimum = bcc_equilibrium(calculators, params)
         return PropertyResult(self.name, [
-            PropertyValue("lattice_constant", minimum.lattice_constant_angstrom, "Å"),
-            PropertyValue("volume_per_atom", minimum.lattice_constant_angstrom ** 3 / 2, "Å³"),
+            PropertyValue("lattice_constant", minimum.bcc_lattice_constant, "Å"),
+            PropertyValue("volume_per_atom", minimum.volume_per_atom, "Å³"),
             PropertyValue("energy_per_atom", minimum.energy_per_atom_ev, "eV"),
             PropertyValue("bulk_modulus", minimum.bulk_modulus_gpa, "GPa", note="Birch-Murnaghan"),
             PropertyValue("bulk_modulus_derivative", minimum.bulk_modulus_derivative, "1")],
