@@ -58,17 +58,23 @@ def _readable(path: Path) -> str:
         return str(path)
 
 
-def trained_members(config: CampaignConfig) -> dict[int, dict[int, Path]]:
-    """Every finished member by iteration and member index: its directory, the newest record's
-    where earlier settings left older ones."""
-    found: dict[int, dict[int, Path]] = {}
+def trained_ensembles(config: CampaignConfig) -> list[tuple[int, dict[int, Path]]]:
+    """Every finished member, grouped into ensembles: by iteration, then by what members of
+    one ensemble share (`train.ensemble_key`: data and settings, seeds aside), so a retraining
+    with new labels or settings is not mixed with the members it replaces. Oldest first; in
+    each, its member directories by index (the newest record where one member has several)."""
+    groups: dict[tuple[int, str], dict[int, Path]] = {}
+    newest: dict[tuple[int, str], float] = {}
     for record in (config.workdir / "models").glob("iter-*/member-*/record.json"):
+        if not (record.parent / "model.pth").is_file():
+            continue
         iteration, member = int(record.parent.parent.name.split("-")[1]), int(record.parent.name.split("-")[1])
-        members = found.setdefault(iteration, {})
-        if (record.parent / "model.pth").is_file() and (
-                member not in members or record.stat().st_mtime > (members[member] / "record.json").stat().st_mtime):
+        key = (iteration, train.ensemble_key(record.parent))
+        members, written = groups.setdefault(key, {}), record.stat().st_mtime
+        if member not in members or written > (members[member] / "record.json").stat().st_mtime:
             members[member] = record.parent
-    return found
+        newest[key] = max(newest.get(key, 0.0), written)
+    return [(key[0], groups[key]) for key in sorted(groups, key=lambda key: (key[0], newest[key]))]
 
 
 def export_campaign(config: CampaignConfig, destination: Path) -> Export:
@@ -77,13 +83,10 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         raise FileNotFoundError(f"{config.workdir} holds no labels: run `campaign run` first")
     settings = config.label.settings()
     wanted = label.settings_hash(config.label.engine, settings)
-    members_by_iteration = trained_members(config)
-    complete = max((i for i, found in members_by_iteration.items() if len(found) >= config.train.ensemble_size),
-                   default=None)
-    ensemble = (complete, [members_by_iteration[complete][k] for k in sorted(members_by_iteration[complete])]) \
-        if complete is not None else None
+    ensembles = trained_ensembles(config)
+    ensemble = next((e for e in reversed(ensembles) if len(e[1]) >= config.train.ensemble_size), None)
     # held out as the newest training saw them
-    newest = members_by_iteration[max(members_by_iteration)] if members_by_iteration else {}
+    newest = ensembles[-1][1] if ensembles else {}
     trained_on: tuple[list[str], list[str]] = train.training_data(next(iter(newest.values()))) if newest else ([], [])
     own = {batch.name for batch in (config.workdir / "labels").iterdir()}
     validation = {_label_key(s) for s in trained_on[1]}
@@ -126,15 +129,13 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         (staging / directory / f"member-{k}.json").write_text(json.dumps(summary, indent=1))
         return {"task_id": train_tasks.get(member_dir.name), "files": files, "record": summary}
 
-    members = [copy_member(member_dir, "models", k) for k, member_dir in enumerate(ensemble[1])] if ensemble else []
-    newer = [i for i in members_by_iteration if ensemble is None or i > ensemble[0]]
+    members = [copy_member(ensemble[1][k], "models", i) for i, k in enumerate(sorted(ensemble[1]))] if ensemble else []
     unfinished = None
-    if newer:  # a training killed halfway: its finished members, so that they are not trained again
-        iteration = max(newer)
-        result.unfinished_iteration = (iteration, len(members_by_iteration[iteration]))
+    if ensembles and ensembles[-1] is not ensemble:  # a training stopped halfway: its finished members, so
+        iteration, finished = ensembles[-1]           # that they are not trained again
+        result.unfinished_iteration = (iteration, len(finished))
         unfinished = {"iteration": iteration, "members": [
-            copy_member(member_dir, f"models/iter-{iteration:03d}", k)
-            for k, member_dir in sorted(members_by_iteration[iteration].items())]}
+            copy_member(member_dir, f"models/iter-{iteration:03d}", k) for k, member_dir in sorted(finished.items())]}
     manifest: dict[str, Any] = {
         "campaign": config.campaign.name, "config_hash": config.config_hash(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

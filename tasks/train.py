@@ -9,6 +9,7 @@ the second active-learning iteration on they start from the previous frozen mode
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -264,6 +265,18 @@ def training_data(work_dir: str | Path) -> tuple[list[str], list[str]]:
     """The training and validation systems a member was trained on (its `input.json`)."""
     training = json.loads((Path(work_dir) / "input.json").read_text())["training"]
     return list(training["training_data"]["systems"]), list(training.get("validation_data", {}).get("systems", []))
+
+
+def ensemble_key(work_dir: str | Path) -> str:
+    """What the members of one ensemble share: a digest of their `input.json` (data, net, loss,
+    schedule) with the seeds taken out."""
+    def without_seeds(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: without_seeds(v) for k, v in value.items() if k != "seed"}
+        return [without_seeds(v) for v in value] if isinstance(value, list) else value
+
+    settings = without_seeds(json.loads((Path(work_dir) / "input.json").read_text()))
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def ensemble_forces(models: Sequence[str | Path], frames: Sequence[Atoms], type_map: Sequence[str]) -> np.ndarray:

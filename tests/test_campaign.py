@@ -125,6 +125,18 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
                                                           ensemble_size=3), base_dir=tmp_path))
     assert third["labels"].ran == 0 and third["models"].ran == 1 and len(third["models"].outputs) == 3
     same_members(first["models"].outputs, third["models"].outputs, tmp_path / "c")
+    # "a" retrained with other settings, stopped after one member of two: the export keeps the
+    # ensemble it replaces whole, and the new member apart, never one ensemble of both
+    retrained = labels_and_ensemble(tmp_path / "a", ensemble_size=1)
+    retrained["train"]["steps"] = 120
+    new_member = run_campaign(parse_config(retrained, base_dir=tmp_path))["models"].outputs
+    retrained["train"]["ensemble_size"] = 2
+    printed = export(tmp_path, retrained, tmp_path / "retrained")
+    assert "the ensemble of iteration 0, 1 finished members of iteration 0" in printed
+    exported = {path.read_bytes() for path in (tmp_path / "retrained" / "models").glob("member-*.pth")}
+    assert exported == {Path(o["model_path"]).read_bytes() for o in first["models"].outputs.values()}
+    [unfinished] = (tmp_path / "retrained" / "models" / "iter-000").glob("member-*.pth")
+    assert unfinished.read_bytes() == Path(next(iter(new_member.values()))["model_path"]).read_bytes()
     with pytest.raises(ConfigError, match=r"label.restore_from\[0\]: .* holds labels of other settings"):
         parse_config(labels_and_ensemble(tmp_path / "d", "meam", restore=tmp_path / "export"), base_dir=tmp_path)
 
