@@ -83,10 +83,14 @@ def equilibrium(cell_at_volume: Callable[[float], Atoms], volume_guess: float, c
                        volumes.tolist(), energies.tolist())
 
 
+def bcc_at_volume(volume_per_atom: float) -> Atoms:
+    """The cubic bcc cell (2 atoms) at a volume per atom (Å³)."""
+    return build.bcc_bulk((2 * volume_per_atom) ** (1 / 3))
+
+
 def bcc_equilibrium(calculators: CalculatorFactory, params: EosParams = EosParams()) -> Equilibrium:
     """bcc Li's minimum, the search starting at `lattice_constant_guess_angstrom`."""
-    return equilibrium(lambda volume: build.bcc_bulk((2 * volume) ** (1 / 3)),
-                       params.lattice_constant_guess_angstrom ** 3 / 2, calculators, params, "bcc")
+    return equilibrium(bcc_at_volume, params.lattice_constant_guess_angstrom ** 3 / 2, calculators, params, "bcc")
 
 
 class AtEquilibrium(Params):

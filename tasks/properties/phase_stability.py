@@ -18,7 +18,7 @@ from pydantic import Field
 
 from tasks import build
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, energy
-from tasks.properties.eos import AtEquilibrium, equilibrium
+from tasks.properties.eos import AtEquilibrium, bcc_at_volume, equilibrium
 
 PHASES = ("bcc", "fcc", "hcp")
 
@@ -30,7 +30,7 @@ class PhaseStabilityParams(AtEquilibrium):
 def _phase_at_volume(phase: str) -> Callable[[float], Atoms]:
     """The phase's cell at a volume per atom (Å³): close_packed scales bcc's atomic volume."""
     if phase == "bcc":
-        return lambda volume: build.bcc_bulk((2 * volume) ** (1 / 3))
+        return bcc_at_volume
     return lambda volume: build.close_packed(phase, lattice_constant=(2 * volume) ** (1 / 3))
 
 
