@@ -63,18 +63,19 @@ def trained_ensembles(config: CampaignConfig) -> list[tuple[int, dict[int, Path]
     one ensemble share (`train.ensemble_key`: data and settings, seeds aside), so a retraining
     with new labels or settings is not mixed with the members it replaces. Oldest first; in
     each, its member directories by index (the newest record where one member has several)."""
+    def written(member_dir: Path) -> float:
+        return (member_dir / "record.json").stat().st_mtime
+
     groups: dict[tuple[int, str], dict[int, Path]] = {}
-    newest: dict[tuple[int, str], float] = {}
     for record in (config.workdir / "models").glob("iter-*/member-*/record.json"):
         if not (record.parent / "model.pth").is_file():
             continue
         iteration, member = int(record.parent.parent.name.split("-")[1]), int(record.parent.name.split("-")[1])
-        key = (iteration, train.ensemble_key(record.parent))
-        members, written = groups.setdefault(key, {}), record.stat().st_mtime
-        if member not in members or written > (members[member] / "record.json").stat().st_mtime:
+        members = groups.setdefault((iteration, train.ensemble_key(record.parent)), {})
+        if member not in members or written(record.parent) > written(members[member]):
             members[member] = record.parent
-        newest[key] = max(newest.get(key, 0.0), written)
-    return [(key[0], groups[key]) for key in sorted(groups, key=lambda key: (key[0], newest[key]))]
+    return [(key[0], groups[key]) for key in
+            sorted(groups, key=lambda key: (key[0], max(map(written, groups[key].values()))))]
 
 
 def export_campaign(config: CampaignConfig, destination: Path) -> Export:
