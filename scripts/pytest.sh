@@ -5,7 +5,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 DP_BACKEND=pytorch
+export OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 DP_BACKEND=pytorch
 export PATH="$here/.venv/bin:$PATH"
 .venv/bin/python -m pytest -p no:cacheprovider --timeout=1800 "$@"
 rc=$?

@@ -19,6 +19,10 @@ from pathlib import Path
 #: Environment for every worker and every child program (lmp, dp, mpirun).
 THREAD_SETTINGS = {
     "OMP_NUM_THREADS": "1",
+    # Numba's parallel kernels (a-CNA, coordination) run on libgomp, the OpenMP runtime of
+    # DeePMD's PyTorch: their team of two, started by a worker's first frame of fields, made a
+    # 250-atom slab's MD 5x slower (31 s -> 155-174 s per 500 steps, two runs on two cores).
+    "NUMBA_NUM_THREADS": "1",
     "DP_INTRA_OP_PARALLELISM_THREADS": "1",
     "DP_INTER_OP_PARALLELISM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",

@@ -1,6 +1,9 @@
 """Smoke tests: each real component of the stack imports and does one small real thing."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ import pytest
 from campaign.config import ExecutorSection
 from tasks.labellers.gpaw import GpawSettings
 from tasks import build, label
-from tasks.runtime import new_lammps
+from tasks.runtime import THREAD_SETTINGS, child_environment, new_lammps
 
 
 def test_gpaw_two_atom_energy(tmp_path):
@@ -109,3 +112,25 @@ def test_cluster_providers_pass_through(provider, fields):
     assert executor.provider.walltime == fields.get("walltime", "01:00:00")
     assert "module load x" in executor.provider.worker_init
     assert "OMP_NUM_THREADS=1" in executor.provider.worker_init
+
+
+
+
+def test_fields_start_no_thread_pool_in_a_worker():
+    """A worker computes a-CNA (Numba's OpenMP layer) between MD segments in the process where
+    DeePMD runs on PyTorch; both use the one libgomp, and a second OpenMP thread there spins
+    beside DeePMD's. In a worker's environment the kernels must start no thread."""
+    script = ("import os, numpy as np\n"
+              "from ase.build import bulk\n"
+              "from tasks.fields.neighbours import adaptive_cna\n"
+              "atoms = bulk('Li', 'bcc', 3.44, cubic=True).repeat(8)\n"
+              "before = len(os.listdir('/proc/self/task'))\n"
+              "adaptive_cna(atoms.positions, np.zeros(3), np.diag(atoms.cell.array), (True, True, True))\n"
+              "print(before, len(os.listdir('/proc/self/task')))\n")
+    # a driver started without Numba settings: the exports of the executors' worker_init must pin it
+    driver_environment = {k: v for k, v in child_environment().items() if not k.startswith("NUMBA_")}
+    worker_environment = {**driver_environment, **THREAD_SETTINGS}
+    done = subprocess.run([sys.executable, "-c", script], env=worker_environment, cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, check=True)
+    before, after = done.stdout.split()[-2:]
+    assert after == before
