@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from campaign.sweep import SweepPoint, expand_sweep, parameter_paths, sweep_problems
 from storage.labels import read_export_manifest
+from tasks.digest import json_digest
 from tasks.fields import FIELDS
 from tasks.label import settings_hash
 from tasks.labellers import LABELLERS
@@ -635,7 +636,7 @@ class CampaignConfig(Strict):
 
     def config_hash(self) -> str:
         """Hash of the validated config (defaults filled in), recorded as provenance."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        return json_digest(self.model_dump(mode="json"))
 
     def warnings(self) -> list[str]:
         """Legal but suspicious values, by YAML path."""

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from campaign import __version__
 from storage.sqlite import connect, connect_readonly
+from tasks.digest import json_digest
 
 STATES = ("pending", "running", "done", "failed")
 #: The driver's host, recorded with each submission (looked up once: it took 0.2 ms per call here).
@@ -86,7 +87,7 @@ def task_id(kind: str, parameters: dict[str, Any], input_files: Iterable[str | P
         "inputs": digests if ordered else sorted(digests),
         "code": code_version,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return json_digest(payload, length=20)
 
 
 @dataclass

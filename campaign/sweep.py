@@ -21,13 +21,12 @@ coordinates along it), and ``replica`` always.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from storage.layout import SweepAxes
+from tasks.digest import json_digest
 
 Scalar = int | float | str | bool
 RESERVED = ("zip", "replica")
@@ -58,8 +57,7 @@ class SweepPoint:
 
 def point_id(parameters: Mapping[str, Scalar]) -> str:
     """Stable 12-hex-digit id of a parameter combination, independent of key order."""
-    canonical = json.dumps(dict(sorted(parameters.items())), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return json_digest(dict(parameters), length=12)
 
 
 def sweep_problems(sweep: Mapping[str, Any]) -> list[tuple[list[str | int], str]]:

@@ -14,7 +14,6 @@ Units: energies eV, forces eV/Å, virials eV (virial = -stress × volume).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from tasks.digest import json_digest
 from tasks.geometry import vacuum_axes
 from tasks.labellers import LABELLERS
 
@@ -61,8 +61,7 @@ class LabelBatch:
 
 def settings_hash(engine: str, settings: Mapping[str, Any]) -> str:
     """Identifies the level of theory; labels with different hashes must not be mixed."""
-    text = json.dumps({"engine": engine, **settings}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest({"engine": engine, **settings})
 
 
 def parse_external_output(engine: Literal["vasp", "qe"], path: str | Path) -> Atoms:

@@ -9,7 +9,6 @@ the second active-learning iteration on they start from the previous frozen mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
+from tasks.digest import json_digest
 from tasks.runtime import child_environment, prepare_process
 
 
@@ -276,7 +276,7 @@ def ensemble_key(work_dir: str | Path) -> str:
         return [without_seeds(v) for v in value] if isinstance(value, list) else value
 
     settings = without_seeds(json.loads((Path(work_dir) / "input.json").read_text()))
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(settings)
 
 
 def ensemble_forces(models: Sequence[str | Path], frames: Sequence[Atoms], type_map: Sequence[str]) -> np.ndarray:
