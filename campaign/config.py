@@ -30,6 +30,7 @@ from campaign.sweep import SweepPoint, expand_sweep, parameter_paths, sweep_prob
 from storage.labels import read_export_manifest
 from tasks.digest import json_digest
 from tasks.fields import FIELDS
+from tasks.geometry import IMAGE_GAP_ANGSTROM, VACUUM_GAP_ANGSTROM, widest_gaps
 from tasks.label import settings_hash
 from tasks.labellers import LABELLERS
 from tasks.plugin import did_you_mean, field_at, message_of, names_at, problems as plugin_problems, real_location
@@ -650,7 +651,22 @@ class CampaignConfig(Strict):
                              f"for {'it' if len(dft) == 1 else 'them'}")
         for section, items in (("explore", self.explore), ("production", self.production)):
             for i, item in enumerate(items):
-                found += [f"{section}[{i}]: {w}" for w in item.warnings()]
+                found += [f"{section}[{i}]: {w}" for w in item.warnings() + self._image_gaps(item)]
+        return found
+
+    def _image_gaps(self, item: "MdSection") -> list[str]:
+        """Systems whose vacuum is too thin for MD: a surface would feel its opposite's periodic image."""
+        protocol, found = PROTOCOLS[item.protocol], []
+        for name in item.systems:
+            atoms = self.system(name).atoms
+            if any(protocol.box_height(protocol.parse(params), atoms) is not None for params in item.distinct_params()):
+                continue  # the protocol sizes the box itself (deposition)
+            for axis, gap in enumerate(widest_gaps(atoms)):
+                if VACUUM_GAP_ANGSTROM < gap < IMAGE_GAP_ANGSTROM:
+                    found.append(f"system '{name}' leaves {gap:.1f} Å of vacuum along {'xyz'[axis]}: its surfaces "
+                                 f"interact through the periodic boundary with any cutoff near that (a slab's "
+                                 f"vacuum_angstrom is the whole gap, half below and half above); "
+                                 f"{IMAGE_GAP_ANGSTROM:g} Å or more keeps them apart")
         return found
 
 

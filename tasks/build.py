@@ -159,7 +159,8 @@ def _tag_layers(atoms: Atoms, fixed_layers: int, tolerance: float = 0.3) -> Atom
 def slab(miller: Sequence[int] | str = (1, 0, 0), layers: int = 6, size: Sequence[int] = (3, 3),
          vacuum_angstrom: float = 10.0, fixed_layers: int = 0,
          lattice_constant: float = LI_LATTICE_CONSTANT_MD, element: str = "Li") -> Atoms:
-    """bcc (hkl) slab, `layers` atomic layers thick, vacuum above and below, bottom layers fixed.
+    """bcc (hkl) slab, `layers` atomic layers thick, bottom layers fixed. `vacuum_angstrom` is the
+    whole gap between the slab and its periodic image along z: half lies below, half above.
 
     (100), (110) and (111) use ASE's orthogonal cells; any other (hkl) uses `ase.build.surface`.
     """

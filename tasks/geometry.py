@@ -10,18 +10,23 @@ from ase.calculators.calculator import kptdensity2monkhorstpack
 VACUUM_GAP_ANGSTROM = 5.0
 
 
+#: Empty space (Å) between a surface and the periodic image of the opposite one that keeps
+#: them apart in MD: wider than any cutoff used here (DeePMD's 6 Å) with room for relaxation.
+IMAGE_GAP_ANGSTROM = 8.0
+
+
+def widest_gaps(atoms: Atoms) -> np.ndarray:
+    """The widest empty gap (Å) along each cell vector of a periodic cell, across its boundary too."""
+    scaled = np.sort(np.mod(atoms.get_scaled_positions(wrap=False), 1.0), axis=0)
+    gaps = np.diff(np.vstack([scaled, scaled[:1] + 1.0]), axis=0)
+    return gaps.max(axis=0) * atoms.cell.lengths()
+
+
 def vacuum_axes(atoms: Atoms, min_gap_angstrom: float = VACUUM_GAP_ANGSTROM) -> tuple[bool, bool, bool]:
     """Axes along which the atoms leave an empty gap wider than `min_gap` (slabs, clusters)."""
     if not atoms.pbc.all():
         return tuple(not p for p in atoms.pbc)  # type: ignore[return-value]
-    scaled = np.sort(np.mod(atoms.get_scaled_positions(wrap=False), 1.0), axis=0)
-    lengths = atoms.cell.lengths()
-    result = []
-    for axis in range(3):
-        s = scaled[:, axis]
-        gaps = np.diff(np.concatenate([s, [s[0] + 1.0]]))
-        result.append(bool(gaps.max() * lengths[axis] > min_gap_angstrom))
-    return tuple(result)  # type: ignore[return-value]
+    return tuple(bool(gap > min_gap_angstrom) for gap in widest_gaps(atoms))  # type: ignore[return-value]
 
 
 def kpoint_mesh(atoms: Atoms, density_per_angstrom: float) -> tuple[int, int, int]:

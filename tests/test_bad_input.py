@@ -413,10 +413,17 @@ def test_every_problem_of_a_config_at_once():
     ((("explore.0.params.steps", 10 ** 12),), "more than any machine runs"),
     ((("explore.0.params.temperature", 300),), "params.temperature: also swept"),
     ((("explore.0.params.duration", 5.0),), "both 'steps' (200) and 'duration' (5.0 ps)"),
-], ids=["timestep", "steps", "params and sweep", "steps and duration"])
+    ((("systems.1.params.vacuum_angstrom", 6.0), ("explore.0.systems", ["slab"])),
+     "explore[0]: system 'slab' leaves 6.0 Å of vacuum along z"),
+], ids=["timestep", "steps", "params and sweep", "steps and duration", "thin vacuum"])
 def test_suspicious_values_are_warnings(edits, fragment):
     config = parse_config(E(*edits))
     assert any(fragment in w for w in config.warnings()), config.warnings()
+
+
+def test_deposition_sizes_its_own_vacuum():
+    """Deposition makes the box tall enough itself: a thin gap in the structure is no warning."""
+    assert parse_config(E(("systems.1.params.vacuum_angstrom", 6.0))).warnings() == []
 
 
 # ---------------------------------------------------------------- files and YAML

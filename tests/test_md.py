@@ -8,7 +8,8 @@ import pytest
 from tasks import analyze, build, md
 from tasks.fields import FieldStream, make_fields
 from tasks.protocols import PROTOCOLS
-from tasks.protocols.deposition import IMAGE_GAP_ANGSTROM, deposition_schedule
+from tasks.geometry import IMAGE_GAP_ANGSTROM
+from tasks.protocols.deposition import deposition_schedule
 from tasks.protocols.moving_restraint import CoordinationTerm, coordination_cv
 
 

@@ -23,13 +23,11 @@ from pydantic import Field, model_validator
 
 from tasks.fields.deposit_geometry import deposit_height, substrate_top
 from tasks.frame import Frame
+from tasks.geometry import IMAGE_GAP_ANGSTROM
 from tasks.plugin import Params
 from tasks.protocols.base import (METRE_PER_SECOND_TO_ANGSTROM_PER_PS, Length, Protocol, Segment, Stopper, fix_ids,
                                   thermostat_commands)
 
-#: Empty space (Å) above the deposition wall, wider than any cutoff: the deposit never sees
-#: the periodic image of the substrate's bottom.
-IMAGE_GAP_ANGSTROM = 8.0
 BCC_LI_ATOMS_PER_CUBIC_ANGSTROM = 2 / 3.51 ** 3
 
 
