@@ -477,6 +477,10 @@ class ProductionStudy(MdSection):
             hint = did_you_mean(self.potential, known)
             problems.append((["potential"], f"'{self.potential}' is neither a potential{hint} ({', '.join(known)}) "
                                             f"nor a model file (.pth, .pb)"))
+        if not problems and any(not p.get("frame_average_steps") for p in self.distinct_params()):
+            problems += [(["fields", i], f"'{name}' with time_averaged needs the protocol's frame_average_steps "
+                                         f"(params.frame_average_steps > 0): the run records the averages")
+                         for i, (name, params) in enumerate(self.field_choices()) if params.get("time_averaged")]
         return problems
 
     def field_choices(self) -> list[tuple[str, dict[str, Any]]]:

@@ -25,6 +25,9 @@ class Frame:
     fixed: np.ndarray  # bool
     box_lo: np.ndarray
     box_hi: np.ndarray
+    #: unwrapped positions averaged over the protocol's `frame_average_steps` before this frame
+    #: (a hot crystal without its thermal noise); None where the run took no average
+    mean_positions: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:

@@ -87,11 +87,13 @@ def unwrap(positions: np.ndarray, images: np.ndarray, box_lo: np.ndarray, box_hi
 
 
 class _Runner:
-    def __init__(self, lmp: Any, type_map: Sequence[str], masses: dict[str, float], timestep: float):
+    def __init__(self, lmp: Any, type_map: Sequence[str], masses: dict[str, float], timestep: float,
+                 averaged: bool = False):
         self.lmp = lmp
         self.type_map = list(type_map)
         self.mass_by_type = np.array([masses[e] for e in type_map])
         self.timestep = timestep
+        self.averaged = averaged  # the run holds `fix frame_mean` (time-averaged unwrapped positions)
 
     def frame(self, fixed_ids: set[int]) -> Frame:
         """The whole system on every rank, ordered by atom id (collective: all ranks call it)."""
@@ -104,11 +106,13 @@ class _Runner:
         positions = gathered(self.lmp, "x", 3)[order]
         images = gathered(self.lmp, "image", 1).ravel()[order]
         state = gathered(self.lmp, "f_frame_state", 4)[order]
+        mean = gathered(self.lmp, "f_frame_mean", 3)[order] if self.averaged else None
         step = int(self.lmp.get_thermo("step"))
         return Frame(step=step, time_ps=step * self.timestep, ids=ids, types=types,
                      positions=unwrap(positions, images, box_lo, box_hi), velocities=state[:, 0:3].copy(),
                      potential_energy=state[:, 3].copy(), masses=self.mass_by_type[types],
-                     fixed=np.isin(ids, list(fixed_ids)), box_lo=box_lo, box_hi=box_hi)
+                     fixed=np.isin(ids, list(fixed_ids)), box_lo=box_lo, box_hi=box_hi,
+                     mean_positions=mean if step else None)
 
 
 def gathered(lmp: Any, name: str, count: int) -> np.ndarray:
@@ -123,7 +127,7 @@ def gathered(lmp: Any, name: str, count: int) -> np.ndarray:
 
 def save_frame(frame: Frame, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / f"frame-{frame.step:010d}.npz", **asdict(frame))
+    np.savez(directory / f"frame-{frame.step:010d}.npz", **{k: v for k, v in asdict(frame).items() if v is not None})
 
 
 def load_trajectory(directory: str | Path) -> list[Frame]:
@@ -176,6 +180,10 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
     timestep, stride = typed.timestep, typed.trajectory_stride
     segments = plugin.segments(typed, atoms)
     stopper = plugin.stopper(typed, atoms)
+    averaged = typed.frame_average_steps > 0
+    if averaged and plugin.max_atoms(typed, atoms) > len(atoms):
+        raise ValueError(f"frame_average_steps: '{protocol}' inserts atoms, whose averages would cover part of "
+                         f"the window; time-averaged positions need a fixed set of atoms")
     lmp = new_lammps(output_dir / "log.lammps")
     writer = lmp.extract_setting("world_rank") == 0
     data_file = output_dir / "structure.data"
@@ -191,6 +199,9 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
              f"timestep {timestep}", "thermo_style custom step time temp pe ke etotal press vol atoms",
              f"thermo {stride}", "thermo_modify lost error flush yes norm no",
              "compute peatom all pe/atom", f"fix frame_state all store/state {stride} vx vy vz c_peatom"]
+    if averaged:
+        setup += ["compute unwrapped all property/atom xu yu zu",
+                  f"fix frame_mean all ave/atom 1 {typed.frame_average_steps} {stride} c_unwrapped[*]"]
     ids = sorted(fixed_ids)
     setup += [f"group fixed id {' '.join(map(str, ids[i:i + 400]))}" for i in range(0, len(ids), 400)] or \
         ["group fixed empty"]
@@ -198,7 +209,7 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
               "fix freeze fixed setforce 0.0 0.0 0.0",
               f"velocity mobile create {plugin.initial_temperature(typed)} {typed.seed} dist gaussian mom yes rot no"]
     script = list(setup)
-    runner = _Runner(lmp, type_map, masses, timestep)
+    runner = _Runner(lmp, type_map, masses, timestep, averaged)
     n_start = len(atoms)
     known_ids = set(range(1, n_start + 1))
     inserted_ids: list[int] = []

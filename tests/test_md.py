@@ -52,6 +52,41 @@ def test_positions_are_unwrapped_across_the_boundary(tmp_path):
     assert steps.max() < 5.0  # a wrapped atom would jump by a box length (10.5 Å)
 
 
+def test_frames_carry_positions_averaged_over_their_window(tmp_path):
+    """Each frame's `mean_positions` are its atoms' unwrapped positions averaged over the
+    `frame_average_steps` before it: the numbers an every-step trajectory of the same run gives."""
+    params = {"temperature": 300, "steps": 100, "seed": 7}
+    every, averaged = [], []
+    md.run_md(build.bcc_bulk(3.51, 3), md.Potential("snap"), "nvt", {**params, "trajectory_stride": 1},
+              tmp_path / "every", callbacks=[every.append])
+    md.run_md(build.bcc_bulk(3.51, 3), md.Potential("snap"), "nvt",
+              {**params, "trajectory_stride": 50, "frame_average_steps": 40}, tmp_path / "averaged",
+              callbacks=[averaged.append], save_trajectory=True)
+    assert [f.step for f in averaged] == [50, 100]
+    for frame in averaged:
+        window = [f.positions for f in every if frame.step - 40 < f.step <= frame.step]
+        assert len(window) == 40
+        np.testing.assert_allclose(frame.mean_positions, np.mean(window, axis=0), atol=1e-9)
+    assert every[-1].mean_positions is None
+    np.testing.assert_array_equal(md.load_trajectory(tmp_path / "averaged" / "trajectory")[-1].mean_positions,
+                                  averaged[-1].mean_positions)
+
+
+@pytest.mark.parametrize("temperature,bcc", [(300, (0.95, 1.0)), (2000, (0.0, 0.1))])
+def test_time_averaged_acna_sees_the_hot_crystal_and_no_lattice_in_the_melt(tmp_path, temperature, bcc):
+    """SNAP keeps bcc Li at 300 K and melts at 2,000 K: a-CNA of 0.15 ps averages says both."""
+    from tasks.fields.neighbours import STRUCTURES, adaptive_cna
+
+    frames = []
+    result = md.run_md(build.bcc_bulk(3.49, 4), md.Potential("snap"), "nvt",
+                       {"temperature": temperature, "steps": 1000, "trajectory_stride": 250,
+                        "frame_average_steps": 150, "damping_ps": 0.05, "seed": 11}, tmp_path, callbacks=[frames.append])
+    assert result.status == "ok", result.reason
+    frame = frames[-1]
+    kinds = adaptive_cna(frame.mean_positions, frame.box_lo, frame.box_hi, (True, True, True))
+    assert bcc[0] <= np.mean(kinds == STRUCTURES.index("bcc")) <= bcc[1]
+
+
 @pytest.mark.parametrize("protocol,params,steps", [
     ("npt", {"temperature": 300, "pressure": 1.0, "steps": 100}, 100),
     ("heat_quench", {"temperature_heat": 500, "heat_duration": 0.05, "temperature": 300, "quench_rate": 4000,
