@@ -26,7 +26,8 @@ class Frame:
     box_lo: np.ndarray
     box_hi: np.ndarray
     #: unwrapped positions averaged over the protocol's `frame_average_steps` before this frame
-    #: (a hot crystal without its thermal noise); None where the run took no average
+    #: (a hot crystal without its thermal noise), instantaneous for atoms that arrived since the
+    #: previous frame; None where the run took no average
     mean_positions: np.ndarray | None = None
 
     @property

@@ -181,9 +181,6 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
     segments = plugin.segments(typed, atoms)
     stopper = plugin.stopper(typed, atoms)
     averaged = typed.frame_average_steps > 0
-    if averaged and plugin.max_atoms(typed, atoms) > len(atoms):
-        raise ValueError(f"frame_average_steps: '{protocol}' inserts atoms, whose averages would cover part of "
-                         f"the window; time-averaged positions need a fixed set of atoms")
     lmp = new_lammps(output_dir / "log.lammps")
     writer = lmp.extract_setting("world_rank") == 0
     data_file = output_dir / "structure.data"
@@ -253,6 +250,9 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
                 new = [int(i) for i in frame.ids if int(i) not in known_ids]
                 if new:
                     known_ids.update(new)
+                    if frame.mean_positions is not None:  # part of their window was before they existed
+                        arrived = np.isin(frame.ids, new)
+                        frame.mean_positions[arrived] = frame.positions[arrived]
                     inserted_ids += new
                     inserted_time += [frame.time_ps] * len(new)
                 thermo_rows.append([lmp.get_thermo(k) for k in ("step", "time", "temp", "pe", "ke", "etotal",

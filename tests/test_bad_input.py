@@ -212,8 +212,6 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
      "no frame would be recorded"),
     ("an average longer than the stride", lambda: E(("explore.0.params.frame_average_steps", 60)),
      "explore[0].params", "frame_average_steps (60) exceeds trajectory_stride (50)"),
-    ("time-averaged deposition", lambda: E(("production.0.params.frame_average_steps", 20)), "production[0].params",
-     "frame_average_steps must be 0"),
     ("time-averaged fractions of instantaneous frames",
      lambda: E(("production.0.fields", ["slab_temperature", {"structure_fractions": {"time_averaged": True}}])),
      "production[0].fields[1]", "needs the protocol's frame_average_steps"),

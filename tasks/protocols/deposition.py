@@ -87,9 +87,6 @@ class DepositionParams(Length):
             raise ValueError(f"rate {self.rate} Li/ps is more than one atom per step at timestep {self.timestep} ps")
         if self.n_steps // every < 1:
             raise ValueError(f"rate {self.rate} Li/ps over {self.n_steps * self.timestep:g} ps deposits no atom")
-        if self.frame_average_steps:
-            raise ValueError("frame_average_steps must be 0: atoms deposited within a frame's window would "
-                             "average over part of it")
         return self
 
     @property
