@@ -53,8 +53,8 @@ def test_positions_are_unwrapped_across_the_boundary(tmp_path):
 
 
 def test_frames_carry_positions_averaged_over_their_window(tmp_path):
-    """Each frame's `mean_positions` are its atoms' unwrapped positions averaged over the
-    `frame_average_steps` before it: the numbers an every-step trajectory of the same run gives."""
+    """Each frame's `mean_positions` are its atoms' unwrapped positions averaged over samples of
+    the `frame_average_steps` before it: the numbers an every-step trajectory of the same run gives."""
     params = {"temperature": 300, "steps": 100, "seed": 7}
     every, averaged = [], []
     md.run_md(build.bcc_bulk(3.51, 3), md.Potential("snap"), "nvt", {**params, "trajectory_stride": 1},
@@ -63,9 +63,12 @@ def test_frames_carry_positions_averaged_over_their_window(tmp_path):
               {**params, "trajectory_stride": 50, "frame_average_steps": 40}, tmp_path / "averaged",
               callbacks=[averaged.append], save_trajectory=True)
     assert [f.step for f in averaged] == [50, 100]
+    step, repeat = md.frame_average_sampling(40, 50)
+    assert (step, repeat) == (2, 20)
     for frame in averaged:
-        window = [f.positions for f in every if frame.step - 40 < f.step <= frame.step]
-        assert len(window) == 40
+        window = [f.positions for f in every if frame.step - step * repeat < f.step <= frame.step
+                  and (frame.step - f.step) % step == 0]
+        assert len(window) == 20
         np.testing.assert_allclose(frame.mean_positions, np.mean(window, axis=0), atol=1e-9)
     assert every[-1].mean_positions is None
     np.testing.assert_array_equal(md.load_trajectory(tmp_path / "averaged" / "trajectory")[-1].mean_positions,

@@ -50,8 +50,8 @@ class MdParams(Params):
     timestep: float = Field(0.001, gt=0, description="ps")
     trajectory_stride: int = Field(100, ge=1, description="steps between the frames handed to the fields")
     frame_average_steps: int = Field(0, ge=0, description="steps before each frame over which its time-averaged "
-                                                          "positions are taken (structure fields' time_averaged); "
-                                                          "0: none")
+                                                          "positions are taken, about ten samples (structure "
+                                                          "fields' time_averaged); 0: none")
     seed: int = Field(12345, ge=1, le=900_000_000, description="LAMMPS random seed (velocities, thermostat)")
     mpi_ranks: int = Field(1, ge=1, description="MPI ranks; > 1 runs the protocol as an MPI job")
     mpi_launcher: str = Field("mpirun -np {ranks}", description="command that starts the ranks, {ranks} filled in")
