@@ -24,10 +24,11 @@ def structure_types(cache: FrameCache, periodic_z: bool, time_averaged: bool = F
 
 
 class StructureFractionsParams(SlabParams):
-    # A hot crystal's instantaneous positions scatter: at 300 K a-CNA calls a third of the atoms of
-    # SNAP's bcc Li slab, a potential that keeps bcc, something else. Averaged over a few tenths of
-    # a picosecond (several vibration periods, far less than a crystal's atoms take to move away)
-    # the crystal is seen, and a liquid's averages are no lattice at all.
+    # A hot crystal's instantaneous positions scatter: at 300 K a-CNA calls a quarter of the interior
+    # atoms of SNAP's bcc Li slab, a potential that keeps bcc, something else (README, "a-CNA of a
+    # hot crystal"). Averaged over a few tenths of a picosecond (several vibration periods, far
+    # less than a crystal's atoms take to move away) the crystal is seen, and a liquid's averages
+    # are no lattice at all.
     time_averaged: bool = ParamField(False, description="a-CNA of the positions averaged over the MD's "
                                                         "frame_average_steps before each frame")
 
