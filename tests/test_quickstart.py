@@ -16,6 +16,7 @@ from campaign.ledger import Ledger
 from campaign.report import run_summary
 from campaign.run import run_campaign
 from storage import open_campaign
+from storage.reduce import steady_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,12 +46,12 @@ def test_a_log_without_terminal_shows_every_stage(quickstart):
 
 
 @pytest.mark.slow
-def test_one_active_learning_iteration_labels_at_most_five(quickstart):
+def test_one_active_learning_iteration_labels_at_most_four(quickstart):
     config, summary = quickstart
     (record,) = summary["iterations"]
     assert record.exploration_runs == 3 and record.frames == 60
-    assert 1 <= record.labels_added == record.labels_selected <= 5 and record.labels_failed == 0
-    assert record.accurate_ratio < 0.99  # the seed ensemble is not yet accurate at 600 K
+    assert 1 <= record.labels_added == record.labels_selected <= 4 and record.labels_failed == 0
+    assert record.accurate_ratio < 0.99  # the committed ensemble is not yet sure of hot surfaces
     assert record.converged == "reached max_iterations (1) without converging"
     labels = open_campaign(config.workdir).labels()
     assert set(labels.engine) <= {"gpaw"} and (labels.source == "iteration:0").sum() == record.labels_added
@@ -61,25 +62,31 @@ def test_deposition_trends(quickstart):
     config, _ = quickstart
     table = run_summary(config, "deposition")
     assert len(table) == 4 and set(table.status) == {"ok"}
+    assert set(table.temperature) == {200, 300}  # study 000's 300 K and one more
     # atoms deposited: rate x 4 ps on the 250-atom substrate
     assert sorted(table["final atoms"].tolist()) == [258, 258, 282, 282]
     # the top of the deposit is hotter at the higher generation rate, at each temperature
     for _, rows in table.groupby("temperature"):
         low, high = rows.sort_values("rate")["top slab T (K)"].tolist()
-        assert high > low
-    # surface atoms diffuse faster than bulk atoms (on average over the runs: 4 ps at 200-250 K
-    # leaves single-run fits noisy)
-    assert table["D surface (Å²/ps)"].mean() > table["D bulk (Å²/ps)"].mean()
-    # the substrate's interior (5 Å slabs wholly below its initial surface) stays bcc at 200 K at the
-    # lower rate; at 8 Li/ps the heat of landing disorders its upper part, its lowest slab stays bcc
+        assert high > low + 100, (low, high)
+    # at 2 Li/ps surface atoms diffuse at least 20 times faster than bulk atoms (bulk D at its
+    # upper bound: D plus twice its standard error); at 8 Li/ps the heat of landing melts the top
+    # and the bulk group with it
+    low_rate = table[table.rate == 2]
+    surface, bulk = low_rate["D surface (Å²/ps)"], low_rate["D bulk (Å²/ps)"] + 2 * low_rate["D bulk stderr"]
+    assert (surface > 2 * low_rate["D surface stderr"]).all() and (surface > 20 * bulk).all(), low_rate
+    # the substrate's interior (its z-slabs wholly between the bottom layer and the top two) stays
+    # bcc under deposition at 2 Li/ps at both temperatures (a-CNA of 0.2 ps averages, the last 20 %
+    # of each run); at 8 Li/ps the heat of landing disorders it from the top
     fields = open_campaign(config.workdir).fields("deposition").load()
-    substrate_top = 5.0 + 9 * 3.43 / 2  # 10 (100) layers above 5 Å of vacuum
-    at_200 = fields.sel(temperature=200, replica=0)
-    inside = (fields.z + 2.5 < substrate_top - 2.5) & (at_200.atoms_per_slab.max("time") > 0)
-    interior = at_200.structure_fraction_by_slab.sel(structure="bcc").where(inside).dropna("z", how="all")
-    low_rate = float(interior.sel(rate=2).mean())
-    assert low_rate > 0.8, f"substrate bcc fraction at 200 K, 2 Li/ps: {low_rate:.2f}"
-    assert float(interior.isel(z=0).mean()) > 0.8
+    spacing = 3.47 / 2  # the (100) layer spacing of substrate100
+    half = config.analysis.slab_width_angstrom / 2
+    top = fields.substrate_top
+    interior = (fields.z - half > top - 9.5 * spacing) & (fields.z + half < top - 1.5 * spacing)
+    bcc = steady_state(fields.structure_fraction_by_slab.sel(structure="bcc"), fields.n_valid_time).mean("time")
+    interior_bcc = bcc.where(interior).mean("z").sel(replica=0)
+    assert (interior_bcc.sel(rate=2) >= 0.85).all(), interior_bcc.values
+    assert (interior_bcc.sel(rate=8) < interior_bcc.sel(rate=2) - 0.1).all(), interior_bcc.values
     for name in ("temperature_profile", "bcc_fraction", "msd_surface"):
         assert (config.workdir / "plots" / f"deposition_{name}.png").stat().st_size > 10_000
 
@@ -91,7 +98,7 @@ def test_rerun_redoes_nothing(quickstart, tmp_path):
     override.parent.mkdir()
     text = (ROOT / "configs" / "quickstart.yaml").read_text().replace("workdir: runs/quickstart",
                                                                        f"workdir: {config.workdir}")
-    override.write_text(text.replace("data/li-seed", str(ROOT / "data" / "li-seed")))
+    override.write_text(text.replace("data/li-gpaw", str(ROOT / "data" / "li-gpaw")))
     rerun = subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(override)], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
