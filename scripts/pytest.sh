@@ -5,7 +5,9 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-export OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 DP_BACKEND=pytorch
+# the workers' thread settings (tasks/runtime.py, THREAD_SETTINGS) for the test processes too
+eval "export $(.venv/bin/python -c 'import shlex; from tasks.runtime import THREAD_SETTINGS as s
+print(" ".join(f"{k}={shlex.quote(v)}" for k, v in s.items()))')"
 export PATH="$here/.venv/bin:$PATH"
 .venv/bin/python -m pytest -p no:cacheprovider --timeout=1800 "$@"
 rc=$?
