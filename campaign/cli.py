@@ -46,10 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_warnings(config)
     from campaign.engine import StageFailed
     from campaign.run import run_campaign
+    from storage.errors import StoreError
 
     try:
         run_campaign(config, retry_failed=args.retry_failed)
-    except StageFailed as error:
+    except (StageFailed, StoreError) as error:
         print(f"campaign stopped: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -240,12 +240,11 @@ class LiveSummary:
                 for study, futures in self.rows.items()}
 
 
-def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], client: Any,
-                     display: Display) -> tuple[StageResult, dict[str, Any]]:
-    """Allocate every study, run them; returns the stage and each study's summary (one row per run)."""
+def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], client: Any, display: Display,
+                     allocations: dict[str, store.Allocation]) -> tuple[StageResult, dict[str, Any]]:
+    """Run every study into its allocated group; returns the stage and each study's summary (one row per run)."""
     from dask.distributed import performance_report
 
-    allocations = allocate_studies(config)
     for name, allocation in allocations.items():
         if allocation.added:
             ledger.log_event("production", f"study {name} grown in place by {allocation.added}")

@@ -13,7 +13,7 @@ from campaign.active_learning import run_loop
 from campaign.config import CampaignConfig
 from campaign.engine import Display, spared_by_ctrl_c
 from campaign.ledger import Ledger
-from campaign.production import production_stage, start_dask
+from campaign.production import allocate_studies, production_stage, start_dask
 from campaign.properties import properties_stage
 from campaign.report import print_summary
 from campaign.stages import initial_stage
@@ -50,6 +50,9 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
         if retry_failed:
             retried = ledger.reset_failed()
             ledger.log_event("campaign", f"{retried} failed tasks set back to pending (--retry-failed)")
+        # before anything runs: a store whose studies have another layout (a changed field, stride,
+        # box) stops the campaign now, not after hours of labels and training
+        allocations = allocate_studies(config)
         with spared_by_ctrl_c():
             parsl.load(make_parsl_config(config.executors, config.workdir / "parsl"))
         client = None
@@ -71,7 +74,8 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
             if config.production:
                 client = start_dask(config)
                 console.print(f"Dask dashboard: {client.dashboard_link}")
-                result, tables = production_stage(config, ledger, train.md_models(models), client, show)
+                result, tables = production_stage(config, ledger, train.md_models(models), client, show,
+                                                  allocations)
                 summary["production"], summary["store"], summary["tables"] = result, config.store_path, tables
                 ran += result.ran
             summary["model_paths"], summary["ran"] = models, ran

@@ -198,3 +198,14 @@ def test_a_temperature_added_to_a_finished_study_runs_only_the_new_runs(tmp_path
     data = open_campaign(workdir).fields("nvt")
     assert data.temperature.values.tolist() == [250, 450, 350]
     assert data.run_status.values.ravel().tolist() == [1, 1, 1]
+    # another stride is another layout: refused before the stages ahead of production (here a
+    # property) spend anything, with the reason and no traceback
+    changed = production_campaign(workdir, [250, 350, 450], replicas=1)
+    changed["production"][0]["params"]["trajectory_stride"] = 200
+    changed["properties"] = {"potentials": ["meam"], "compute": ["eos"]}
+    third = run(write_config(tmp_path / "third.yaml", changed))
+    assert third.returncode == 1 and "Traceback" not in third.stderr, third.stderr[-3000:]
+    assert "campaign stopped: study 'nvt' exists with another field layout" in third.stderr, third.stderr
+    with Ledger(workdir / "ledger.sqlite", readonly=True) as ledger:
+        assert not ledger.tasks(stage="properties")
+    assert chunk_digests(workdir) == after
