@@ -47,11 +47,11 @@ def structure_files(config: CampaignConfig) -> list[tuple[str, Path]]:
 
 
 def _write_once(atoms: Atoms, path: Path) -> Path:
-    """Write a structure unless the file already holds one of the same size (a rerun keeps the
-    file, so the content hashes of the tasks that read it stay the same)."""
-    from ase.io import read
-
-    if not (path.exists() and len(read(path)) == len(atoms)):
+    """Write a structure unless the file already holds it. A rerun keeps the file, so the content
+    hashes of the tasks that read it stay the same whatever wrote its numbers; a system whose
+    builder parameters changed is written anew, and its tasks are new tasks (a file kept because
+    it held as many atoms once ran a 250-atom slab at its old lattice constant and vacuum)."""
+    if not build.holds_structure(path, atoms):
         build.write_structure(atoms, path)
     return path
 

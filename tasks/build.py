@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -458,6 +459,30 @@ def write_structure(atoms: Atoms, path: str | Path) -> Path:
     write(temporary, atoms, format="extxyz")
     temporary.replace(path)
     return path
+
+
+def holds_structure(path: str | Path, atoms: Atoms, tolerance_angstrom: float = 1e-6) -> bool:
+    """Whether `path` (written by `write_structure`) holds `atoms`: the same elements, periodicity,
+    constraints and per-atom arrays, cell and positions within `tolerance_angstrom`, whatever
+    number format wrote it."""
+    from ase.io import read
+
+    path = Path(path)
+    if not path.exists():
+        return False
+    stored = read(path, format="extxyz")
+    if len(stored) != len(atoms) or not np.array_equal(stored.numbers, atoms.numbers) \
+            or not np.array_equal(stored.pbc, atoms.pbc):
+        return False
+    close = partial(np.allclose, rtol=0, atol=tolerance_angstrom)
+    if not (close(stored.cell.array, atoms.cell.array) and close(stored.positions, atoms.positions)):
+        return False
+    if [c.todict() for c in stored.constraints] != [c.todict() for c in atoms.constraints]:
+        return False
+    names = set(atoms.arrays) - {"numbers", "positions"}
+    return names == set(stored.arrays) - {"numbers", "positions"} and all(
+        np.array_equal(stored.arrays[name], atoms.arrays[name]) if atoms.arrays[name].dtype.kind in "bUSO"
+        else close(stored.arrays[name], atoms.arrays[name]) for name in names)
 
 
 def _cells(size: int | Sequence[int]) -> int:

@@ -12,11 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import ase.io
 import numpy as np
 import pytest
 import yaml
 
+from campaign.config import load_config
 from campaign.ledger import Ledger
+from campaign.stages import base_structure
 from storage import fields as store
 from storage import open_campaign
 
@@ -173,6 +176,20 @@ def test_ctrl_c_stops_the_campaign_cleanly_and_leaves_nothing_running(tmp_path):
     wait_for(lambda: not session_of(driver), 60)
     with Ledger(workdir / "ledger.sqlite", readonly=True) as ledger:
         assert any("interrupted" in message for _, _, message in ledger.events(50))
+
+
+def test_a_structure_file_is_kept_only_while_it_holds_what_the_config_builds(tmp_path):
+    """A rerun keeps a system's file (its tasks' content hashes stay); a system whose builder
+    parameters changed is written anew even with as many atoms, so its runs are new runs."""
+    data = production_campaign(tmp_path / "run")
+    path = base_structure(load_config(write_config(tmp_path / "first.yaml", data)), "bulk")
+    written = path.stat().st_mtime_ns, path.read_bytes()
+    assert base_structure(load_config(tmp_path / "first.yaml"), "bulk") == path
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == written
+    data["systems"][0]["params"]["lattice_constant"] = 3.47
+    base_structure(load_config(write_config(tmp_path / "second.yaml", data)), "bulk")
+    stored = ase.io.read(path)
+    assert len(stored) == 54 and np.allclose(stored.cell.lengths(), 3 * 3.47)
 
 
 def chunk_digests(workdir: Path) -> dict[str, str]:
