@@ -17,7 +17,7 @@ seed-data: install
 	$(VENV)/bin/campaign run configs/li-seed-data.yaml
 	$(PYTHON) scripts/export_seed_data.py configs/li-seed-data.yaml data/li-seed
 
-# Every study of configs/studies/ at its small scale, one after the other (about 30 minutes on 2 cores).
+# Every study of configs/studies/ at its small scale, one after the other (about 35 minutes on 2 cores).
 STUDIES := self-healing-deposition dendrite-columns li-properties-dpgen interface-nucleation glassy-clusters
 studies-small: install
 	@for study in $(STUDIES); do \
