@@ -88,6 +88,19 @@ def frame_average_sampling(window_steps: int, stride: int) -> tuple[int, int]:
     return every, max(1, window_steps // every)
 
 
+def time_average_commands(fix_id: str, window_steps: int, stride: int) -> list[str]:
+    """The LAMMPS commands that keep `f_<fix_id>`: every atom's unwrapped position averaged over
+    the `window_steps` before each multiple of `stride` (counted from step 0), sampled as
+    `frame_average_sampling` says. `undo_time_average` removes them."""
+    every, repeat = frame_average_sampling(window_steps, stride)
+    return [f"compute {fix_id}_unwrapped all property/atom xu yu zu",
+            f"fix {fix_id} all ave/atom {every} {repeat} {stride} c_{fix_id}_unwrapped[*]"]
+
+
+def undo_time_average(fix_id: str) -> list[str]:
+    return [f"unfix {fix_id}", f"uncompute {fix_id}_unwrapped"]
+
+
 def unwrap(positions: np.ndarray, images: np.ndarray, box_lo: np.ndarray, box_hi: np.ndarray) -> np.ndarray:
     """Undo periodic wrapping with LAMMPS image flags (10 bits per dimension, offset 512)."""
     images = images.astype(np.int64)
@@ -206,9 +219,7 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
              f"thermo {stride}", "thermo_modify lost error flush yes norm no",
              "compute peatom all pe/atom", f"fix frame_state all store/state {stride} vx vy vz c_peatom"]
     if averaged:
-        every, repeat = frame_average_sampling(typed.frame_average_steps, stride)
-        setup += ["compute unwrapped all property/atom xu yu zu",
-                  f"fix frame_mean all ave/atom {every} {repeat} {stride} c_unwrapped[*]"]
+        setup += time_average_commands("frame_mean", typed.frame_average_steps, stride)
     ids = sorted(fixed_ids)
     setup += [f"group fixed id {' '.join(map(str, ids[i:i + 400]))}" for i in range(0, len(ids), 400)] or \
         ["group fixed empty"]

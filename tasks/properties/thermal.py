@@ -250,19 +250,17 @@ def mean_bcc_fraction(lmp: Any, params: FiniteTemperatureParams, temperature: fl
     scatter (54 SNAP atoms at 300 K gave 0.50 and 0.96 in two runs; the retrained Li members'
     0.67 ± 0.09 at 300 K, where their slab's averaged interior is 0.999: README, "a-CNA of a
     hot crystal")."""
-    from tasks.md import frame_average_sampling
+    from tasks.md import time_average_commands, undo_time_average
 
     steps = params.steps(window_ps)
-    every, repeat = frame_average_sampling(steps, steps)
     lmp.command(nvt_command("bcc_fraction", temperature, params.timestep_fs))
     # fix ave/atom gives its averages on multiples of `steps` counted from step 0: start at one
     pad = -int(lmp.get_thermo("step")) % steps
     if pad:
         lmp.command(f"run {pad}")
-    lmp.commands_list(["compute bcc_unwrapped all property/atom xu yu zu",
-                       f"fix bcc_mean all ave/atom {every} {repeat} {steps} c_bcc_unwrapped[*]"])
+    lmp.commands_list(time_average_commands("bcc_mean", steps, steps))
     _, fractions = run_sampled(lmp, steps * windows, windows, lambda: bcc_fraction(lmp, "f_bcc_mean"))
-    lmp.commands_list(["unfix bcc_mean", "uncompute bcc_unwrapped", "unfix bcc_fraction"])
+    lmp.commands_list([*undo_time_average("bcc_mean"), "unfix bcc_fraction"])
     return float(np.mean(fractions))
 
 
