@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from pydantic_core import PydanticCustomError
 
 from campaign.sweep import SweepPoint, expand_sweep, parameter_paths, sweep_problems
-from storage.labels import read_export_manifest
+from storage.labels import EXPORT_MANIFEST, read_export_manifest
 from tasks.digest import json_digest
 from tasks.fields import FIELDS
 from tasks.geometry import IMAGE_GAP_ANGSTROM, VACUUM_GAP_ANGSTROM, widest_gaps
@@ -971,6 +971,36 @@ def _is_model(path: Path) -> bool:
     return path.is_file() and path.suffix in (".pth", ".pb")
 
 
+def _export_around(path: Path) -> Path | None:
+    """The `campaign export` directory that `path` (its train/, test/ or a system in them) lies in."""
+    for directory in (path, *path.parents[:2]):
+        if (directory / EXPORT_MANIFEST).is_file():
+            return directory
+    return None
+
+
+def _mixed_settings(train: "TrainSection", label_section: "LabelSection", resolve: Any) -> list[str]:
+    """A campaign that trains on an export's labels and labels more itself must label at the
+    export's settings: labels of two levels of theory are never mixed (the export says its own)."""
+    wanted = settings_hash(label_section.engine, label_section.settings())
+    problems = []
+    for name in ("initial_data", "test_data"):
+        for i, path in enumerate(getattr(train, name)):
+            export = _export_around(resolve(path))
+            if export is None:
+                continue
+            try:
+                exported = read_export_manifest(export)
+            except ValueError as error:
+                problems.append(f"train.{name}[{i}]: {error}")
+                continue
+            if exported.settings_hash != wanted:
+                problems.append(f"train.{name}[{i}]: {export} holds labels of other settings "
+                                f"({exported.settings_hash}) than this campaign's label section "
+                                f"({label_section.engine}, {wanted}): they are never mixed")
+    return problems
+
+
 def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], dict[str, Any]]:
     """Absolute paths (`~` expanded, relative ones from `base_dir`), directories expanded, all
     checked; for the sections given (those that validated). Returns (problems, new sections)."""
@@ -1010,6 +1040,8 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
                 problems.append(f"train.restore_from[{i}]: {error}")
         updates["train"] = train.model_copy(update=expanded)
     label_section = sections.get("label")
+    if train is not None and label_section is not None:
+        problems += _mixed_settings(train, label_section, resolve)
     if label_section is not None and label_section.restore_from:
         wanted = settings_hash(label_section.engine, label_section.settings())
         restore_from = []

@@ -87,7 +87,8 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
     """What a new machine without `runs/` does: the committed export restores every label of
     the same settings and every member trained on them, bit for bit, and nothing is labelled or
     trained again; the finished members of an ensemble whose training stopped halfway are
-    restored too; an export of other settings is refused by `validate`."""
+    restored too; an export of other settings is refused by `validate`, as the training data
+    of a campaign that labels at other settings."""
     first = run_campaign(parse_config(labels_and_ensemble(tmp_path / "a"), base_dir=tmp_path))
     assert first["labels"].ran == 5 and first["models"].ran == 2
     printed = export(tmp_path, labels_and_ensemble(tmp_path / "a"), tmp_path / "export")
@@ -139,6 +140,16 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
     assert unfinished.read_bytes() == Path(next(iter(new_member.values()))["model_path"]).read_bytes()
     with pytest.raises(ConfigError, match=r"label.restore_from\[0\]: .* holds labels of other settings"):
         parse_config(labels_and_ensemble(tmp_path / "d", "meam", restore=tmp_path / "export"), base_dir=tmp_path)
+    # a next campaign on the export's labels that labels more at other settings: refused, both
+    # the training and the test data; at the export's own settings it validates
+    onward = labels_and_ensemble(tmp_path / "e", "meam")
+    onward["train"].update(initial_data=[str(tmp_path / "export" / "train")],
+                           test_data=[str(tmp_path / "export" / "test")])
+    with pytest.raises(ConfigError, match=r"(?s)train.initial_data\[0\]: .* holds labels of other settings.*"
+                                          r"train.test_data\[0\]: .* holds labels of other settings"):
+        parse_config(onward, base_dir=tmp_path)
+    onward["label"]["reference"]["potential"] = "snap"
+    assert parse_config(onward, base_dir=tmp_path).train.initial_data
 
 
 def write(path: Path, data: dict) -> Path:
