@@ -505,3 +505,19 @@ def test_a_dft_column_samples_strained_and_scaled_cells_with_one_mesh(tmp_path):
              (small, large, build.strained(small, [0.01, 0, 0, 0.01, 0, 0]), build.bcc_bulk(3.43, 2))]
     assert sizes[0] == sizes[1] == sizes[2] == kpoint_mesh(small, density)
     assert sizes[3] == kpoint_mesh(build.bcc_bulk(3.43, 2), density)
+
+
+def test_a_dft_column_computes_phonons_from_displaced_cells(tmp_path):
+    """GPAW reduces its k-points by the symmetry of the first cell it sees, and refuses a cell
+    whose atom is displaced off it (SymmetryBrokenError): each displaced cell gets a calculator
+    of its own. At H, which a 2 x 2 x 2 supercell holds, bcc's three modes are one."""
+    from tasks.properties.calculators import labeller_calculators
+
+    result = run_property("phonons", {"supercell": 2, "lattice_constant_angstrom": 3.43, "path_points": 20,
+                                      "dos_mesh": 4},
+                          labeller_calculators("gpaw", {"kpoint_density_per_angstrom": 2.0, "cutoff_ev": 250}, tmp_path))
+    h = [result.value(f"frequency_H_{k}").value for k in (1, 2, 3)]
+    assert h[0] > 5 and max(h) - min(h) < 1e-3
+    logs = sorted(p.name for p in tmp_path.glob("phonons-2*.gpaw.txt"))
+    assert logs == sorted(["phonons-2.gpaw.txt", *(f"phonons-2-0{axis}{sign}.gpaw.txt" for axis in "xyz"
+                                                  for sign in "+-")])

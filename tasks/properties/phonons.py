@@ -34,22 +34,36 @@ class PhononParams(AtEquilibrium):
     dos_mesh: int = Field(20, ge=4, description="q-points per side of the mesh of the density of states")
 
 
+def _displacements(calculators: CalculatorFactory, label: str):
+    """ASE's `Phonons` with a calculator of its own for each displaced cell (the one it is given
+    computes the undisplaced one): a DFT code that reduced its k-points by the symmetry of the cell
+    it saw first refuses a displaced one (GPAW's SymmetryBrokenError)."""
+    from ase.phonons import Phonons as AsePhonons
+
+    class Displacements(AsePhonons):
+        def calculate(self, atoms_N, disp):
+            if disp.name != "eq":
+                atoms_N.calc = calculators(atoms_N, f"{label}-{disp.name}")
+            return super().calculate(atoms_N, disp)
+
+    return Displacements
+
+
 class Phonons(Property):
     name = "phonons"
     Params = PhononParams
 
     def compute(self, params: PhononParams, calculators: CalculatorFactory) -> PropertyResult:
         from ase.build import bulk
-        from ase.phonons import Phonons as AsePhonons
 
         a0 = params.lattice_constant(calculators)
         primitive = bulk("Li", "bcc", a=a0)
         supercell = (params.supercell,) * 3
-        calculator = calculators(primitive * supercell, f"phonons-{params.supercell}")
+        displacements = _displacements(calculators, f"phonons-{params.supercell}")
         # ASE prints a line for each q-point with a (numerically) imaginary mode; the result says it once
         with tempfile.TemporaryDirectory() as cache, contextlib.redirect_stdout(io.StringIO()):
-            phonons = AsePhonons(primitive, calculator, supercell=supercell, delta=params.displacement_angstrom,
-                                 name=f"{cache}/phonon")
+            phonons = displacements(primitive, calculators(primitive * supercell, f"phonons-{params.supercell}"),
+                                    supercell=supercell, delta=params.displacement_angstrom, name=f"{cache}/phonon")
             phonons.run()
             phonons.read(acoustic=True)
             path = primitive.cell.bandpath(PATH, npoints=params.path_points)
