@@ -1,0 +1,102 @@
+"""What the loss prefactors buy a committed Li member: held-out errors against its elasticity.
+
+Each run continues one member of `data/li-gpaw/models` (DeePMD `--init-frz-model`, the
+active-learning loop's own retraining) on `data/li-gpaw/train` for `--steps` steps at constant
+prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7,
+then reports the held-out RMSEs on `data/li-gpaw/test` and the static EOS and elastic
+constants, beside the member as committed and the acceptance's GPAW column. Two runs side by
+side, one core each.
+Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
+       [--steps 10000] [--output benchmarks/results/loss_balance.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tasks.properties import run_property  # noqa: E402
+from tasks.properties.calculators import deepmd_calculators  # noqa: E402
+from tasks.runtime import prepare_process  # noqa: E402
+from tasks.train import test_model, train_member  # noqa: E402
+
+DATA = ROOT / "data" / "li-gpaw"
+#: the acceptance's reference: GPAW at the labels' settings (README, "The property acceptance")
+GPAW = {"bulk_modulus": 14.1, "C11": 18.4, "C12": 12.0, "C44": 11.0}
+#: the committed members' network (configs/li-training-set.yaml)
+DESCRIPTOR = {"rcut_angstrom": 6.0, "rcut_smooth_angstrom": 5.0, "sel": [60], "neuron": [25, 50, 100],
+              "axis_neuron": 12}
+FITTING = [120, 120, 120]
+
+
+def systems(part: str) -> list[str]:
+    return sorted({str(p.parent) for p in (DATA / part).rglob("type.raw")})
+
+
+def judged(model: Path, work_dir: Path) -> dict[str, float]:
+    """Held-out RMSEs (meV/atom, meV/Å) and the static B, C11, C12, C44 (GPa) of `model`."""
+    prepare_process()
+    metrics = test_model(model, systems("test"), work_dir / "test")
+    calculators = deepmd_calculators(str(model))
+    eos = run_property("eos", {}, calculators)
+    elastic = run_property("elastic", {"strains": [0.005, 0.01]}, calculators)
+    return {"energy_rmse_mev_per_atom": 1000 * metrics["energy_per_atom_ev_rmse"],
+            "force_rmse_mev_per_angstrom": 1000 * metrics["force_ev_per_angstrom_rmse"],
+            "bulk_modulus": eos.value("bulk_modulus").value,
+            **{c: elastic.value(c).value for c in ("C11", "C12", "C44")}}
+
+
+def continued(member: int, prefactors: tuple[float, float, float], steps: int, start_rate: float,
+              work_root: Path) -> dict[str, float]:
+    prepare_process()
+    e, f, v = prefactors
+    work_dir = work_root / f"member-{member}-e{e:g}-f{f:g}-v{v:g}-{steps}"
+    loss = {"start_pref_e": e, "limit_pref_e": e, "start_pref_f": f, "limit_pref_f": f,
+            "start_pref_v": v, "limit_pref_v": v}
+    record = train_member(work_dir, systems("train"), systems("test"), ["Li"], 1701 + member, steps, DESCRIPTOR,
+                          FITTING, loss, init_model=DATA / "models" / f"member-{member}.pth",
+                          start_learning_rate=start_rate, stop_learning_rate=1e-7,
+                          decay_steps=max(100, steps // 40))
+    return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), work_dir)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--member", type=int, default=0)
+    parser.add_argument("--prefactors", nargs="*", default=["10,1,10", "10,3,10", "10,10,10", "10,30,10",
+                                                             "10,10,30", "10,10,100"],
+                        help="energy,force,virial prefactors of each run")
+    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--start-rate", type=float, default=1e-4)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "loss-balance")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "loss_balance.json")
+    args = parser.parse_args()
+    runs = [tuple(float(x) for x in p.split(",")) for p in args.prefactors]
+    # spawned: no process forks a parent's torch thread pools
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {"committed": pool.submit(judged, DATA / "models" / f"member-{args.member}.pth",
+                                            args.workdir / "committed")}
+        futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
+                                                                     args.start_rate, args.workdir) for p in runs})
+        rows = {name: future.result() for name, future in futures.items()}
+    print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
+          + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
+    print(f"{'run':18} {'E meV/at':>9} {'F meV/Å':>8} {'B':>6} {'C11':>6} {'C12':>6} {'C44':>6}  seconds")
+    for name, row in rows.items():
+        print(f"{name:18} {row['energy_rmse_mev_per_atom']:9.2f} {row['force_rmse_mev_per_angstrom']:8.1f} "
+              f"{row['bulk_modulus']:6.2f} {row['C11']:6.2f} {row['C12']:6.2f} {row['C44']:6.2f}  "
+              f"{row.get('wall_time_s', 0):.0f}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"member": args.member, "steps": args.steps, "start_rate": args.start_rate,
+                                       "gpaw": GPAW, "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
