@@ -979,26 +979,27 @@ def _export_around(path: Path) -> Path | None:
     return None
 
 
+def _other_settings(where: str, export: Path, wanted: str) -> str | None:
+    """Why the labels of the export `export` cannot join a campaign that labels at the settings
+    hashed `wanted`, if they cannot: labels of two levels of theory are never mixed."""
+    try:
+        exported = read_export_manifest(export)
+    except ValueError as error:
+        return f"{where}: {error}"
+    if exported.settings_hash != wanted:
+        return (f"{where}: {export} holds labels of other settings ({exported.settings_hash}, this campaign's "
+                f"are {wanted}): they are never mixed")
+    return None
+
+
 def _mixed_settings(train: "TrainSection", label_section: "LabelSection", resolve: Any) -> list[str]:
-    """A campaign that trains on an export's labels and labels more itself must label at the
-    export's settings: labels of two levels of theory are never mixed (the export says its own)."""
+    """A campaign that trains on an export's labels and labels more itself labels at the export's
+    settings (the export says its own)."""
     wanted = settings_hash(label_section.engine, label_section.settings())
-    problems = []
-    for name in ("initial_data", "test_data"):
-        for i, path in enumerate(getattr(train, name)):
-            export = _export_around(resolve(path))
-            if export is None:
-                continue
-            try:
-                exported = read_export_manifest(export)
-            except ValueError as error:
-                problems.append(f"train.{name}[{i}]: {error}")
-                continue
-            if exported.settings_hash != wanted:
-                problems.append(f"train.{name}[{i}]: {export} holds labels of other settings "
-                                f"({exported.settings_hash}) than this campaign's label section "
-                                f"({label_section.engine}, {wanted}): they are never mixed")
-    return problems
+    exports = [(f"train.{name}[{i}]", _export_around(resolve(path)))
+               for name in ("initial_data", "test_data") for i, path in enumerate(getattr(train, name))]
+    return [problem for where, export in exports if export is not None
+            and (problem := _other_settings(where, export, wanted)) is not None]
 
 
 def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], dict[str, Any]]:
@@ -1047,14 +1048,8 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
         restore_from = []
         for i, path in enumerate(label_section.restore_from):
             path = resolve(path)
-            try:
-                exported = read_export_manifest(path)
-            except ValueError as error:
-                problems.append(f"label.restore_from[{i}]: {error}")
-                continue
-            if exported.settings_hash != wanted:
-                problems.append(f"label.restore_from[{i}]: {path} holds labels of other settings "
-                                f"({exported.settings_hash}, this campaign's are {wanted}): they are never mixed")
+            problem = _other_settings(f"label.restore_from[{i}]", path, wanted)
+            problems += [problem] if problem else []
             restore_from.append(path)
         updates["label"] = label_section.model_copy(update={"restore_from": restore_from})
     production = []
