@@ -1002,6 +1002,40 @@ def _mixed_settings(train: "TrainSection", label_section: "LabelSection", resolv
             and (problem := _other_settings(where, export, wanted)) is not None]
 
 
+def _other_network(train: "TrainSection", type_map: list[str], resolve: Any) -> list[str]:
+    """Retraining starts each member from an initial model (`--init-frz-model`), which DeePMD
+    refuses, after the exploration and the labels, unless the network is the same: an export
+    records its members' networks."""
+    from tasks.train import deepmd_input, network
+
+    wanted = network(deepmd_input([], [], type_map, 0, 1, train.descriptor.model_dump(), train.fitting_neuron,
+                                  {})["model"])
+    problems = []
+    for i, path in enumerate(train.initial_models):
+        path = resolve(path)
+        export = _export_around(path)
+        if export is None:
+            continue
+        try:
+            members = read_export_manifest(export).members.values()
+        except ValueError as error:
+            problems.append(f"train.initial_models[{i}]: {error}")
+            continue
+        for member in members:
+            if member.network is None or path not in (member.model, member.model.parent):
+                continue
+            differences = [f"{section}.{key} {theirs!r} (train: {wanted[section].get(key)!r})"
+                           for section in ("descriptor", "fitting_net") for key, theirs in member.network[section].items()
+                           if wanted[section].get(key) != theirs]
+            differences += [f"type_map {member.network['type_map']} (campaign: {wanted['type_map']})"] \
+                if member.network["type_map"] != wanted["type_map"] else []
+            if differences:
+                problems.append(f"train.initial_models[{i}]: {member.model.name} of {export} has another network, "
+                                f"and each member is retrained from its initial model: {'; '.join(differences)}")
+                break  # one model's differences say it for the export
+    return problems
+
+
 def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], dict[str, Any]]:
     """Absolute paths (`~` expanded, relative ones from `base_dir`), directories expanded, all
     checked; for the sections given (those that validated). Returns (problems, new sections)."""
@@ -1040,6 +1074,8 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
             except ValueError as error:
                 problems.append(f"train.restore_from[{i}]: {error}")
         updates["train"] = train.model_copy(update=expanded)
+        if sections.get("explore") and train.init_from_previous and campaign is not None:
+            problems += _other_network(train, campaign.type_map, resolve)
     label_section = sections.get("label")
     if train is not None and label_section is not None:
         problems += _mixed_settings(train, label_section, resolve)

@@ -128,7 +128,8 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         summary = {key: value for key, value in asdict(record).items()
                    if key not in ("model_path", "compressed_path", "init_model")}
         (staging / directory / f"member-{k}.json").write_text(json.dumps(summary, indent=1))
-        return {"task_id": train_tasks.get(member_dir.name), "files": files, "record": summary}
+        return {"task_id": train_tasks.get(member_dir.name), "files": files, "record": summary,
+                "network": train.member_network(member_dir)}
 
     members = [copy_member(ensemble[1][k], "models", i) for i, k in enumerate(sorted(ensemble[1]))] if ensemble else []
     unfinished = None

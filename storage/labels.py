@@ -81,6 +81,7 @@ class ExportedMember:
     task_id: str
     model: Path
     record: dict[str, Any]
+    network: dict[str, Any] | None  # `tasks.train.network` of its input; None in exports older than it
 
 
 @dataclass
@@ -110,7 +111,7 @@ def read_export_manifest(directory: str | Path) -> ExportManifest:
         for entry in manifest["models"]["members"] + unfinished["members"]:
             if entry.get("task_id"):
                 members[entry["task_id"]] = ExportedMember(entry["task_id"], directory / entry["files"]["model"],
-                                                           entry["record"])
+                                                           entry["record"], entry.get("network"))
         return ExportManifest(directory, manifest["label"]["settings_hash"],
                               {task: [(entry["record"], entry["part"]) for entry in entries]
                                for task, entries in manifest["label_batches"].items()}, members)

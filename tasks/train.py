@@ -86,6 +86,22 @@ def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[s
     }
 
 
+def network(model: dict[str, Any]) -> dict[str, Any]:
+    """What of a DeePMD `model` section (`deepmd_input`'s) a model trained from another
+    (`--init-frz-model`) must share with it: the type map, the descriptor and the fitting net,
+    their seeds aside."""
+    def unseeded(section: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in section.items() if key != "seed"}
+
+    return {"type_map": list(model["type_map"]), "descriptor": unseeded(model["descriptor"]),
+            "fitting_net": unseeded(model["fitting_net"])}
+
+
+def member_network(work_dir: str | Path) -> dict[str, Any]:
+    """The network of the member trained in `work_dir` (its `input.json`)."""
+    return network(json.loads((Path(work_dir) / "input.json").read_text())["model"])
+
+
 def _dp(arguments: list[str], cwd: Path, log_name: str) -> None:
     log = cwd / log_name
     with log.open("w") as handle:

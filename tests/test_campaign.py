@@ -88,7 +88,8 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
     the same settings and every member trained on them, bit for bit, and nothing is labelled or
     trained again; the finished members of an ensemble whose training stopped halfway are
     restored too; an export of other settings is refused by `validate`, as the training data
-    of a campaign that labels at other settings."""
+    of a campaign that labels at other settings and the initial models of one that retrains
+    them as another network."""
     first = run_campaign(parse_config(labels_and_ensemble(tmp_path / "a"), base_dir=tmp_path))
     assert first["labels"].ran == 5 and first["models"].ran == 2
     printed = export(tmp_path, labels_and_ensemble(tmp_path / "a"), tmp_path / "export")
@@ -150,6 +151,16 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
         parse_config(onward, base_dir=tmp_path)
     onward["label"]["reference"]["potential"] = "snap"
     assert parse_config(onward, base_dir=tmp_path).train.initial_data
+    # and that explores and retrains each member from the export's: the members' network, which
+    # the export records, or DeePMD refuses `--init-frz-model` after the labels are spent
+    onward["train"]["initial_models"] = [str(tmp_path / "export" / "models")]
+    onward["explore"] = [{"protocol": "nvt", "systems": ["bulk2"], "params": {"steps": 100},
+                          "sweep": {"temperature": [300]}}]
+    assert parse_config(onward, base_dir=tmp_path).explore
+    onward["train"]["fitting_neuron"] = [8, 8, 8]
+    with pytest.raises(ConfigError, match=r"train.initial_models\[0\]: member-0.pth of .* has another network.*"
+                                          r"fitting_net.neuron \[8, 8\] \(train: \[8, 8, 8\]\)"):
+        parse_config(onward, base_dir=tmp_path)
 
 
 def write(path: Path, data: dict) -> Path:
