@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from campaign.config import load_config  # noqa: E402
 from tasks.properties import run_property  # noqa: E402
 from tasks.properties.calculators import deepmd_calculators  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
@@ -30,10 +31,8 @@ from tasks.train import test_model, train_member  # noqa: E402
 DATA = ROOT / "data" / "li-gpaw"
 #: the acceptance's reference: GPAW at the labels' settings (README, "The property acceptance")
 GPAW = {"bulk_modulus": 14.1, "C11": 18.4, "C12": 12.0, "C44": 11.0}
-#: the committed members' network (configs/li-training-set.yaml)
-DESCRIPTOR = {"rcut_angstrom": 6.0, "rcut_smooth_angstrom": 5.0, "sel": [60], "neuron": [25, 50, 100],
-              "axis_neuron": 12}
-FITTING = [120, 120, 120]
+#: what trained the committed members: their network
+TRAINING_SET = ROOT / "configs" / "li-training-set.yaml"
 
 
 def systems(part: str) -> list[str]:
@@ -60,8 +59,10 @@ def continued(member: int, prefactors: tuple[float, float, float], steps: int, s
     work_dir = work_root / f"member-{member}-e{e:g}-f{f:g}-v{v:g}-{steps}"
     loss = {"start_pref_e": e, "limit_pref_e": e, "start_pref_f": f, "limit_pref_f": f,
             "start_pref_v": v, "limit_pref_v": v}
-    record = train_member(work_dir, systems("train"), systems("test"), ["Li"], 1701 + member, steps, DESCRIPTOR,
-                          FITTING, loss, init_model=DATA / "models" / f"member-{member}.pth",
+    section = load_config(TRAINING_SET).train
+    record = train_member(work_dir, systems("train"), systems("test"), ["Li"], 1701 + member, steps,
+                          section.descriptor.model_dump(), section.fitting_neuron, loss,
+                          init_model=DATA / "models" / f"member-{member}.pth",
                           start_learning_rate=start_rate, stop_learning_rate=1e-7,
                           decay_steps=max(100, steps // 40))
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), work_dir)}
