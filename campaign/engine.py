@@ -21,6 +21,7 @@ import itertools
 import os
 import queue
 import signal
+import socket
 import time
 import traceback
 from collections import Counter
@@ -33,13 +34,32 @@ from typing import Any, Callable
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from campaign.ledger import Ledger
+from campaign.ledger import Completion, Ledger
 
 Verify = Callable[[Path], dict[str, Any] | None]
 
 #: Exceptions that mean the worker, not the task, failed: retried with backoff.
 TRANSIENT_ERRORS = {"ManagerLost", "WorkerLost", "BadStateException", "WalltimeExceeded",
                     "ExecutorError", "ScalingFailed", "ConnectionError", "TimeoutError"}
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """Where, from when and for how long a task ran, as its worker saw it."""
+
+    host: str
+    started_at: float  # seconds since the epoch, the worker's clock
+    wall_time_s: float
+
+
+def on_worker(function: Callable[..., Any], kwargs: dict[str, Any]) -> WorkerRun:
+    """What every Parsl task runs: the task's function, timed where it runs. The driver's
+    clock would count the time a task waited for a free worker as well (a property queued
+    behind GPAW labels showed 1,000 s for a 24 s run). Its outputs are on disk, verified by
+    the driver; its return value is not needed."""
+    started, clock = time.time(), time.perf_counter()
+    function(**kwargs)
+    return WorkerRun(socket.gethostname(), started, time.perf_counter() - clock)
 
 
 class StageFailed(RuntimeError):
@@ -91,13 +111,13 @@ class _Stage:
         self.done: "queue.Queue[Future]" = queue.Queue()
         self.in_flight: dict[Future, tuple[TaskSpec, int]] = {}
         self.retries: list[tuple[float, int, TaskSpec, int]] = []  # (when, order, spec, attempt), a heap
-        self.apps: dict[tuple[Callable[..., Any], str], Any] = {}
+        self.apps: dict[str, Any] = {}  # executor label -> its Parsl app of `on_worker`
         self.total = 0
         self.stage_of: dict[str, str] = {}  # task id -> ledger stage (follow-ups have their own)
         self.already: set[str] = set()  # done or failed before this run
         self.bar = progress.add_task(name, total=0, note="")
         self._submitted: list[tuple[str, str, float]] = []  # ledger writes not yet made, made together
-        self._completed: list[tuple[str, dict[str, Any], float]] = []
+        self._completed: list[Completion] = []
 
     def record(self) -> None:
         """The submissions and completions since the last call, into the ledger in two statements."""
@@ -160,11 +180,10 @@ class _Stage:
     def submit(self, spec: TaskSpec, attempt: int) -> None:
         from parsl import python_app
 
-        key = (spec.function, spec.executor)
-        if key not in self.apps:
-            self.apps[key] = python_app(spec.function, executors=[spec.executor])
+        if spec.executor not in self.apps:
+            self.apps[spec.executor] = python_app(on_worker, executors=[spec.executor])
         self._submitted.append((spec.task_id, spec.executor, time.time()))
-        future = self.apps[key](**spec.kwargs)
+        future = self.apps[spec.executor](spec.function, spec.kwargs)
         self.in_flight[future] = (spec, attempt)
         future.add_done_callback(self.done.put)
 
@@ -182,7 +201,8 @@ class _Stage:
         if error is None:
             outputs = spec.verify(spec.output_dir)
             if outputs is not None:
-                self._completed.append((spec.task_id, outputs, time.time()))
+                run = future.result()
+                self._completed.append(Completion(spec.task_id, outputs, run.host, run.started_at, run.wall_time_s))
                 self.result.outputs[spec.task_id] = outputs
                 self.result.ran += 1
                 self.progress.advance(self.bar)

@@ -90,6 +90,18 @@ def task_id(kind: str, parameters: dict[str, Any], input_files: Iterable[str | P
     return json_digest(payload, length=20)
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A task that ran to completion: its outputs, and where, from when and for how long it ran,
+    as its worker measured it."""
+
+    task_id: str
+    outputs: dict[str, Any]
+    host: str
+    started_at: float  # the worker's clock, seconds since the epoch
+    wall_time_s: float
+
+
 @dataclass
 class TaskRow:
     task_id: str
@@ -179,21 +191,24 @@ class Ledger:
             "UPDATE tasks SET state = 'running', attempts = attempts + 1, executor = ?, host = ?, started_at = ?, "
             "error = NULL WHERE task_id = ?", [(e, _HOST, t, i) for i, e, t in zip(task_ids, executors, at)])
 
-    def mark_done_many(self, done: Sequence[tuple[str, dict[str, Any], float]]) -> None:
-        """`mark_done` for many (task id, outputs, finished at) in one statement."""
+    def mark_done_many(self, done: Sequence[Completion]) -> None:
+        """Tasks that ran to completion, in one statement: where, when and how long each ran on
+        its worker (not since its submission: a task queued behind others did not run meanwhile)."""
         self._db.executemany(
-            "UPDATE tasks SET state = 'done', ended_at = ?, outputs = ?, error = NULL, transient = 0, "
-            "wall_time_s = ? - started_at WHERE task_id = ?",
-            [(at, json.dumps(outputs, default=str), at, task_id) for task_id, outputs, at in done])
+            "UPDATE tasks SET state = 'done', host = ?, started_at = ?, ended_at = ?, wall_time_s = ?, outputs = ?, "
+            "error = NULL, transient = 0 WHERE task_id = ?",
+            [(c.host, c.started_at, c.started_at + c.wall_time_s, c.wall_time_s, json.dumps(c.outputs, default=str),
+              c.task_id) for c in done])
 
     def mark_done(self, task_id: str, outputs: dict[str, Any], wall_time_s: float | None = None) -> None:
-        now = time.time()
+        """A task found done (its outputs complete on disk); its run time is unknown unless given."""
         self._db.execute(
             "UPDATE tasks SET state = 'done', ended_at = ?, outputs = ?, error = NULL, transient = 0, "
-            "wall_time_s = COALESCE(?, ? - started_at) WHERE task_id = ?",
-            (now, json.dumps(outputs, default=str), wall_time_s, now, task_id))
+            "wall_time_s = ? WHERE task_id = ?",
+            (time.time(), json.dumps(outputs, default=str), wall_time_s, task_id))
 
     def mark_failed(self, task_id: str, error: str, transient: bool) -> None:
+        """Its wall time counts from its submission: a worker that died reported nothing."""
         now = time.time()
         self._db.execute(
             "UPDATE tasks SET state = 'failed', ended_at = ?, error = ?, transient = ?, "

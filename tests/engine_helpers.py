@@ -21,6 +21,12 @@ def write_marker(output_dir: str, value: int) -> int:
     return value
 
 
+def write_marker_after(output_dir: str, value: int) -> int:
+    """`write_marker` after `value` tenths of a second of work."""
+    time.sleep(value / 10)
+    return write_marker(output_dir, value)
+
+
 def die_once_then_succeed(output_dir: str, value: int) -> int:
     """Kills its own worker process on the first attempt (a lost worker), succeeds on the next."""
     flag = Path(output_dir) / "attempted"

@@ -63,6 +63,28 @@ def test_progress_lines_name_every_stage_and_count_what_was_done_before(tmp_path
     assert all("ETA" not in line for line in final.values())
 
 
+def test_a_task_s_time_is_its_own_run_not_its_wait_for_a_worker(tmp_path, monkeypatch):
+    """Three tasks on one worker run one after another: each task's recorded run (on its
+    worker's clock) begins after the one before it ended, though all three were submitted at
+    once; its wall time is at least its own work and excludes the others'."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    parsl.load(make_parsl_config({"cpu": ExecutorSection(max_workers=1)}, tmp_path / "parsl"))
+    try:
+        with Ledger(tmp_path / "ledger.sqlite") as ledger:
+            run_stage("s", specs(tmp_path, engine_helpers.write_marker_after, 3)[1:], ledger)
+            rows = sorted(ledger.tasks(stage="s"), key=lambda row: row.started_at)
+    finally:
+        parsl.dfk().cleanup()
+        parsl.clear()
+    for before, after in zip(rows, rows[1:]):
+        assert after.started_at >= before.ended_at
+    for row in rows:
+        work = json.loads((tmp_path / row.name / "result.json").read_text())["value"] / 10
+        assert work <= row.wall_time_s == pytest.approx(row.ended_at - row.started_at)
+        assert row.host == os.uname().nodename
+    assert sum(row.wall_time_s for row in rows) <= rows[-1].ended_at - rows[0].started_at
+
+
 def test_lost_worker_is_retried(tmp_path, parsl_cpu):
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         result = run_stage("s", specs(tmp_path, engine_helpers.die_once_then_succeed, 2), ledger, backoff_s=0.5)
