@@ -195,7 +195,7 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     _dp(arguments, work_dir, "train.log" if checkpoint is None else "train-restart.log")
     _dp(["freeze", "-o", "model.pth"], work_dir, "freeze.log")
     model_path = work_dir / "model.pth"
-    compressed = _compress(work_dir) if compress else None
+    compressed = str(compress_model(model_path, work_dir / "model-compressed.pth")) if compress else None
     metrics = test_model(model_path, validation_systems, work_dir / "test") if validation_systems else {}
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
@@ -205,10 +205,13 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     return record
 
 
-def _compress(work_dir: Path) -> str:
-    """`model-compressed.pth` from the member's `model.pth` (tabulated embedding net)."""
-    _dp(["compress", "-i", "model.pth", "-o", "model-compressed.pth"], work_dir, "compress.log")
-    return str(work_dir / "model-compressed.pth")
+def compress_model(model: str | Path, output: str | Path) -> Path:
+    """`output`: the frozen `model` with its embedding net tabulated (`dp compress`, seconds),
+    its log beside it. TrainingError for a model DeePMD cannot compress (one compressed already)."""
+    output = Path(output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _dp(["compress", "-i", str(Path(model).resolve()), "-o", output.name], output.parent, f"{output.stem}.log")
+    return output
 
 
 def _write_input(work_dir: Path, training_systems: Sequence[str], validation_systems: Sequence[str],
@@ -246,7 +249,7 @@ def restore_member(model: str | Path, record: dict[str, Any], work_dir: str | Pa
     _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
                  loss, **schedule)
     shutil.copy(model, work_dir / "model.pth")
-    compressed = _compress(work_dir) if compress else None
+    compressed = str(compress_model(model_path, work_dir / "model-compressed.pth")) if compress else None
     restored = ModelRecord(**{**record, "model_path": str(work_dir / "model.pth"), "compressed_path": compressed,
                               "init_model": str(init_model) if init_model else None})
     _write_record(work_dir, restored)

@@ -50,8 +50,14 @@ RESULT_FILE = "result.json"
 def property_task(name: str, params: Mapping[str, Any], potential: PropertyPotential, output_dir: str
                   ) -> dict[str, Any]:
     """One (property, potential) of the property stage: computed, written atomically to
-    `output_dir/result.json` (a DFT code's files under `output_dir/dft`), summarised."""
-    result = run_property(name, params, potential.calculators(Path(output_dir) / "dft"), potential.pair_commands())
+    `output_dir/result.json` (a DFT code's files under `output_dir/dft`), summarised. MD runs a
+    DeePMD model compressed (`PropertyPotential.md_model`); the result names the file it ran."""
+    md_model = None
+    if PROPERTIES[name].runs_md and potential.kind == "deepmd":
+        md_model = potential.md_model(output_dir)
+    result = run_property(name, params, potential.calculators(Path(output_dir) / "dft"),
+                          potential.pair_commands(md_model))
+    result.md_model = md_model
     return result_summary(write_result(result, Path(output_dir) / RESULT_FILE))
 
 

@@ -44,6 +44,7 @@ class PropertyResult:
     values: list[PropertyValue]
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # what the plots show, per curve
     wall_time_s: float = 0.0
+    md_model: str | None = None  # the DeePMD model file MD ran (a compressed copy), None for other potentials
 
     def value(self, component: str) -> PropertyValue:
         for value in self.values:
@@ -66,7 +67,7 @@ def write_result(result: PropertyResult, path: str | Path) -> Path:
 def read_result(path: str | Path) -> PropertyResult:
     data = json.loads(Path(path).read_text())
     return PropertyResult(data["property"], [PropertyValue(**v) for v in data["values"]], data["curves"],
-                          data["wall_time_s"])
+                          data["wall_time_s"], data.get("md_model"))  # results written before it have none
 
 
 class Property(ABC):

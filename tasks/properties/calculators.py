@@ -96,12 +96,25 @@ class PropertyPotential:
             return deepmd_calculators(self.source)
         return labeller_calculators(self.source, self.settings, work_dir)
 
-    def pair_commands(self) -> list[str] | None:
-        """What LAMMPS runs this potential with (for properties that run MD); None for a DFT code."""
+    def md_model(self, work_dir: str | Path) -> str:
+        """The DeePMD model MD runs: the frozen one compressed into `work_dir` (5 s; 3.2 times
+        the atom-steps per second of the frozen one on one core here, the same forces to 2e-3
+        eV/Å: `tests/test_train.py`), or the model as given where DeePMD cannot compress it
+        (one compressed already)."""
+        from tasks.train import TrainingError, compress_model
+
+        try:
+            return str(compress_model(self.source, Path(work_dir) / "model-compressed.pth"))
+        except TrainingError:
+            return self.source
+
+    def pair_commands(self, md_model: str | None = None) -> list[str] | None:
+        """What LAMMPS runs this potential with (for properties that run MD; a DeePMD potential
+        with its `md_model`); None for a DFT code."""
         from tasks.potentials import DeepmdPotential, classical
 
         if self.kind == "classical":
             return classical(self.source).pair_commands()
         if self.kind == "deepmd":
-            return DeepmdPotential().pair_commands([self.source], None, 0)
+            return DeepmdPotential().pair_commands([md_model or self.source], None, 0)
         return None
