@@ -11,7 +11,9 @@ the rate, interpolated linearly between the temperatures that bracket the change
 its uncertainty is half their spacing (the resolution of the temperature grid), or half the
 range over which the sign changes more than once (noise at small sizes and short runs).
 (The potential energy's slope is buried in the barostat's noise at these sizes; the bcc
-fraction is not.)
+fraction is not.) The a-CNA is of positions averaged over 0.3 ps windows: single frames of hot
+Li scatter (DeePMD members' bulk at 390 K read 0.30 bcc by single frames; README, "a-CNA of a
+hot crystal").
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, linear_fit
-from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, bcc_box, bcc_fraction, npt_command,
-                                      nvt_command, run_sampled, thermalise)
+from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, averaged_bcc_fractions, bcc_box,
+                                      mean_bcc_fraction, npt_command, nvt_command, thermalise)
 
 #: A bcc fraction below this is no crystal left.
 GONE = 0.02
+#: ps over which positions are averaged before a-CNA.
+WINDOW_PS = 0.3
 
 
 class MeltingParams(FiniteTemperatureParams):
@@ -62,8 +66,8 @@ class MeltingPoint(Property):
             crystal, times, fractions = coexistence_bcc_fraction(params, a0, temperature, pair_commands)
             if temperature == params.temperatures_k[0] and crystal < MIN_CRYSTAL_BCC:
                 raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at "
-                                 f"{temperature:g} K (a-CNA bcc fraction {crystal:.2f}): the potential does not hold bcc Li there, so "
-                                 f"there is no bcc melting point to find")
+                                 f"{temperature:g} K (a-CNA bcc fraction {crystal:.2f} of {WINDOW_PS:g} ps averages): "
+                                 f"the potential does not hold bcc Li there, so there is no bcc melting point to find")
             slopes.append(growth_rate(times, fractions, params.settle_ps))
             traces[f"bcc_fraction_vs_time_{temperature:g}K"] = [times.tolist(), fractions.tolist()]
         temperatures = np.array(params.temperatures_k)
@@ -84,13 +88,14 @@ class MeltingPoint(Property):
 def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, temperature: float,
                              pair_commands: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
     """The bcc fraction of the crystal equilibrated at `temperature`, and against time (ps) of
-    the two-phase run there, from the moment the crystal half is released."""
+    the two-phase run there, from the moment the crystal half is released (each the middle of
+    its averaging window)."""
     lmp = bcc_box(params, lattice_constant, pair_commands)
     seed = params.seed_at(temperature)
     thermalise(lmp, temperature, seed)
     lmp.commands_list([npt_command("crystal", temperature, params.timestep_fs),
                        f"run {params.steps(params.equilibrate_ps)}", "unfix crystal"])
-    crystal = bcc_fraction(lmp)
+    crystal = mean_bcc_fraction(lmp, params, temperature, WINDOW_PS)
     lmp.commands_list([
         "variable middle equal zlo+0.5*lz", "region upper block INF INF INF INF ${middle} INF units box",
         "group liquid region upper", "group solid subtract all liquid",
@@ -103,11 +108,10 @@ def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, tem
         "unfix cool", "unfix hold"])
     thermalise(lmp, temperature, seed + 2, "solid")
     lmp.command(npt_command("coexist", temperature, params.timestep_fs, "z"))
-    start = bcc_fraction(lmp)
-    at, fractions = run_sampled(lmp, params.steps(params.settle_ps + params.coexistence_ps), 100,
-                                lambda: bcc_fraction(lmp))
+    windows = round((params.settle_ps + params.coexistence_ps) / WINDOW_PS)
+    times, fractions = averaged_bcc_fractions(lmp, params, windows, WINDOW_PS)
     lmp.close()
-    return crystal, np.concatenate([[0.0], at * params.timestep_fs / 1000]), np.array([start, *fractions])
+    return crystal, times, fractions
 
 
 def zero_crossing(temperatures: np.ndarray, rates: np.ndarray) -> tuple[float, float]:
