@@ -249,7 +249,7 @@ def restore_member(model: str | Path, record: dict[str, Any], work_dir: str | Pa
     _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
                  loss, **schedule)
     shutil.copy(model, work_dir / "model.pth")
-    compressed = str(compress_model(model_path, work_dir / "model-compressed.pth")) if compress else None
+    compressed = str(compress_model(work_dir / "model.pth", work_dir / "model-compressed.pth")) if compress else None
     restored = ModelRecord(**{**record, "model_path": str(work_dir / "model.pth"), "compressed_path": compressed,
                               "init_model": str(init_model) if init_model else None})
     _write_record(work_dir, restored)
