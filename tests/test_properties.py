@@ -448,12 +448,24 @@ def test_melting_point_by_coexistence_lies_between_growth_and_melting():
     """SNAP Li, 108 atoms: the crystal half grows at 300 K and melts at 700 K; the melting point
     lies between, its uncertainty half the spacing."""
     result = run_property("melting_point", {"temperatures_k": [300, 700], "cells": [3, 3, 6], "timestep_fs": 2,
-                                            "equilibrate_ps": 1, "melt_ps": 2, "cool_ps": 0.5, "settle_ps": 0.5,
-                                            "coexistence_ps": 4},
+                                            "equilibrate_ps": 1, "melt_ps": 2, "cool_ps": 0.5, "coexistence_ps": 4},
                           classical_calculators("snap"), classical("snap").pair_commands())
     rates = result.curves["bcc_fraction_rate_vs_temperature"][1]
     assert rates[0] > 0 > rates[1]
     assert 300 < result.value("melting_point").value < 700 and result.value("melting_point").uncertainty == 200
+
+
+def test_a_coexistence_rate_ends_where_the_box_is_decided():
+    """A small box is all crystal or all melt within picoseconds; the fraction's flat tail after
+    that must not read as no growth (a crystal gone in the first window gave -0.0003 per ps at
+    430 K and a melting point near 430 K, where the box had melted)."""
+    from tasks.properties.melting import growth_rate
+
+    times = np.array([0.0, 0.15, 0.45, 0.75, 1.05, 1.35])
+    assert growth_rate(times, np.array([0.5, 0.03, 0.01, 0.0, 0.02, 0.0])) == pytest.approx(-0.47 / 0.15)
+    assert growth_rate(times, np.array([0.5, 0.7, 0.95, 1.0, 0.99, 1.0])) > 0.9
+    undecided = np.array([0.5, 0.52, 0.55, 0.56, 0.6, 0.61])
+    assert growth_rate(times, undecided) == pytest.approx(np.polyfit(times, undecided, 1)[0])
 
 
 def test_the_loop_stops_on_property_targets(tmp_path, project_root):

@@ -6,7 +6,8 @@ in place, the melt brought to T, then the whole two-phase box runs NPT at T with
 barostat along z only (x and y stay the crystal's own at T; z, normal to the (001)
 interface, takes the volume change). Below the melting point the crystal grows, above it
 melts: the rate of change of the bcc fraction (adaptive common-neighbour analysis, the
-`structure_fractions` field's own) changes sign at the melting point. The value is where
+`structure_fractions` field's own), from the release until the box is all crystal or all
+melt, changes sign at the melting point. The value is where
 the rate, interpolated linearly between the temperatures that bracket the change, is zero;
 its uncertainty is half their spacing (the resolution of the temperature grid), or half the
 range over which the sign changes more than once (noise at small sizes and short runs).
@@ -25,8 +26,9 @@ from tasks.properties.base import CalculatorFactory, Property, PropertyResult, P
 from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, averaged_bcc_fractions, bcc_box,
                                       mean_bcc_fraction, npt_command, nvt_command, thermalise)
 
-#: A bcc fraction below this is no crystal left.
-GONE = 0.02
+#: A bcc fraction (of 0.3 ps averages) below this is no crystal left (a melt reads up to 0.1),
+#: above this the box is all crystal (a crystal reads 0.97-1.00).
+GONE, FULL = 0.1, 0.9
 #: ps over which positions are averaged before a-CNA.
 WINDOW_PS = 0.3
 
@@ -39,9 +41,8 @@ class MeltingParams(FiniteTemperatureParams):
     melt_ps: float = Field(5.0, gt=0, description="ps of melting the upper half")
     melt_temperature_k: float = Field(1200.0, gt=0, description="K, the upper half's melting temperature")
     cool_ps: float = Field(2.0, gt=0, description="ps of bringing the melt to T, the crystal still held")
-    settle_ps: float = Field(1.0, gt=0, description="ps of two-phase NPT before the measurement (the crystal "
-                                                    "takes up its thermal energy)")
-    coexistence_ps: float = Field(20.0, gt=0, description="ps of two-phase NPT whose energy slope is measured")
+    coexistence_ps: float = Field(20.0, gt=0, description="ps of two-phase NPT, over which the bcc fraction's "
+                                                        "rate is measured until the box is all crystal or all melt")
 
     @field_validator("cells")
     @classmethod
@@ -68,7 +69,7 @@ class MeltingPoint(Property):
                 raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at "
                                  f"{temperature:g} K (a-CNA bcc fraction {crystal:.2f} of {WINDOW_PS:g} ps averages): "
                                  f"the potential does not hold bcc Li there, so there is no bcc melting point to find")
-            slopes.append(growth_rate(times, fractions, params.settle_ps))
+            slopes.append(growth_rate(times, fractions))
             traces[f"bcc_fraction_vs_time_{temperature:g}K"] = [times.tolist(), fractions.tolist()]
         temperatures = np.array(params.temperatures_k)
         slopes_array = np.array(slopes)
@@ -88,8 +89,8 @@ class MeltingPoint(Property):
 def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, temperature: float,
                              pair_commands: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
     """The bcc fraction of the crystal equilibrated at `temperature`, and against time (ps) of
-    the two-phase run there, from the moment the crystal half is released (each the middle of
-    its averaging window)."""
+    the two-phase run there: at the moment the crystal half is released (its share of the
+    crystal's), then of each averaging window (at its middle)."""
     lmp = bcc_box(params, lattice_constant, pair_commands)
     seed = params.seed_at(temperature)
     thermalise(lmp, temperature, seed)
@@ -107,11 +108,12 @@ def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, tem
         nvt_command("cool", temperature, params.timestep_fs, "liquid"), f"run {params.steps(params.cool_ps)}",
         "unfix cool", "unfix hold"])
     thermalise(lmp, temperature, seed + 2, "solid")
+    lmp.command("variable solid_atoms equal count(solid)")
+    released = crystal * lmp.extract_variable("solid_atoms") / lmp.get_natoms()  # the crystal half, as it was
     lmp.command(npt_command("coexist", temperature, params.timestep_fs, "z"))
-    windows = round((params.settle_ps + params.coexistence_ps) / WINDOW_PS)
-    times, fractions = averaged_bcc_fractions(lmp, params, windows, WINDOW_PS)
+    times, fractions = averaged_bcc_fractions(lmp, params, round(params.coexistence_ps / WINDOW_PS), WINDOW_PS)
     lmp.close()
-    return crystal, times, fractions
+    return crystal, np.concatenate([[0.0], times]), np.concatenate([[released], fractions])
 
 
 def zero_crossing(temperatures: np.ndarray, rates: np.ndarray) -> tuple[float, float]:
@@ -127,11 +129,11 @@ def zero_crossing(temperatures: np.ndarray, rates: np.ndarray) -> tuple[float, f
     return float(np.mean(points)), float(temperatures[last + 1] - temperatures[first]) / 2
 
 
-def growth_rate(times: np.ndarray, fractions: np.ndarray, settle_ps: float) -> float:
-    """The bcc fraction's rate of change (per ps) after the settling time; a crystal half that
-    is gone by then (or melted already while the box equilibrated, superheated) melted faster
-    than that: its rate is the whole half over the settling time."""
-    after = times >= settle_ps
-    if fractions[after][0] < GONE:
-        return -0.5 / settle_ps
-    return linear_fit(times[after], fractions[after])[0]
+def growth_rate(times: np.ndarray, fractions: np.ndarray) -> float:
+    """The bcc fraction's rate of change (per ps) from the release of the crystal half (the
+    first point) until the box is all crystal or all melt. A small box is decided within
+    picoseconds (256 DeePMD atoms 40 K off the melting point: 1-2 ps), after which the fraction
+    stays at one or zero and its slope says nothing."""
+    decided = np.flatnonzero((fractions[1:] < GONE) | (fractions[1:] > FULL))
+    end = decided[0] + 2 if decided.size else len(fractions)
+    return linear_fit(times[:end], fractions[:end])[0]
