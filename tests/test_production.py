@@ -141,7 +141,8 @@ def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_r
         n_valid = int(midway.n_valid_time.values[index])
         seen = midway.slab_temperature.values[index][:n_valid]
         np.testing.assert_array_equal(seen, expected["slab_temperature"][index][:n_valid])
-        assert n_valid == 30 if status[index] == store.RUN_COMPLETE else 0 < n_valid < 30
+        # a running run's last flush may hold all 30 frames before its final write marks it complete
+        assert n_valid == 30 if status[index] == store.RUN_COMPLETE else 0 < n_valid <= 30
 
     resumed = run(config)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
