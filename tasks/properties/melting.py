@@ -132,7 +132,7 @@ def zero_crossing(temperatures: np.ndarray, rates: np.ndarray) -> tuple[float, f
 def growth_rate(times: np.ndarray, fractions: np.ndarray) -> float:
     """The bcc fraction's rate of change (per ps) from the release of the crystal half (the
     first point) until the box is all crystal or all melt. A small box is decided within
-    picoseconds (256 DeePMD atoms 40 K off the melting point: 1-2 ps), after which the fraction
+    picoseconds (256 DeePMD atoms 40 K off the melting point: 0.4-2.5 ps), after which the fraction
     stays at one or zero and its slope says nothing."""
     decided = np.flatnonzero((fractions[1:] < GONE) | (fractions[1:] > FULL))
     end = decided[0] + 2 if decided.size else len(fractions)
