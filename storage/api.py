@@ -27,6 +27,7 @@ from storage.fields import complete_runs, open_study, provenance_table, studies
 from storage.labels import LabelIndex
 from storage.properties import comparison_table, open_properties
 from storage.sqlite import DatabaseUnreadable
+from tasks.atomic import write_json
 
 if TYPE_CHECKING:
     from storage.plots import Plots
@@ -41,9 +42,7 @@ def write_campaign_record(workdir: Path, name: str, store: Path, config_hash: st
     relative = os.path.relpath(store, workdir) if store.is_absolute() else str(store)
     record = {"name": name, "store": relative if not relative.startswith("..") else str(store),
               "config_hash": config_hash}
-    temporary = workdir / f".{RECORD}.tmp"
-    temporary.write_text(json.dumps(record, indent=1))
-    temporary.replace(workdir / RECORD)
+    write_json(workdir / RECORD, record)
 
 
 def _store_of(workdir: Path) -> Path:

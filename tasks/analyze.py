@@ -9,7 +9,6 @@ store itself; `analyze_frames` computes the same fields over frames read back fr
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ import numpy as np
 import xarray as xr
 from ase import Atoms
 
+from tasks.atomic import write_json
 from tasks.fields import FieldStream, RunShape, make_fields
 from tasks.frame import Frame
 from tasks.geometry import lammps_box_lengths, vacuum_axes
@@ -113,8 +113,7 @@ def md_with_fields(structure: str | Path, potential: Potential, protocol: str, p
                 "store_write_s": time.perf_counter() - started}
     for bulky in ("inserted_ids", "inserted_time_ps"):
         finished.pop(bulky)
-    (output_dir / "result.json.tmp").write_text(json.dumps(finished, indent=1))
-    (output_dir / "result.json.tmp").replace(output_dir / "result.json")
+    write_json(output_dir / "result.json", finished)
     return finished
 
 

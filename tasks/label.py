@@ -27,6 +27,7 @@ from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from tasks.atomic import write_json
 from tasks.digest import json_digest
 from tasks.geometry import vacuum_axes
 from tasks.labellers import LABELLERS
@@ -212,9 +213,7 @@ def _write_records(output_dir: Path, records: Sequence[LabelRecord]) -> None:
     """`records.json`, last: a batch is complete when it exists."""
     stored = [{**asdict(r), "system_dir": os.path.relpath(r.system_dir, output_dir) if r.system_dir else None}
               for r in records]  # below the batch's directory: the workdir can move
-    temporary = output_dir / "records.json.tmp"
-    temporary.write_text(json.dumps(stored, indent=1))
-    temporary.replace(output_dir / "records.json")
+    write_json(output_dir / "records.json", stored)
 
 
 def restore_batch(output_dir: str | Path, records: Sequence[LabelRecord], systems: Mapping[str, Path]) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from ase import Atoms
 
+from tasks.atomic import write_json
 from tasks.frame import Frame, frame_to_atoms
 from tasks.potentials import Potential
 from tasks.protocols import PROTOCOLS, MdParams
@@ -318,9 +319,7 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
     if final is not None:
         write(final, frame_to_atoms(last_good, type_map), format="extxyz")
     stored = {**asdict(result), "output_dir": ".", "final_structure": Path(final).name if final else None}
-    temporary = output_dir / "result.json.tmp"
-    temporary.write_text(json.dumps(stored, indent=1))  # paths below the run's directory: the workdir can move
-    temporary.replace(output_dir / "result.json")
+    write_json(output_dir / "result.json", stored)  # paths below the run's directory: the workdir can move
     return result
 
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
+from tasks.atomic import write_json
 from tasks.digest import json_digest
 from tasks.runtime import child_environment, prepare_process
 
@@ -230,9 +231,7 @@ def _write_record(work_dir: Path, record: ModelRecord) -> None:
               "compressed_path": "model-compressed.pth" if record.compressed_path else None,
               "init_model": os.path.relpath(Path(record.init_model).resolve(), work_dir.resolve())
               if record.init_model else None}
-    temporary = work_dir / "record.json.tmp"
-    temporary.write_text(json.dumps(stored, indent=1))
-    temporary.replace(work_dir / "record.json")
+    write_json(work_dir / "record.json", stored)
 
 
 def restore_member(model: str | Path, record: dict[str, Any], work_dir: str | Path,

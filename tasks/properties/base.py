@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 from ase import Atoms
 
+from tasks.atomic import write_json
 from tasks.plugin import Params
 
 #: An ASE calculator for these atoms; the name labels its files (a DFT code's logs).
@@ -56,12 +57,7 @@ class PropertyResult:
 
 def write_result(result: PropertyResult, path: str | Path) -> Path:
     """Atomically: a result file that exists is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(asdict(result), indent=1))
-    temporary.replace(path)
-    return path
+    return write_json(path, asdict(result))
 
 
 def read_result(path: str | Path) -> PropertyResult:
