@@ -26,7 +26,6 @@ finished runs and labels on disk, and continues where the campaign stopped.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,8 +39,11 @@ from campaign.engine import Display, StageResult, TaskSpec, run_stage
 from campaign.export import restore_labels
 from campaign.ledger import Ledger, task_id
 from campaign.properties import check_targets
+from campaign.selection import (SELECTION_COUNTS, Selected, read_selection, selection_dir, selection_key,
+                                write_selection)
 from campaign.stages import base_structure, label_spec, ok_systems, train_stage
 from tasks import build, md, select, train
+from tasks.atomic import write_json
 from tasks.frame import Frame, frame_to_atoms
 from tasks.potentials import Potential
 from tasks.protocols import PROTOCOLS
@@ -111,13 +113,31 @@ class _Selection:
     models: list[str]
     runs: dict[str, _Run]
     record: IterationRecord
+    key: str  # `selection_key`
     label_tasks: list[str] = field(default_factory=list)
     #: scope 'iteration': every run's candidates as (run, frame, step, deviation), picked at the end
     pool: list[tuple[_Run, Any, int, float]] = field(default_factory=list)
+    landed: set[str] = field(default_factory=set)  # exploration task ids whose frames were classified
+    picked: list[tuple[str, str]] = field(default_factory=list)  # (label name, candidate file name)
 
     def __call__(self, spec: TaskSpec, outputs: dict[str, Any]) -> list[TaskSpec]:
         if spec.kind != "explore":
             return []
+        specs = self._classify_and_pick(spec, outputs)
+        self.landed.add(spec.task_id)
+        if self.config.select.scope == "run" and self.landed == set(self.runs):
+            self.save()  # the last run landed: the picks are final, while their labels still run
+        return specs
+
+    def save(self) -> None:
+        """The iteration's selection, once every exploration run has landed (one that failed
+        leaves none: a rerun explores again)."""
+        if self.landed == set(self.runs):
+            write_selection(self.config, self.iteration, Selected(
+                self.key, self.picked,
+                {name: getattr(self.record, name) for name in SELECTION_COUNTS}))
+
+    def _classify_and_pick(self, spec: TaskSpec, outputs: dict[str, Any]) -> list[TaskSpec]:
         run = self.runs[spec.task_id]
         output_dir = spec.output_dir
         self.record.exploration_runs_failed += outputs["status"] != "ok"
@@ -158,11 +178,14 @@ class _Selection:
     def pick_pool(self) -> list[TaskSpec]:
         """`select.scope: iteration`: the iteration's `max_labels` from the candidates of every run."""
         if not self.pool:
-            return []
-        seed = self.config.campaign.seed * 7919 + self.iteration * 101
-        chosen = self._pick([entry[1] for entry in self.pool], np.array([entry[3] for entry in self.pool]),
-                            self.config.select.max_labels, seed)
-        return self._label_specs([self.pool[k] for k in chosen])
+            specs = []
+        else:
+            seed = self.config.campaign.seed * 7919 + self.iteration * 101
+            chosen = self._pick([entry[1] for entry in self.pool], np.array([entry[3] for entry in self.pool]),
+                                self.config.select.max_labels, seed)
+            specs = self._label_specs([self.pool[k] for k in chosen])
+        self.save()
+        return specs
 
     def _pick(self, frames: list[Any], deviations: np.ndarray, n: int, seed: int) -> list[int]:
         strategy = self.config.select.strategy
@@ -180,16 +203,19 @@ class _Selection:
                 atoms = select.local_region(atoms, atom_deviation, radius)
             atoms.info.update({"exploration_run": run.name, "step": step, "iteration": self.iteration,
                                "max_deviation_ev_per_angstrom": deviation})
-            path = self.config.workdir / "iterations" / f"iter-{self.iteration:03d}" / "candidates" / \
-                f"{run.name}-step{step}.extxyz"
+            path = selection_dir(self.config.workdir, self.iteration) / "candidates" / f"{run.name}-step{step}.extxyz"
             if not path.exists():
                 build.write_structure(atoms, path)
-            label_task = label_spec(self.config, f"iter{self.iteration}-{run.name}-step{step}", path,
-                                    stage=f"label-{self.iteration}")
-            self.label_tasks.append(label_task.task_id)
-            specs.append(label_task)
+            self.picked.append((f"iter{self.iteration}-{run.name}-step{step}", path.name))
+            specs.append(label_spec(self.config, self.picked[-1][0], path, stage=f"label-{self.iteration}"))
+        return self.label(specs)
+
+    def label(self, specs: list[TaskSpec]) -> list[TaskSpec]:
+        """The picked frames' label tasks, those an export holds restored (a resumed campaign on
+        another machine)."""
+        self.label_tasks += [spec.task_id for spec in specs]
         self.record.labels_selected += len(specs)
-        restore_labels(self.config, specs)  # labels an export holds (a resumed campaign on another machine)
+        restore_labels(self.config, specs)
         return specs
 
 
@@ -232,7 +258,7 @@ def exploration_specs(config: CampaignConfig, iteration: int,
                              "type_map": config.campaign.type_map,
                              "masses": {e: config.campaign.mass_of(e) for e in config.campaign.type_map}}
                 identifier = task_id("explore", arguments, [structure, *models])
-                output_dir = config.workdir / "iterations" / f"iter-{iteration:03d}" / "explore" / \
+                output_dir = selection_dir(config.workdir, iteration) / "explore" / \
                     f"{name}-{identifier[:8]}"
                 specs.append(TaskSpec(identifier, "explore", name, section.executor, md.run_md,
                                       dict(structure=str(structure), potential=potential, protocol=section.protocol,
@@ -251,11 +277,7 @@ def exploration_specs(config: CampaignConfig, iteration: int,
 def save_record(config: CampaignConfig, ledger: Ledger, record: IterationRecord) -> None:
     payload = {**asdict(record), **record.ratios()}
     ledger.save_iteration(record.iteration, payload)
-    path = config.workdir / "iterations" / f"iter-{record.iteration:03d}" / "record.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    temporary.replace(path)
+    write_json(selection_dir(config.workdir, record.iteration) / "record.json", payload)
 
 
 def _mean_metric(models: StageResult, key: str) -> float | None:
@@ -281,11 +303,24 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
         md_models = train.md_models(models)  # the compressed ones where training made them
         specs, runs = exploration_specs(config, iteration, md_models)
         record.exploration_runs = len(specs)
-        selection = _Selection(config, iteration, md_models, runs, record)
-        result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
-                           config.campaign.failure_ratio_limit, display, follow_up=selection)
-        labels = result.outputs_of("label")
-        if config.select.scope == "iteration":  # after every run: the whole iteration's candidates in one pick
+        selection = _Selection(config, iteration, md_models, runs, record, selection_key(config, specs, models))
+        selected = read_selection(config, iteration, selection.key)
+        if selected is not None:  # the runs have landed before (here, or on the machine of an export)
+            for name, value in selected.counts.items():
+                setattr(record, name, value)
+            candidates = selection_dir(config.workdir, iteration) / "candidates"
+            result = run_stage(f"label-{iteration}", selection.label(
+                [label_spec(config, name, candidates / file, stage=f"label-{iteration}")
+                 for name, file in selected.labels]), ledger, config.campaign.max_retries,
+                config.campaign.failure_ratio_limit, display)
+            labels = result.outputs
+            ledger.log_event(f"explore-{iteration}", f"its {len(runs)} runs' selection found "
+                             f"({len(selected.labels)} frames picked): not explored again")
+        else:
+            result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
+                               config.campaign.failure_ratio_limit, display, follow_up=selection)
+            labels = result.outputs_of("label")
+        if selected is None and config.select.scope == "iteration":  # the whole iteration's candidates in one pick
             labelled = run_stage(f"label-{iteration}", selection.pick_pool(), ledger, config.campaign.max_retries,
                                  config.campaign.failure_ratio_limit, display)
             labels, result.ran = labelled.outputs, result.ran + labelled.ran

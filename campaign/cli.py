@@ -131,7 +131,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if result.unfinished_iteration:
         models += ", {1} finished members of iteration {0}".format(*result.unfinished_iteration)
     print(f"{args.destination}: {len(result.train)} training and {len(result.test)} test labels, "
-          f"{len(result.failed)} failed (in manifest.json), {models}")
+          f"{len(result.failed)} failed (in manifest.json), {models}"
+          + (f", the selections of iterations {', '.join(map(str, result.selections))}" if result.selections else ""))
     return 0
 
 

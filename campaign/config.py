@@ -210,7 +210,8 @@ class LabelSection(Strict):
     blocks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="settings by labeller, written "
                                                                               "as label.<engine>: {...}")
     restore_from: list[Path] = Field(default_factory=list, description="`campaign export` directories whose labels "
-                                                                       "(same settings) are taken, not recomputed")
+                                                                       "(same settings) and iterations' picked frames "
+                                                                       "are taken, not recomputed")
 
     @model_validator(mode="before")
     @classmethod

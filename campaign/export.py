@@ -6,11 +6,14 @@ level of theory (labels of other settings are left out: they must not be mixed) 
 npy systems, split as the newest ensemble saw them (its validation systems in `test/`,
 everything else, labels it has not been trained on yet included, in `train/`), the frozen
 models of the newest complete ensemble in `models/` (the finished members of a newer ensemble
-whose training was stopped halfway in `models/iter-<n>/`), and `manifest.json`: settings,
+whose training was stopped halfway, and the complete ensembles of the iterations before, in
+`models/iter-<n>/`), and `manifest.json`: settings,
 counts, the failed labels with their reasons, each member's train task id, the data the
-ensemble inherited from outside the campaign, and the active-learning record. The same campaign resumed on another
-machine takes its labels back with `label.restore_from` (`restore_labels`) and its trained
-members with `train.restore_from` (`restore_members`); a next campaign starts from it with
+ensemble inherited from outside the campaign, and the active-learning record; and in
+`iterations/` each iteration's selection, the frames it picked to label. The same campaign
+resumed on another machine takes its labels and selections back with `label.restore_from`
+(`restore_labels`, `campaign.selection`) and its trained members with `train.restore_from`
+(`restore_members`); a next campaign starts from it with
 `train.initial_data` and `train.initial_models`. Run it as often as labels accumulate; it
 replaces the directory whole (written beside it, then renamed).
 """
@@ -27,6 +30,7 @@ from typing import Any
 from campaign.config import CampaignConfig
 from campaign.engine import TaskSpec
 from campaign.ledger import Ledger
+from campaign.selection import copy_selections
 from storage.labels import read_export_manifest, write_export_manifest
 from tasks import label, train
 
@@ -40,6 +44,7 @@ class Export:
     models_iteration: int | None = None
     unfinished_iteration: tuple[int, int] | None = None  # (iteration, finished members) of a newer ensemble
     inherited: list[str] = field(default_factory=list)  # directories of the ensemble's data from outside
+    selections: list[int] = field(default_factory=list)  # iterations whose picked frames it holds
 
 
 def _label_key(system_dir: str) -> tuple[str, ...]:
@@ -132,6 +137,14 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
                 "network": train.member_network(member_dir)}
 
     members = [copy_member(ensemble[1][k], "models", i) for i, k in enumerate(sorted(ensemble[1]))] if ensemble else []
+    # the complete ensembles before it, by iteration: the active-learning loop resumed on another machine
+    # takes each back (`train.restore_from`) instead of training it again, and its picks with it
+    # (the newest of an iteration's complete ensembles: one retrained with other settings replaces the first)
+    complete = {iteration: finished for iteration, finished in ensembles
+                if ensemble and iteration < ensemble[0] and len(finished) >= config.train.ensemble_size}
+    earlier = [{"iteration": iteration, "members": [copy_member(member_dir, f"models/iter-{iteration:03d}", k)
+                                                    for k, member_dir in sorted(finished.items())]}
+               for iteration, finished in sorted(complete.items())]
     unfinished = None
     if ensembles and ensembles[-1] is not ensemble:  # a training stopped halfway: its finished members, so
         iteration, finished = ensembles[-1]           # that they are not trained again
@@ -146,11 +159,13 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         "failed_labels": result.failed,
         "models": {"iteration": result.models_iteration, "members": members},
         "unfinished_ensemble": unfinished,
+        "earlier_ensembles": earlier,
         "inherited_training_data": result.inherited,
         "iterations": iterations,
         "label_batches": batches,
     }
     staging.mkdir(parents=True, exist_ok=True)
+    manifest["selections"] = result.selections = copy_selections(config.workdir, staging)
     write_export_manifest(staging, manifest)
     if destination.exists():
         shutil.rmtree(destination)

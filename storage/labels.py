@@ -89,7 +89,8 @@ class ExportManifest:
     """What an export holds for restoring: its level of theory; by label task id, each batch's
     records (as `tasks.label.LabelRecord` fields) with the part (`train`, `test`, or None for
     a failed label) where its system lies as `<directory>/<part>/<name>`; by train task id,
-    the members of its ensemble (exports written before members carried their task id: none)."""
+    every member it holds, of its ensemble and of the earlier and unfinished ones (exports
+    written before members carried their task id: none)."""
 
     directory: Path
     settings_hash: str
@@ -107,8 +108,8 @@ def read_export_manifest(directory: str | Path) -> ExportManifest:
     try:
         manifest = json.loads((directory / EXPORT_MANIFEST).read_text())
         members = {}
-        unfinished = manifest.get("unfinished_ensemble") or {"members": []}
-        for entry in manifest["models"]["members"] + unfinished["members"]:
+        others = [manifest.get("unfinished_ensemble") or {"members": []}, *manifest.get("earlier_ensembles", [])]
+        for entry in manifest["models"]["members"] + [entry for other in others for entry in other["members"]]:
             if entry.get("task_id"):
                 members[entry["task_id"]] = ExportedMember(entry["task_id"], directory / entry["files"]["model"],
                                                            entry["record"], entry.get("network"))

@@ -6,12 +6,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from campaign.active_learning import IterationRecord
 from campaign.config import ConfigError, load_config, parse_config
 from campaign.ledger import Ledger
 from campaign.run import run_campaign
@@ -246,6 +248,29 @@ def test_active_learning_then_production(tmp_path):
     record = next(r for r in open_campaign(tmp_path / "run").labels().itertuples() if r.name == held_out[0])
     exported = dpdata.LabeledSystem(str(tmp_path / "export" / "test" / held_out[0]), fmt="deepmd/npy")
     assert float(exported["energies"][0]) == pytest.approx(record.energy_ev, abs=1e-9)
+
+    # the same campaign on a machine without its `runs/`: the export gives back every ensemble,
+    # each iteration's picks and every label, so the loop replays both iterations as they ran
+    # (MD elsewhere need not repeat its trajectories, and `dp compress` writes other bytes each
+    # time, so exploring again would pick other frames); nothing is explored, labelled or trained
+    assert manifest["selections"] == [0, 1]
+    assert [e["iteration"] for e in manifest["earlier_ensembles"]] == [0, 1]
+    elsewhere = al_campaign(tmp_path / "new")
+    elsewhere.pop("production")
+    elsewhere["label"]["restore_from"] = elsewhere["train"]["restore_from"] = [str(tmp_path / "export")]
+    resumed = run_campaign(parse_config(elsewhere))
+
+    def replayed(record: IterationRecord) -> dict:
+        return {k: v for k, v in asdict(record).items() if k not in ("explore_and_label_wall_time_s",
+                                                                     "train_wall_time_s", "tasks_run")}
+
+    assert [replayed(r) for r in resumed["iterations"]] == [replayed(r) for r in records]
+    assert all(r.tasks_run == 0 for r in resumed["iterations"])
+    with Ledger(tmp_path / "new" / "ledger.sqlite") as ledger:
+        assert not [r for r in ledger.tasks() if r.kind == "explore"]
+        assert {r.state for r in ledger.tasks()} == {"done"} and all(r.host is None for r in ledger.tasks())
+    assert sorted(Path(m).read_bytes() for m in resumed["model_paths"]) == \
+        sorted(Path(m).read_bytes() for m in summary["model_paths"])
 
     # a campaign copied elsewhere (scratch on a cluster) redoes nothing: ids hash contents, records hold
     # paths below their own directories
