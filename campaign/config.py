@@ -279,6 +279,16 @@ class LossSection(Strict):
     limit_pref_v: float = Field(1.0, ge=0)
 
 
+class RetrainSection(Strict):
+    """The schedule of a member that starts from a previous model (each iteration after the
+    first, and every member of a campaign with `initial_models`): DP-GEN's `training_reuse_*`,
+    dpgen2's `init_model_*`. A shorter run from a lower rate keeps what the previous member
+    learnt and fits the new labels; it decays to the section's `stop_learning_rate`."""
+
+    steps: int = Field(ge=1)
+    start_learning_rate: float = Field(gt=0)
+
+
 class TrainSection(Strict):
     executor: str = "gpu"
     ensemble_size: int = Field(4, ge=1)
@@ -292,6 +302,8 @@ class TrainSection(Strict):
     test_fraction: float = Field(0.1, ge=0, lt=1)
     compress: bool = False
     init_from_previous: bool = Field(True, description="iterations > 0 start from the last models")
+    retrain: RetrainSection | None = Field(None, description="steps and start rate of a member that starts from a "
+                                           "previous model; without it, those of the section")
     initial_models: list[Path] = Field(default_factory=list, description="frozen models (or a directory of them)")
     initial_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems (or a directory of them)")
     test_data: list[Path] = Field(default_factory=list, description="held-out DeePMD systems (or a directory)")
@@ -303,7 +315,16 @@ class TrainSection(Strict):
         if self.stop_learning_rate > self.start_learning_rate:
             raise ValueError(f"stop_learning_rate ({self.stop_learning_rate}) is above start_learning_rate "
                              f"({self.start_learning_rate}): DeePMD's rate decays from start to stop")
+        if self.retrain and self.stop_learning_rate > self.retrain.start_learning_rate:
+            raise ValueError(f"stop_learning_rate ({self.stop_learning_rate}) is above retrain.start_learning_rate "
+                             f"({self.retrain.start_learning_rate}): DeePMD's rate decays from start to stop")
         return self
+
+    def schedule(self, from_previous_model: bool) -> tuple[int, float]:
+        """(steps, start learning rate) of a member, by whether it starts from a previous model."""
+        if from_previous_model and self.retrain:
+            return self.retrain.steps, self.retrain.start_learning_rate
+        return self.steps, self.start_learning_rate
 
 
 # ---------------------------------------------------------------- MD sections

@@ -125,18 +125,20 @@ def split_train_test(system_dirs: list[str], test_fraction: float, workdir: Path
     return sorted(ranked[n_test:]), sorted(ranked[:n_test])
 
 
-def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], testing: list[str], iteration: int,
-                previous_models: list[str], display: Display) -> StageResult:
-    """Train the ensemble of `models/iter-<iteration>`, each member from its previous model if any."""
+def train_specs(config: CampaignConfig, training: list[str], testing: list[str], iteration: int,
+                previous_models: list[str]) -> list[TaskSpec]:
+    """The members of `models/iter-<iteration>`, each from its previous model if any (on the
+    schedule of `train.retrain` where it is given)."""
     section = config.train
     specs = []
     for member in range(section.ensemble_size):
         seed = config.campaign.seed * 100 + member + 1
         init = previous_models[member % len(previous_models)] if previous_models and section.init_from_previous \
             else None
-        arguments = dict(type_map=config.campaign.type_map, seed=seed, steps=section.steps,
+        steps, start_learning_rate = section.schedule(init is not None)
+        arguments = dict(type_map=config.campaign.type_map, seed=seed, steps=steps,
                          descriptor=section.descriptor.model_dump(), fitting_neuron=section.fitting_neuron,
-                         loss=section.loss.model_dump(), start_learning_rate=section.start_learning_rate,
+                         loss=section.loss.model_dump(), start_learning_rate=start_learning_rate,
                          stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps,
                          compress=section.compress, init_model=init)
         # Contents, never paths: the previous model and the data by digest, in DeePMD's batch order.
@@ -149,6 +151,13 @@ def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], tes
                               dict(work_dir=str(output_dir), training_systems=training, validation_systems=testing,
                                    **arguments),
                               output_dir, verify_model, arguments))
+    return specs
+
+
+def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], testing: list[str], iteration: int,
+                previous_models: list[str], display: Display) -> StageResult:
+    """Train the ensemble of `models/iter-<iteration>` (`train_specs`), restoring the members an export holds."""
+    specs = train_specs(config, training, testing, iteration, previous_models)
     restored = restore_members(config, specs)
     if restored:
         ledger.log_event(f"train-{iteration}", f"{restored} members restored from "

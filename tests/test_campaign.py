@@ -17,7 +17,7 @@ from campaign.active_learning import IterationRecord
 from campaign.config import ConfigError, load_config, parse_config
 from campaign.ledger import Ledger
 from campaign.run import run_campaign
-from campaign.stages import split_train_test
+from campaign.stages import split_train_test, train_specs
 from storage import open_campaign
 from tasks import build, train
 
@@ -57,6 +57,27 @@ def test_train_test_split_does_not_depend_on_where_the_workdir_lies(tmp_path):
         assert len(testing) == 8 and len(training) == 32
         splits.append(sorted(str(Path(s).relative_to(workdir)) for s in testing))
     assert splits[0] == splits[1]
+
+
+def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path):
+    """`train.retrain` (DP-GEN's `training_reuse_*`): the members of a later iteration start from
+    the previous ones on its shorter schedule; the first ensemble, from scratch, on the section's."""
+    data = al_campaign(tmp_path / "run")
+    data["train"]["retrain"] = {"steps": 120, "start_learning_rate": 1e-4}
+    config = parse_config(data)
+    systems = [tmp_path / "data" / name for name in ("a", "b")]
+    for system in systems:
+        system.mkdir(parents=True)
+        (system / "type.raw").write_text(system.name)
+    previous = tmp_path / "member.pth"
+    previous.write_bytes(b"a frozen model")
+    first, later = (train_specs(config, [str(systems[0])], [str(systems[1])], iteration, models)
+                    for iteration, models in ((0, []), (1, [str(previous)])))
+    assert {(s.kwargs["steps"], s.kwargs["start_learning_rate"], s.kwargs["init_model"]) for s in first} == \
+        {(300, 1e-3, None)}
+    assert {(s.kwargs["steps"], s.kwargs["start_learning_rate"], s.kwargs["init_model"]) for s in later} == \
+        {(120, 1e-4, str(previous))}
+    assert all(s.kwargs["stop_learning_rate"] == config.train.stop_learning_rate for s in first + later)
 
 
 def labels_and_ensemble(workdir: Path, potential: str = "snap", restore: Path | None = None,
