@@ -12,10 +12,11 @@ install:
 quickstart: install
 	$(VENV)/bin/campaign run $(CONFIG)
 
-# Regenerate data/li-seed (GPAW labels + 4-model ensemble + validation; about 30 minutes on 2 cores).
+# Regenerate data/li-seed (GPAW labels, the 4-model ensemble, its properties beside GPAW's;
+# about an hour on 2 cores), then export it.
 seed-data: install
 	$(VENV)/bin/campaign run configs/li-seed-data.yaml
-	$(PYTHON) scripts/export_seed_data.py configs/li-seed-data.yaml data/li-seed
+	$(VENV)/bin/campaign export configs/li-seed-data.yaml data/li-seed
 
 # Every study of configs/studies/ at its small scale, one after the other (about 35 minutes on 2 cores).
 STUDIES := self-healing-deposition dendrite-columns li-properties-dpgen interface-nucleation glassy-clusters
