@@ -318,7 +318,8 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
                              f"({len(selected.labels)} frames picked): not explored again")
         else:
             result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
-                               config.campaign.failure_ratio_limit, display, follow_up=selection)
+                               config.campaign.failure_ratio_limit, display, follow_up=selection,
+                               follow_up_stages={f"label-{iteration}"})
             labels = result.outputs_of("label")
         if selected is None and config.select.scope == "iteration":  # the whole iteration's candidates in one pick
             labelled = run_stage(f"label-{iteration}", selection.pick_pool(), ledger, config.campaign.max_retries,

@@ -45,11 +45,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config, args.scale)
     _print_warnings(config)
     from campaign.engine import StageFailed
-    from campaign.run import run_campaign
+    from campaign.run import CampaignBusy, run_campaign
     from storage.errors import StoreError
 
     try:
         run_campaign(config, retry_failed=args.retry_failed)
+    except CampaignBusy as error:
+        print(f"campaign run: {error}", file=sys.stderr)
+        return 1
     except (StageFailed, StoreError) as error:
         print(f"campaign stopped: {error}", file=sys.stderr)
         return 1

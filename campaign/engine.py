@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -295,8 +295,13 @@ class Display:
 
 def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: int = 2,
               failure_ratio_limit: float = 0.05, display: Display = Display(),
-              backoff_s: float = 2.0, follow_up: FollowUp | None = None) -> StageResult:
+              backoff_s: float = 2.0, follow_up: FollowUp | None = None,
+              follow_up_stages: Collection[str] | None = None) -> StageResult:
     """Run a stage (and the follow-ups of its tasks) to completion.
+
+    `follow_up_stages`: the ledger stages the follow-ups add tasks to, when the caller knows;
+    the others are complete from the start, and their superseded pending tasks are removed
+    then, not only at the end (`Ledger.forget_pending`).
 
     Raises StageFailed when, for any kind of task, the fraction that failed exceeds the limit.
     """
@@ -304,6 +309,9 @@ def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: in
                         TextColumn("{task.fields[note]}"), disable=not display.bar, transient=False)
     with progress:
         state = _Stage(stage, ledger, max_retries, backoff_s, follow_up, progress)
+        if follow_up is None or follow_up_stages is not None:
+            _forget_superseded(ledger, stage, {s.stage or stage for s in specs} - set(follow_up_stages or ()),
+                               {s.task_id for s in specs})
         state.admit(specs)
         lines = ProgressLines(stage, state, display.report, display.every_s) if display.report else None
         if lines:
@@ -333,6 +341,8 @@ def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: in
                 lines.tick()
         with ledger.batch():
             state.record()
+        # the follow-ups' stages are complete now too
+        _forget_superseded(ledger, stage, set(state.stage_of.values()), state.stage_of.keys())
         if lines:
             lines.line(final=True)
     result = state.result
@@ -345,6 +355,14 @@ def run_stage(stage: str, specs: list[TaskSpec], ledger: Ledger, max_retries: in
             raise StageFailed(f"stage '{stage}': {len(failed)} of {len(of_kind)} {kind} tasks failed "
                               f"({ratio:.0%} > limit {failure_ratio_limit:.0%}):\n{reasons}")
     return result
+
+
+def _forget_superseded(ledger: Ledger, stage: str, stages: set[str], tasks: Collection[str]) -> None:
+    """The pending tasks of `stages` that are not `tasks`, out of the ledger (`Ledger.forget_pending`)."""
+    forgotten = ledger.forget_pending(stages, tasks)
+    if forgotten:
+        ledger.log_event(stage, f"{forgotten} pending tasks of {', '.join(sorted(stages))} that this config no longer "
+                                f"makes (an earlier config's or models') removed from the ledger")
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Collection, Iterable, Iterator, Sequence
 
 from campaign import __version__
 from storage.sqlite import connect, connect_readonly
@@ -213,6 +213,26 @@ class Ledger:
         self._db.execute(
             "UPDATE tasks SET state = 'failed', ended_at = ?, error = ?, transient = ?, "
             "wall_time_s = ? - started_at WHERE task_id = ?", (now, error[:4000], int(transient), now, task_id))
+
+    def reset_running(self) -> int:
+        """Tasks a stopped driver left running, back to pending; returns how many. Only the one
+        driver of a workdir (`campaign.run.driver_lock`) calls it, before it submits anything:
+        without a driver nothing runs, and what finished meanwhile is found on disk."""
+        return self._db.execute("UPDATE tasks SET state = 'pending' WHERE state = 'running'").rowcount
+
+    def forget_pending(self, stages: Collection[str], keep: Collection[str]) -> int:
+        """Pending tasks of `stages` other than those in `keep`: registered by an earlier run whose
+        config or models made other tasks of those stages, never finished, holding nothing; kept,
+        they would count as work to do in `campaign status` forever. Returns how many."""
+        if not stages:
+            return 0
+        marks = ",".join("?" * len(stages))
+        stale = [(task,) for (task,) in self._db.execute(
+            f"SELECT task_id FROM tasks WHERE state = 'pending' AND stage IN ({marks})", list(stages))
+            if task not in keep]
+        with self.batch():
+            self._db.executemany("DELETE FROM tasks WHERE task_id = ? AND state = 'pending'", stale)
+        return len(stale)
 
     def reset_failed(self) -> int:
         """Every failed task back to pending (its error kept until it runs again); returns how many."""

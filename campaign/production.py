@@ -253,7 +253,7 @@ def production_stage(config: CampaignConfig, ledger: Ledger, models: list[str], 
                                                         for ref in refs})
     with performance_report(filename=str(config.workdir / "dask-performance.html")):
         result = run_stage("production", [ref.spec for ref in refs], ledger, config.campaign.max_retries,
-                           config.campaign.failure_ratio_limit, display, follow_up=live)
+                           config.campaign.failure_ratio_limit, display, follow_up=live, follow_up_stages=())
         tables = live.tables()
     ledger.log_event("production", "runs stored: " + ", ".join(f"{k} {len(v)}" for k, v in tables.items()))
     return result, tables

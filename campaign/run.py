@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import signal
+import socket
 import sys
 import time
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 from rich.console import Console
 
@@ -38,15 +43,18 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     started = time.perf_counter()
     config.workdir.mkdir(parents=True, exist_ok=True)
-    write_campaign_record(config.workdir, config.campaign.name, config.store_path, config.config_hash())
     console.print(f"[bold]campaign[/] {config.campaign.name}: workdir {config.workdir}")
     # a bar on a terminal; in a batch log or under nohup, a plain line per stage at most every 30 s
     show = Display(bar=True) if console.is_terminal else Display(report=lambda line: console.print(line, markup=False,
                                                                                                    highlight=False))
     summary: dict[str, Any] = {"workdir": config.workdir, "iterations": [], "production": None, "store": None,
                                "properties": None}
-    with Ledger(config.workdir / "ledger.sqlite") as ledger:
+    with driver_lock(config.workdir), Ledger(config.workdir / "ledger.sqlite") as ledger:
+        write_campaign_record(config.workdir, config.campaign.name, config.store_path, config.config_hash())
         ledger.log_event("campaign", f"run started (config {config.config_hash()})")
+        interrupted = ledger.reset_running()
+        if interrupted:
+            ledger.log_event("campaign", f"{interrupted} tasks a stopped driver left running set back to pending")
         if retry_failed:
             retried = ledger.reset_failed()
             ledger.log_event("campaign", f"{retried} failed tasks set back to pending (--retry-failed)")
@@ -95,6 +103,40 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     summary["wall_time_s"] = time.perf_counter() - started
     print_summary(console, summary, config)
     return summary
+
+
+class CampaignBusy(RuntimeError):
+    """Another driver runs the campaign's workdir."""
+
+
+#: The file a driver holds locked while it runs (`driver_lock`); it says which process that is.
+DRIVER_LOCK = "driver.lock"
+
+
+@contextmanager
+def driver_lock(workdir: Path) -> Iterator[None]:
+    """One driver per workdir: two would submit the same tasks, and their workers would write
+    the same directories and ledger rows. A POSIX record lock (`lockf`), which the kernel drops
+    when the process ends however it ends, so a killed driver leaves no stale lock; NFS keeps
+    it across a cluster's nodes. CampaignBusy, naming the holder, when another process has it."""
+    handle = (workdir / DRIVER_LOCK).open("a+")
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "a process that has not written its name yet"
+        handle.close()
+        raise CampaignBusy(f"{workdir} is being run by {holder}: one `campaign run` per workdir "
+                           f"(`campaign status` reads it meanwhile)") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"`campaign run`, pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # and with it the lock
 
 
 def _interrupt(signum: int, frame: Any) -> None:

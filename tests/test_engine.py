@@ -63,6 +63,48 @@ def test_progress_lines_name_every_stage_and_count_what_was_done_before(tmp_path
     assert all("ETA" not in line for line in final.values())
 
 
+def test_a_stage_forgets_the_pending_tasks_its_config_no_longer_makes(tmp_path, parsl_cpu):
+    """Tasks an earlier config registered (a killed driver's, set back to pending) that this
+    one does not make would count as work to do in `campaign status` forever: the stage
+    removes its own at its start (its follow-ups add to another), and its follow-ups' stages'
+    at its end."""
+    def follow_up(spec, outputs):
+        if spec.stage == "follow":
+            return []
+        return [TaskSpec(f"f{spec.task_id}", "test", f"f{spec.name}", "cpu", engine_helpers.write_marker,
+                         {"output_dir": str(tmp_path / f"f{spec.name}"), "value": 0}, tmp_path / f"f{spec.name}",
+                         engine_helpers.verify_marker, stage="follow")]
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.register_many([("old", "test", "s", "old", {}), ("fold", "test", "follow", "fold", {}),
+                              ("other", "test", "elsewhere", "other", {})])
+        run_stage("s", specs(tmp_path, engine_helpers.write_marker, 2), ledger, follow_up=follow_up,
+                  follow_up_stages={"follow"})
+        assert {row.task_id: row.state for row in ledger.tasks()} == {
+            "task0": "done", "task1": "done", "ftask0": "done", "ftask1": "done", "other": "pending"}
+        removed = [message for _, stage, message in ledger.events() if "removed from the ledger" in message]
+        assert removed == ["1 pending tasks of s that this config no longer makes (an earlier config's or models') "
+                           "removed from the ledger",
+                           "1 pending tasks of follow, s that this config no longer makes (an earlier config's or "
+                           "models') removed from the ledger"]
+
+
+def test_one_driver_per_workdir(tmp_path):
+    """A second `campaign run` of a workdir that a driver holds is refused before it does
+    anything, naming the driver (two would submit the same tasks into the same directories)."""
+    from campaign.run import driver_lock
+
+    config_path = tmp_path / "busy.yaml"
+    config_path.write_text(yaml.safe_dump(reference_campaign(tmp_path / "run", 1)))
+    (tmp_path / "run").mkdir()
+    with driver_lock(tmp_path / "run"):
+        refused = subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(config_path)], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1
+    assert f"is being run by `campaign run`, pid {os.getpid()}" in refused.stderr, refused.stderr
+    assert not (tmp_path / "run" / "ledger.sqlite").exists()
+
+
 def test_a_task_s_time_is_its_own_run_not_its_wait_for_a_worker(tmp_path, monkeypatch):
     """Three tasks on one worker run one after another: each task's recorded run (on its
     worker's clock) begins after the one before it ended, though all three were submitted at

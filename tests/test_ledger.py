@@ -47,3 +47,26 @@ def test_failed_tasks_can_be_set_back_to_pending(tmp_path):
         ledger.save_iteration(0, {"accurate_ratio": 0.5})
         ledger.save_iteration(0, {"accurate_ratio": 0.7})
         assert ledger.iterations() == [{"accurate_ratio": 0.7}]
+
+
+def test_a_stopped_driver_s_running_tasks_and_the_ones_a_config_no_longer_makes(tmp_path):
+    """A killed driver's running tasks are not running: the next driver sets them back to
+    pending. Pending tasks of a stage that its config no longer makes are forgotten; a task
+    that ran (done or failed) never is, nor a pending one of another stage."""
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.register_many([(t, "explore", "explore-0", t, {}) for t in ("superseded", "kept", "ran", "broke")]
+                             + [("label", "label", "label-0", "label", {})])
+        for task in ("superseded", "kept", "ran", "broke"):
+            ledger.mark_running(task, "gpu")
+        ledger.mark_done("ran", {"status": "ok"})
+        ledger.mark_failed("broke", "lammps: lost atoms", transient=False)
+        assert ledger.reset_running() == 2
+
+        def states() -> dict[str, str]:
+            return {row.task_id: row.state for row in ledger.tasks()}
+
+        assert states() == {"superseded": "pending", "kept": "pending", "ran": "done", "broke": "failed",
+                            "label": "pending"}
+        assert ledger.forget_pending({"explore-0"}, {"kept"}) == 1
+        assert states() == {"kept": "pending", "ran": "done", "broke": "failed", "label": "pending"}
+        assert ledger.get("broke").error == "lammps: lost atoms"
