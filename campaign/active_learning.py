@@ -204,8 +204,9 @@ class _Selection:
             atoms.info.update({"exploration_run": run.name, "step": step, "iteration": self.iteration,
                                "max_deviation_ev_per_angstrom": deviation})
             path = selection_dir(self.config.workdir, self.iteration) / "candidates" / f"{run.name}-step{step}.extxyz"
-            if not path.exists():
-                build.write_structure(atoms, path)
+            # always written: a file of this name from an earlier ensemble's run holds another frame (the
+            # same frame writes the same bytes, so a rerun keeps its label task's id)
+            build.write_structure(atoms, path)
             self.picked.append((f"iter{self.iteration}-{run.name}-step{step}", path.name))
             specs.append(label_spec(self.config, self.picked[-1][0], path, stage=f"label-{self.iteration}"))
         return self.label(specs)

@@ -80,6 +80,24 @@ def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path)
     assert all(s.kwargs["stop_learning_rate"] == config.train.stop_learning_rate for s in first + later)
 
 
+def test_a_picked_frame_replaces_an_earlier_ensemble_s_candidate_of_its_name(tmp_path):
+    """Candidates are named by run and step, which an exploration with other models repeats:
+    the frame picked now is the one labelled, and picking it again keeps its label task's id."""
+    from campaign.active_learning import IterationRecord, _Run, _Selection
+
+    config = parse_config(al_campaign(tmp_path / "run"))
+    run = _Run("e0-bulk16-abcdef", "bulk16", 300.0, 1)
+    selection = _Selection(config, 0, [], {"explore-id": run}, IterationRecord(0), "key")
+    earlier, now = (build.rattled(build.bcc_bulk(3.45, 2), 0.05, seed) for seed in (1, 2))
+    [first] = selection._label_specs([(run, earlier, 300, 0.1)])
+    [second] = selection._label_specs([(run, now, 300, 0.1)])
+    [again] = selection._label_specs([(run, now, 300, 0.1)])
+    assert first.task_id != second.task_id == again.task_id
+    from ase.io import read
+
+    np.testing.assert_allclose(read(second.kwargs["structures"]).positions, now.positions, atol=1e-6)
+
+
 def labels_and_ensemble(workdir: Path, potential: str = "snap", restore: Path | None = None,
                         ensemble_size: int = 2) -> dict:
     """A campaign that labels five structures with the reference labeller and trains a compressed
