@@ -3,6 +3,7 @@ workers import a task's function by module name."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,14 +61,24 @@ def visible_devices(seconds: float) -> str:
     return f"{os.getpid()}:{os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
 
 
-def run_then_kill(command: list[str], cwd: Path, done: Callable[[], bool], poll_s: float = 0.02,
+def run_then_kill(command: list[str], cwd: Path, done: Callable[[], bool], workdir: Path, poll_s: float = 0.02,
                   timeout_s: float = 300) -> None:
     """Start `command` (a campaign) in its own session, wait until `done()`, then kill -9 it
-    and every process it started (the driver and its Parsl workers at once)."""
+    and every process it started (the driver and its Parsl workers at once, as a lost node).
+    Parsl's local blocks run in sessions of their own, named by their log directory below
+    `workdir`; an orphaned worker pool does not notice its interchange gone and would idle on."""
+    import psutil
+
     driver = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     deadline = time.time() + timeout_s
     while time.time() < deadline and not done():
         time.sleep(poll_s)
+    blocks = [process for process in psutil.process_iter(["cmdline"])
+              if any(str(workdir) in part for part in process.info["cmdline"] or [])]
     os.killpg(driver.pid, signal.SIGKILL)
+    for process in blocks:
+        for member in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
     driver.wait()

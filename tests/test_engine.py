@@ -192,7 +192,8 @@ def test_kill_driver_during_labelling_then_resume(tmp_path):
     config_path = tmp_path / "kill.yaml"
     config_path.write_text(yaml.safe_dump(reference_campaign(tmp_path / "run", KILL_TEST_LABELS - 1)))
     command = [sys.executable, "-m", "campaign.cli", "run", str(config_path)]
-    engine_helpers.run_then_kill(command, ROOT, lambda: len(label_files(tmp_path / "run")) >= 6)
+    engine_helpers.run_then_kill(command, ROOT, lambda: len(label_files(tmp_path / "run")) >= 6,
+                                 tmp_path / "run")
     finished_before = label_files(tmp_path / "run")
     assert 6 <= len(finished_before) < KILL_TEST_LABELS, "the kill must land in the middle of labelling"
 

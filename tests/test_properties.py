@@ -312,7 +312,7 @@ def test_property_campaign_resumes_after_a_kill(tmp_path):
     config_path.write_text(yaml.safe_dump(property_campaign(tmp_path / "run", ["snap", "snap_quadratic", "meam"],
                                                             compute)))
     command = [sys.executable, "-m", "campaign.cli", "run", str(config_path)]
-    run_then_kill(command, root, lambda: len(result_files(tmp_path / "run")) >= 4, poll_s=0.05)
+    run_then_kill(command, root, lambda: len(result_files(tmp_path / "run")) >= 4, tmp_path / "run", poll_s=0.05)
     finished = result_files(tmp_path / "run")
     assert 4 <= len(finished) < 12, "the kill must land in the middle of the stage"
     rerun = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=900)
