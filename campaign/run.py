@@ -88,7 +88,10 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
                 ran += result.ran
             summary["model_paths"], summary["ran"] = models, ran
         except KeyboardInterrupt:
-            ledger.log_event("campaign", "interrupted (SIGINT or SIGTERM); finished work is recorded")
+            # what was submitted and not finished runs no more: pending, for `campaign status` too
+            stopped = ledger.reset_running()
+            ledger.log_event("campaign", f"interrupted (SIGINT or SIGTERM); finished work is recorded, "
+                                         f"{stopped} submitted tasks set back to pending")
             console.print("interrupted: everything finished is recorded and the blocks are cancelled; "
                           "`campaign run` of the same config resumes where it stopped")
             raise

@@ -179,6 +179,7 @@ def test_ctrl_c_stops_the_campaign_cleanly_and_leaves_nothing_running(tmp_path):
     wait_for(lambda: not session_of(driver), 60)
     with Ledger(workdir / "ledger.sqlite", readonly=True) as ledger:
         assert any("interrupted" in message for _, _, message in ledger.events(50))
+        assert not ledger.tasks(state="running")  # what `campaign status` shows: nothing runs
 
 
 def test_a_structure_file_is_kept_only_while_it_holds_what_the_config_builds(tmp_path):
