@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +52,9 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     with driver_lock(config.workdir), Ledger(config.workdir / "ledger.sqlite") as ledger:
         write_campaign_record(config.workdir, config.campaign.name, config.store_path, config.config_hash())
         ledger.log_event("campaign", f"run started (config {config.config_hash()})")
+        orphans = stop_orphaned_blocks(config.workdir)
+        if orphans:
+            ledger.log_event("campaign", f"{orphans} processes of a killed driver's local blocks stopped")
         interrupted = ledger.reset_running()
         if interrupted:
             ledger.log_event("campaign", f"{interrupted} tasks a stopped driver left running set back to pending")
@@ -140,6 +143,26 @@ def driver_lock(workdir: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()  # and with it the lock
+
+
+def stop_orphaned_blocks(workdir: Path) -> int:
+    """Kill the processes of this machine's local Parsl blocks that a killed driver left (kill -9,
+    a lost login session); returns how many. A block runs in a session of its own, and Parsl's
+    worker pool does not notice its interchange gone: it idles on, or finishes a task and writes
+    its directory beside the worker the next driver gives the same task. Called under
+    `driver_lock`, so no driver runs this workdir and every process started under its `parsl/`
+    directory is such an orphan. (A cluster's blocks end at their walltime.)"""
+    import psutil
+
+    marker = str((workdir / "parsl").resolve()) + os.sep
+    orphans = [process for process in psutil.process_iter(["cmdline"])
+               if process.pid != os.getpid() and any(marker in part for part in process.info["cmdline"] or [])]
+    for process in orphans:
+        with suppress(psutil.NoSuchProcess):
+            for member in [*process.children(recursive=True), process]:
+                with suppress(psutil.NoSuchProcess):
+                    member.kill()
+    return len(orphans)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -71,14 +71,21 @@ def run_then_kill(command: list[str], cwd: Path, done: Callable[[], bool], workd
 
     driver = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    deadline = time.time() + timeout_s
-    while time.time() < deadline and not done():
-        time.sleep(poll_s)
+    wait_for(done, timeout_s, poll_s)
     blocks = [process for process in psutil.process_iter(["cmdline"])
               if any(str(workdir) in part for part in process.info["cmdline"] or [])]
     os.killpg(driver.pid, signal.SIGKILL)
-    for process in blocks:
-        for member in [process, *process.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                member.kill()
+    for process in blocks:  # some were the driver's own (its interchange), gone with it
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for member in [*process.children(recursive=True), process]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.kill()
     driver.wait()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, poll_s: float = 0.05) -> None:
+    """Until `condition()` holds: a guard against a hang (fails after `seconds`), not a timing."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and not condition():
+        time.sleep(poll_s)
+    assert condition(), f"not there after {seconds} s"

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,31 @@ def test_kill_driver_during_labelling_then_resume(tmp_path):
     subprocess.run([sys.executable, "-m", "campaign.cli", "run", str(clean)], cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
     assert label_energies(tmp_path / "run") == label_energies(tmp_path / "clean")
+
+
+def test_a_rerun_stops_the_worker_pools_a_killed_driver_left(tmp_path):
+    """kill -9 of the driver alone (a lost login session): its local worker pool runs in a
+    session of its own and outlives it. The next `campaign run` stops it before it submits
+    anything (two workers would write one task's directory), then finishes the campaign."""
+    import psutil
+
+    config_path = tmp_path / "orphans.yaml"
+    config_path.write_text(yaml.safe_dump(reference_campaign(tmp_path / "run", KILL_TEST_LABELS - 1)))
+    command = [sys.executable, "-m", "campaign.cli", "run", str(config_path)]
+    driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    engine_helpers.wait_for(lambda: len(label_files(tmp_path / "run")) >= 6, 300, 0.02)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    marker = str(tmp_path / "run" / "parsl") + os.sep
+    orphans = [p for p in psutil.process_iter(["cmdline"]) if any(marker in a for a in p.info["cmdline"] or [])]
+    assert orphans, "the worker pool outlives its driver"
+    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert not [p for p in orphans if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
+        assert any("of a killed driver's local blocks stopped" in message for _, _, message in ledger.events(50))
+        assert {row.state for row in ledger.tasks(stage="label")} == {"done"}
 
 
 def test_run_twice_says_nothing_to_do(tmp_path):

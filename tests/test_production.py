@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import ase.io
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+import engine_helpers
 from campaign.config import load_config
 from campaign.ledger import Ledger
 from campaign.stages import base_structure
@@ -105,10 +105,7 @@ def kill_session(driver: subprocess.Popen) -> None:
 def wait_for(condition, seconds: float = 900) -> None:
     """A guard against a hang, not a timing: alone the chaos run takes about a minute, but beside
     the quickstart's fixture on 2 cores four MEAM runs after a kill took more than 300 s."""
-    deadline = time.time() + seconds
-    while time.time() < deadline and not condition():
-        time.sleep(0.05)
-    assert condition(), "the campaign did not get there in time"
+    engine_helpers.wait_for(condition, seconds)
 
 
 @pytest.mark.slow
