@@ -42,8 +42,8 @@ def test_stage_runs_then_resumes(tmp_path, parsl_cpu):
         assert second.ran == 0 and second.skipped == 4
 
 
-def test_progress_lines_name_every_stage_and_count_what_was_done_before(tmp_path, parsl_cpu):
-    """What a batch log shows: a line per ledger stage (follow-ups included) at the start and end."""
+def follow_ups(tmp_path):
+    """A follow-up that gives each task of a stage one more, in the ledger stage `follow`."""
     def follow_up(spec, outputs):
         if spec.stage == "follow":
             return []
@@ -51,6 +51,12 @@ def test_progress_lines_name_every_stage_and_count_what_was_done_before(tmp_path
                          {"output_dir": str(tmp_path / f"f{spec.name}"), "value": 0}, tmp_path / f"f{spec.name}",
                          engine_helpers.verify_marker, stage="follow")]
 
+    return follow_up
+
+
+def test_progress_lines_name_every_stage_and_count_what_was_done_before(tmp_path, parsl_cpu):
+    """What a batch log shows: a line per ledger stage (follow-ups included) at the start and end."""
+    follow_up = follow_ups(tmp_path)
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         run_stage("s", specs(tmp_path, engine_helpers.write_marker, 2), ledger, follow_up=follow_up)  # done before
         lines: list[str] = []
@@ -69,13 +75,7 @@ def test_a_stage_forgets_the_pending_tasks_its_config_no_longer_makes(tmp_path, 
     one does not make would count as work to do in `campaign status` forever: the stage
     removes its own at its start (its follow-ups add to another), and its follow-ups' stages'
     at its end."""
-    def follow_up(spec, outputs):
-        if spec.stage == "follow":
-            return []
-        return [TaskSpec(f"f{spec.task_id}", "test", f"f{spec.name}", "cpu", engine_helpers.write_marker,
-                         {"output_dir": str(tmp_path / f"f{spec.name}"), "value": 0}, tmp_path / f"f{spec.name}",
-                         engine_helpers.verify_marker, stage="follow")]
-
+    follow_up = follow_ups(tmp_path)
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         ledger.register_many([("old", "test", "s", "old", {}), ("fold", "test", "follow", "fold", {}),
                               ("other", "test", "elsewhere", "other", {})])
