@@ -125,8 +125,8 @@ class _Selection:
             return []
         specs = self._classify_and_pick(spec, outputs)
         self.landed.add(spec.task_id)
-        if self.config.select.scope == "run" and self.landed == set(self.runs):
-            self.save()  # the last run landed: the picks are final, while their labels still run
+        if self.config.select.scope == "run":
+            self.save()  # after the last run: the picks are final, while their labels still run
         return specs
 
     def save(self) -> None:

@@ -30,7 +30,7 @@ SELECTION_COUNTS = ("frames", "accurate", "candidate", "failed", "max_deviation_
 
 @dataclass
 class Selected:
-    key: str  # the exploration runs (content-addressed ids) and the settings that pick from them
+    key: str  # `selection_key`: the frozen models, the runs' structures and settings, the selection's
     labels: list[tuple[str, str]]  # (label name, candidate file name), in the order picked
     counts: dict[str, float]  # SELECTION_COUNTS of the iteration's record
 
