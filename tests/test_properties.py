@@ -468,6 +468,28 @@ def test_a_coexistence_rate_ends_where_the_box_is_decided():
     assert growth_rate(times, undecided) == pytest.approx(np.polyfit(times, undecided, 1)[0])
 
 
+def test_a_melting_point_from_runs_made_apart():
+    """Runs made side by side (one process per temperature on a GPU machine) give the melting
+    point by the property's own rule: where the growth rate changes sign, interpolated; runs
+    that do not match the temperatures asked for, or a crystal that was not bcc, are refused."""
+    from tasks.properties.melting import CoexistenceRun, MeltingParams, melting_point_result
+
+    params = MeltingParams(temperatures_k=[400, 440, 480], cells=(4, 4, 8))
+    times = np.array([0.0, 0.15, 0.45, 0.75])
+
+    def run(temperature: float, rate_per_ps: float, crystal: float = 0.98) -> CoexistenceRun:
+        return CoexistenceRun(temperature, crystal, times, 0.5 + rate_per_ps * times)
+
+    result = melting_point_result(params, [run(400, 0.3), run(440, 0.1), run(480, -0.3)])
+    assert result.value("melting_point").value == pytest.approx(450)
+    assert result.value("melting_point").uncertainty == 20
+    assert result.curves["bcc_fraction_rate_vs_temperature"][1] == pytest.approx([0.3, 0.1, -0.3])
+    with pytest.raises(ValueError, match="not at"):
+        melting_point_result(params, [run(400, 0.3), run(480, -0.3)])
+    with pytest.raises(ValueError, match="not bcc"):
+        melting_point_result(params, [run(400, 0.3, crystal=0.4), run(440, 0.1), run(480, -0.3)])
+
+
 def test_the_loop_stops_on_property_targets(tmp_path, project_root):
     """The committed seed ensemble agrees on its lattice constant (spread about 0.005 Å) but
     not on its bulk modulus (about 5 GPa): one target is met, the other not, each member

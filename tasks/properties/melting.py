@@ -19,6 +19,8 @@ hot crystal").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from pydantic import Field, field_validator
 
@@ -62,28 +64,64 @@ class MeltingPoint(Property):
         if pair_commands is None:
             raise ValueError("the melting point runs MD in LAMMPS: it needs a classical or DeePMD potential")
         a0 = params.lattice_constant(calculators)
-        slopes, traces = [], {}
-        for temperature in params.temperatures_k:
-            crystal, times, fractions = coexistence_bcc_fraction(params, a0, temperature, pair_commands)
-            if temperature == params.temperatures_k[0] and crystal < MIN_CRYSTAL_BCC:
-                raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at "
-                                 f"{temperature:g} K (a-CNA bcc fraction {crystal:.2f} of {WINDOW_PS:g} ps averages): "
-                                 f"the potential does not hold bcc Li there, so there is no bcc melting point to find")
-            slopes.append(growth_rate(times, fractions))
-            traces[f"bcc_fraction_vs_time_{temperature:g}K"] = [times.tolist(), fractions.tolist()]
-        temperatures = np.array(params.temperatures_k)
-        slopes_array = np.array(slopes)
-        if np.all(slopes_array >= 0) or np.all(slopes_array <= 0):
-            direction = "melts" if slopes_array[0] < 0 else "grows"
-            raise ValueError(f"the crystal {direction} at every temperature {params.temperatures_k} K (bcc fraction "
-                             f"rates {np.round(slopes_array, 4).tolist()} per ps): the melting point lies "
-                             f"{'below' if direction == 'melts' else 'above'} them; move the temperatures")
-        melting, uncertainty = zero_crossing(temperatures, slopes_array)
-        return PropertyResult(self.name, [
-            PropertyValue("melting_point", melting, "K", uncertainty,
-                          note=f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps "
-                               f"NPT (z) per temperature")],
-            curves={"bcc_fraction_rate_vs_temperature": [temperatures.tolist(), slopes], **traces})
+        runs = [coexistence_run(params, a0, params.temperatures_k[0], pair_commands)]
+        require_crystal(params, runs[0])  # before the other temperatures spend their time
+        runs += [coexistence_run(params, a0, temperature, pair_commands) for temperature in params.temperatures_k[1:]]
+        return melting_point_result(params, runs)
+
+
+@dataclass(frozen=True)
+class CoexistenceRun:
+    """One temperature of the melting point: the bcc fraction of the crystal equilibrated
+    there, and of the two-phase box against time (ps) from the release of the crystal half."""
+
+    temperature_k: float
+    crystal_bcc: float
+    times_ps: np.ndarray
+    bcc_fractions: np.ndarray
+
+    @property
+    def growth_rate(self) -> float:
+        return growth_rate(self.times_ps, self.bcc_fractions)
+
+
+def coexistence_run(params: MeltingParams, lattice_constant: float, temperature: float, pair_commands: list[str]
+                    ) -> CoexistenceRun:
+    """One temperature's LAMMPS run; the temperatures are independent of each other, so a
+    machine with room for several runs may run them side by side and hand them all to
+    `melting_point_result`."""
+    return CoexistenceRun(temperature, *coexistence_bcc_fraction(params, lattice_constant, temperature,
+                                                                 pair_commands))
+
+
+def require_crystal(params: MeltingParams, run: CoexistenceRun) -> None:
+    if run.crystal_bcc < MIN_CRYSTAL_BCC:
+        raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at {run.temperature_k:g} K "
+                         f"(a-CNA bcc fraction {run.crystal_bcc:.2f} of {WINDOW_PS:g} ps averages): the potential "
+                         f"does not hold bcc Li there, so there is no bcc melting point to find")
+
+
+def melting_point_result(params: MeltingParams, runs: list[CoexistenceRun]) -> PropertyResult:
+    """The melting point from the runs at `params.temperatures_k`, in that order: where the
+    crystal's growth rate changes sign."""
+    if [run.temperature_k for run in runs] != params.temperatures_k:
+        raise ValueError(f"runs at {[run.temperature_k for run in runs]} K, not at {params.temperatures_k} K")
+    require_crystal(params, runs[0])
+    temperatures = np.array(params.temperatures_k)
+    slopes_array = np.array([run.growth_rate for run in runs])
+    if np.all(slopes_array >= 0) or np.all(slopes_array <= 0):
+        direction = "melts" if slopes_array[0] < 0 else "grows"
+        raise ValueError(f"the crystal {direction} at every temperature {params.temperatures_k} K (bcc fraction "
+                         f"rates {np.round(slopes_array, 4).tolist()} per ps): the melting point lies "
+                         f"{'below' if direction == 'melts' else 'above'} them; move the temperatures")
+    melting, uncertainty = zero_crossing(temperatures, slopes_array)
+    traces = {f"bcc_fraction_vs_time_{run.temperature_k:g}K": [run.times_ps.tolist(), run.bcc_fractions.tolist()]
+              for run in runs}
+    return PropertyResult(MeltingPoint.name, [
+        PropertyValue("melting_point", melting, "K", uncertainty,
+                      note=f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps "
+                           f"NPT (z) per temperature")],
+        curves={"bcc_fraction_rate_vs_temperature": [temperatures.tolist(), slopes_array.tolist()], **traces})
 
 
 def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, temperature: float,
