@@ -52,8 +52,18 @@ def property_potentials(config: CampaignConfig, models: list[str]) -> list[Prope
 
 
 def column_label(config: CampaignConfig, potential: str) -> str:
-    """A potential's column in the table: a model file by its file name, the others by their own."""
-    return Path(potential).name if config.properties.potential_kind(potential) == "model_file" else potential
+    """A potential's column in the table: a model file by its file name, or by as many of its
+    last path parts as tell it from the other model files listed (four members' `model.pth`
+    would otherwise be one column and one task); the others by their own name."""
+    section = config.properties
+    if section.potential_kind(potential) != "model_file":
+        return potential
+    files = [Path(p).parts for p in section.potentials if section.potential_kind(p) == "model_file"]
+    parts = Path(potential).parts
+    for count in range(1, len(parts) + 1):
+        if sum(f[-count:] == parts[-count:] for f in files) == 1:
+            return str(Path(*parts[-count:]))
+    return potential
 
 
 def reference_column(config: CampaignConfig) -> str | None:

@@ -220,6 +220,27 @@ def result_files(workdir: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in (workdir / "properties").glob("*/*/result.json")}
 
 
+def test_model_files_of_one_file_name_are_columns_of_their_own(tmp_path, project_root):
+    """An ensemble's members listed as files are each `model.pth` in a folder of their own:
+    each is a column (and a task) of its own, named by as much of its path as tells it apart."""
+    from campaign.config import parse_config
+    from campaign.properties import property_potentials, reference_column
+
+    files = []
+    for folder in ("iter-001/member-0-dadf8ede", "iter-001/member-1-78012cd0", "seed"):
+        (tmp_path / folder).mkdir(parents=True)
+        files.append(tmp_path / folder / "model.pth")
+        files[-1].write_bytes((project_root / "data/li-gpaw/models/member-0.pth").read_bytes())
+    other = tmp_path / "seed" / "member-3.pth"
+    other.write_bytes(files[0].read_bytes())
+    raw = property_campaign(tmp_path / "w", [*map(str, files), str(other)], ["eos"])
+    raw["properties"]["reference"] = str(files[2])
+    config = parse_config(raw)
+    columns = [p.label for p in property_potentials(config, [])]
+    assert columns == ["member-0-dadf8ede/model.pth", "member-1-78012cd0/model.pth", "seed/model.pth", "member-3.pth"]
+    assert reference_column(config) == "seed/model.pth"
+
+
 def test_property_stage_into_the_store_and_its_table(tmp_path):
     """snap and meam, and the `reference` labeller (SNAP through the DFT path, the stand-in for
     GPAW): every property at the potential's own EOS lattice constant, into the store's
