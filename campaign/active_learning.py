@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -361,6 +361,8 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
         else:  # nothing was redone: keep the wall times of the run that did the work
             for name in ("explore_and_label_wall_time_s", "train_wall_time_s"):
                 setattr(record, name, previous[iteration].get(name, 0.0))
+            if previous[iteration].get("converged") != record.converged:  # the stop rules were changed since
+                save_record(config, ledger, replace(record, tasks_run=previous[iteration].get("tasks_run", 0)))
         records.append(record)
         ledger.log_event(f"iteration-{iteration}", f"accurate {record.accurate_ratio:.3f}, "
                          f"candidates {record.candidate}, labels added {record.labels_added}"
