@@ -1,13 +1,13 @@
 """What the loss prefactors buy a committed Li member: held-out errors against its elasticity.
 
-Each run continues one member of `data/li-gpaw/models` (DeePMD `--init-frz-model`, the
-active-learning loop's own retraining) on `data/li-gpaw/train` for `--steps` steps at constant
+Each run continues one member of `<data>/models` (DeePMD `--init-frz-model`, the
+active-learning loop's own retraining) on `<data>/train` for `--steps` steps at constant
 prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7,
-then reports the held-out RMSEs on `data/li-gpaw/test` and the static EOS and elastic
+then reports the held-out RMSEs on `<data>/test` and the static EOS and elastic
 constants, beside the member as committed and the acceptance's GPAW column. Two runs side by
 side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
-       [--steps 10000] [--output benchmarks/results/loss_balance.json]
+       [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """
 
 from __future__ import annotations
@@ -28,21 +28,20 @@ from tasks.properties.calculators import deepmd_calculators  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
 from tasks.train import test_model, train_member  # noqa: E402
 
-DATA = ROOT / "data" / "li-gpaw"
 #: the acceptance's reference: GPAW at the labels' settings (README, "The property acceptance")
 GPAW = {"bulk_modulus": 14.1, "C11": 18.4, "C12": 12.0, "C44": 11.0}
 #: what trained the committed members: their network
 TRAINING_SET = ROOT / "configs" / "li-training-set.yaml"
 
 
-def systems(part: str) -> list[str]:
-    return sorted({str(p.parent) for p in (DATA / part).rglob("type.raw")})
+def systems(data: Path, part: str) -> list[str]:
+    return sorted({str(p.parent) for p in (data / part).rglob("type.raw")})
 
 
-def judged(model: Path, work_dir: Path) -> dict[str, float]:
+def judged(model: Path, data: Path, work_dir: Path) -> dict[str, float]:
     """Held-out RMSEs (meV/atom, meV/Å) and the static B, C11, C12, C44 (GPa) of `model`."""
     prepare_process()
-    metrics = test_model(model, systems("test"), work_dir / "test")
+    metrics = test_model(model, systems(data, "test"), work_dir / "test")
     calculators = deepmd_calculators(str(model))
     eos = run_property("eos", {}, calculators)
     elastic = run_property("elastic", {"strains": [0.005, 0.01]}, calculators)
@@ -52,7 +51,7 @@ def judged(model: Path, work_dir: Path) -> dict[str, float]:
             **{c: elastic.value(c).value for c in ("C11", "C12", "C44")}}
 
 
-def continued(member: int, prefactors: tuple[float, float, float], steps: int, start_rate: float,
+def continued(member: int, prefactors: tuple[float, float, float], steps: int, start_rate: float, data: Path,
               work_root: Path) -> dict[str, float]:
     prepare_process()
     e, f, v = prefactors
@@ -60,12 +59,12 @@ def continued(member: int, prefactors: tuple[float, float, float], steps: int, s
     loss = {"start_pref_e": e, "limit_pref_e": e, "start_pref_f": f, "limit_pref_f": f,
             "start_pref_v": v, "limit_pref_v": v}
     section = load_config(TRAINING_SET).train
-    record = train_member(work_dir, systems("train"), systems("test"), ["Li"], 1701 + member, steps,
+    record = train_member(work_dir, systems(data, "train"), systems(data, "test"), ["Li"], 1701 + member, steps,
                           section.descriptor.model_dump(), section.fitting_neuron, loss,
-                          init_model=DATA / "models" / f"member-{member}.pth",
+                          init_model=data / "models" / f"member-{member}.pth",
                           start_learning_rate=start_rate, stop_learning_rate=1e-7,
                           decay_steps=max(100, steps // 40))
-    return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), work_dir)}
+    return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
 
 def main() -> None:
@@ -76,16 +75,19 @@ def main() -> None:
                         help="energy,force,virial prefactors of each run")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--start-rate", type=float, default=1e-4)
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-gpaw",
+                        help="an export: its models/, train/ and test/")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "loss-balance")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "loss_balance.json")
     args = parser.parse_args()
     runs = [tuple(float(x) for x in p.split(",")) for p in args.prefactors]
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {"committed": pool.submit(judged, DATA / "models" / f"member-{args.member}.pth",
+        futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
                                             args.workdir / "committed")}
         futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
-                                                                     args.start_rate, args.workdir) for p in runs})
+                                                                     args.start_rate, args.data.resolve(),
+                                                                     args.workdir) for p in runs})
         rows = {name: future.result() for name, future in futures.items()}
     print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
           + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
@@ -96,7 +98,7 @@ def main() -> None:
               f"{row.get('wall_time_s', 0):.0f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"member": args.member, "steps": args.steps, "start_rate": args.start_rate,
-                                       "gpaw": GPAW, "runs": rows}, indent=1))
+                                       "data": str(args.data), "gpaw": GPAW, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":
