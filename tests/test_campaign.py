@@ -324,6 +324,17 @@ def test_active_learning_then_production(tmp_path):
     assert np.array_equal(open_campaign(moved).fields("bulk_nvt").slab_temperature.values,
                           open_campaign(tmp_path / "run").fields("bulk_nvt").slab_temperature.values, equal_nan=True)
 
+    # the stop rules changed since (one iteration allowed): the rerun redoes nothing, stops after
+    # iteration 0's retraining, and rewrites that iteration's record to say so, keeping the
+    # count of the run that did the work
+    shorter = al_campaign(moved)
+    shorter.pop("production")
+    shorter["select"]["max_iterations"] = 1
+    [stopped] = run_campaign(parse_config(shorter))["iterations"]
+    assert stopped.converged == "reached max_iterations (1) without converging" and stopped.tasks_run == 0
+    on_disk = json.loads((moved / "iterations" / "iter-000" / "record.json").read_text())
+    assert on_disk["converged"] == stopped.converged and on_disk["tasks_run"] == first.tasks_run > 0
+
 
 def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
     """A production-only campaign (MEAM Li, named as the classical stand-in): no labels, no training;
