@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "loss-balance")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "loss_balance.json")
     args = parser.parse_args()
+    args.workdir = args.workdir.resolve()  # dp test runs in a folder of its own
     runs = [tuple(float(x) for x in p.split(",")) for p in args.prefactors]
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
