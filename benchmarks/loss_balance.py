@@ -80,15 +80,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "loss-balance")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "loss_balance.json")
     args = parser.parse_args()
-    args.workdir = args.workdir.resolve()  # dp test runs in a folder of its own
+    args.workdir, args.data = args.workdir.resolve(), args.data.resolve()  # dp test runs in a folder of its own
     runs = [tuple(float(x) for x in p.split(",")) for p in args.prefactors]
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
                                             args.workdir / "committed")}
         futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
-                                                                     args.start_rate, args.data.resolve(),
-                                                                     args.workdir) for p in runs})
+                                                                     args.start_rate, args.data, args.workdir)
+                        for p in runs})
         rows = {name: future.result() for name, future in futures.items()}
     print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
           + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
