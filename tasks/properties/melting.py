@@ -85,15 +85,6 @@ class CoexistenceRun:
         return growth_rate(self.times_ps, self.bcc_fractions)
 
 
-def coexistence_run(params: MeltingParams, lattice_constant: float, temperature: float, pair_commands: list[str]
-                    ) -> CoexistenceRun:
-    """One temperature's LAMMPS run; the temperatures are independent of each other, so a
-    machine with room for several runs may run them side by side and hand them all to
-    `melting_point_result`."""
-    return CoexistenceRun(temperature, *coexistence_bcc_fraction(params, lattice_constant, temperature,
-                                                                 pair_commands))
-
-
 def require_crystal(params: MeltingParams, run: CoexistenceRun) -> None:
     if run.crystal_bcc < MIN_CRYSTAL_BCC:
         raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at {run.temperature_k:g} K "
@@ -124,11 +115,13 @@ def melting_point_result(params: MeltingParams, runs: list[CoexistenceRun]) -> P
         curves={"bcc_fraction_rate_vs_temperature": [temperatures.tolist(), slopes_array.tolist()], **traces})
 
 
-def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, temperature: float,
-                             pair_commands: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
-    """The bcc fraction of the crystal equilibrated at `temperature`, and against time (ps) of
-    the two-phase run there: at the moment the crystal half is released (its share of the
-    crystal's), then of each averaging window (at its middle)."""
+def coexistence_run(params: MeltingParams, lattice_constant: float, temperature: float, pair_commands: list[str]
+                    ) -> CoexistenceRun:
+    """One temperature's LAMMPS run: the bcc fraction of the crystal equilibrated at
+    `temperature`, and against time (ps) of the two-phase run there: at the moment the crystal
+    half is released (its share of the crystal's), then of each averaging window (at its
+    middle). The temperatures are independent of each other, so a machine with room for several
+    runs may run them side by side and hand them all to `melting_point_result`."""
     lmp = bcc_box(params, lattice_constant, pair_commands)
     seed = params.seed_at(temperature)
     thermalise(lmp, temperature, seed)
@@ -151,7 +144,8 @@ def coexistence_bcc_fraction(params: MeltingParams, lattice_constant: float, tem
     lmp.command(npt_command("coexist", temperature, params.timestep_fs, "z"))
     times, fractions = averaged_bcc_fractions(lmp, params, round(params.coexistence_ps / WINDOW_PS), WINDOW_PS)
     lmp.close()
-    return crystal, np.concatenate([[0.0], times]), np.concatenate([[released], fractions])
+    return CoexistenceRun(temperature, crystal, np.concatenate([[0.0], times]),
+                          np.concatenate([[released], fractions]))
 
 
 def zero_crossing(temperatures: np.ndarray, rates: np.ndarray) -> tuple[float, float]:
