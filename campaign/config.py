@@ -283,10 +283,14 @@ class RetrainSection(Strict):
     """The schedule of a member that starts from a previous model (each iteration after the
     first, and every member of a campaign with `initial_models`): DP-GEN's `training_reuse_*`,
     dpgen2's `init_model_*`. A shorter run from a lower rate keeps what the previous member
-    learnt and fits the new labels; it decays to the section's `stop_learning_rate`."""
+    learnt and fits the new labels; it decays to the section's `stop_learning_rate`. Without
+    `loss`, the section's prefactors restart from their `start` values, as DP-GEN's do; with it
+    (DP-GEN's `training_reuse_start_pref_*`, whole), e.g. constant prefactors, the restart's
+    force-heavy first steps do not undo what the previous member learnt of the curvature."""
 
     steps: int = Field(ge=1)
     start_learning_rate: float = Field(gt=0)
+    loss: LossSection | None = None
 
 
 class TrainSection(Strict):
@@ -320,11 +324,12 @@ class TrainSection(Strict):
                              f"({self.retrain.start_learning_rate}): DeePMD's rate decays from start to stop")
         return self
 
-    def schedule(self, from_previous_model: bool) -> tuple[int, float]:
-        """(steps, start learning rate) of a member, by whether it starts from a previous model."""
+    def schedule(self, from_previous_model: bool) -> tuple[int, float, LossSection]:
+        """(steps, start learning rate, loss prefactors) of a member, by whether it starts from a
+        previous model."""
         if from_previous_model and self.retrain:
-            return self.retrain.steps, self.retrain.start_learning_rate
-        return self.steps, self.start_learning_rate
+            return self.retrain.steps, self.retrain.start_learning_rate, self.retrain.loss or self.loss
+        return self.steps, self.start_learning_rate, self.loss
 
 
 # ---------------------------------------------------------------- MD sections

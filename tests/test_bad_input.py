@@ -312,6 +312,9 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
      "train", "stop_learning_rate (3.5e-08) is above retrain.start_learning_rate (1e-09)"),
     ("a retraining without its steps", lambda: E(("train.retrain", {"start_learning_rate": 1e-4})),
      "train.retrain.steps", "required"),
+    ("a retraining's prefactor misspelt", lambda: E(("train.retrain", {
+        "steps": 100, "start_learning_rate": 1e-4, "loss": {"start_pref_force": 10}})),
+     "train.retrain.loss.start_pref_force", "did you mean 'start_pref_f'"),
     ("min blocks above max", lambda: E(("executors.cpu.min_blocks", 3)), "executors.cpu.min_blocks",
      "exceeds max_blocks"),
     ("init blocks above max", lambda: E(("executors.cpu.init_blocks", 2)), "executors.cpu.init_blocks",

@@ -78,6 +78,17 @@ def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path)
     assert {(s.kwargs["steps"], s.kwargs["start_learning_rate"], s.kwargs["init_model"]) for s in later} == \
         {(120, 1e-4, str(previous))}
     assert all(s.kwargs["stop_learning_rate"] == config.train.stop_learning_rate for s in first + later)
+    # without `retrain.loss` the section's prefactors restart; with it, a retrained member takes
+    # them (a new task: the prefactors are part of what it hashes), the first ensemble does not
+    assert all(s.kwargs["loss"] == config.train.loss.model_dump() for s in first + later)
+    constant = {f"{end}_pref_{term}": 10.0 for end in ("start", "limit") for term in "efv"}
+    data["train"]["retrain"]["loss"] = constant
+    config = parse_config(data)
+    first_again, reweighted = (train_specs(config, [str(systems[0])], [str(systems[1])], iteration, models)
+                               for iteration, models in ((0, []), (1, [str(previous)])))
+    assert [s.task_id for s in first_again] == [s.task_id for s in first]
+    assert all(s.kwargs["loss"] == constant for s in reweighted)
+    assert not {s.task_id for s in reweighted} & {s.task_id for s in later}
 
 
 def test_a_picked_frame_replaces_an_earlier_ensemble_s_candidate_of_its_name(tmp_path):
