@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from campaign.config import load_config  # noqa: E402
+from loss_balance import GPAW as GPAW_COLUMN  # noqa: E402  (this script's folder is on the path)
+from tasks.properties.base import EV_PER_A3_IN_GPA  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
 
-EV_PER_CUBIC_ANGSTROM_IN_GPA = 160.21766
 #: GPAW at the labels' settings, one mesh for every strain (README, "The property acceptance")
-GPAW = {"C44": 11.0, "C11-C12": 18.4 - 12.0}
+GPAW = {"C44": GPAW_COLUMN["C44"], "C11-C12": GPAW_COLUMN["C11"] - GPAW_COLUMN["C12"]}
 
 
 def label_system(data: Path, name: str) -> Path | None:
@@ -39,7 +40,7 @@ def label_system(data: Path, name: str) -> Path | None:
 
 def stress_gpa(virial_ev: np.ndarray, box: np.ndarray) -> np.ndarray:
     """ASE's sign (tension positive) from DeePMD's virial (−σ V)."""
-    return -virial_ev.reshape(3, 3) / abs(np.linalg.det(box.reshape(3, 3))) * EV_PER_CUBIC_ANGSTROM_IN_GPA
+    return -virial_ev.reshape(3, 3) / abs(np.linalg.det(box.reshape(3, 3))) * EV_PER_A3_IN_GPA
 
 
 def constant(strain: list[float], stress: np.ndarray) -> tuple[str, float]:
