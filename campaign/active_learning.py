@@ -41,7 +41,7 @@ from campaign.ledger import Ledger, task_id
 from campaign.properties import check_targets
 from campaign.selection import (SELECTION_COUNTS, Selected, read_selection, selection_dir, selection_key,
                                 write_selection)
-from campaign.stages import base_structure, label_spec, ok_systems, train_stage
+from campaign.stages import AddedData, base_structure, label_spec, ok_systems, train_stage
 from tasks import build, md, select, train
 from tasks.atomic import write_json
 from tasks.frame import Frame, frame_to_atoms
@@ -288,8 +288,9 @@ def _mean_metric(models: StageResult, key: str) -> float | None:
 
 
 def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training: list[str], testing: list[str],
-             display: Display) -> tuple[list[str], list[IterationRecord], StageResult | None]:
+             added: AddedData, display: Display) -> tuple[list[str], list[IterationRecord], StageResult | None]:
     """Iterate until converged; returns the final models, one record per iteration, the last training.
+    The labels `added` at an iteration join its ensemble's training and test data, after the picks.
 
     A record's `tasks_run` counts the tasks computed by this call (0 on a rerun that found
     everything done); the ledger keeps the record of the run that did the work.
@@ -297,6 +298,7 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
     records: list[IterationRecord] = []
     section = config.select
     trained: StageResult | None = None
+    last_trained = 0
     previous = {r["iteration"]: r for r in ledger.iterations()}
     for iteration in range(section.max_iterations):
         record = IterationRecord(iteration)
@@ -340,8 +342,14 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
         elif record.frames and record.accurate == record.frames:
             record.converged = "every explored frame below the lower trust level"
         if record.converged is None and new_systems:
+            joining = added.training.get(iteration + 1, []), added.testing.get(iteration + 1, [])
+            if any(joining):
+                training, testing = [*training, *joining[0]], [*testing, *joining[1]]
+                ledger.log_event(f"train-{iteration + 1}", f"{len(joining[0])} added labels join the training data "
+                                                           f"and {len(joining[1])} the test data")
             started = time.perf_counter()
-            trained = train_stage(config, ledger, training, testing, iteration + 1, models, display)
+            trained, last_trained = train_stage(config, ledger, training, testing, iteration + 1, models,
+                                                display), iteration + 1
             models = sorted(o["model_path"] for o in trained.outputs.values())
             record.train_wall_time_s = time.perf_counter() - started
             record.force_rmse_ev_per_angstrom = _mean_metric(trained, "force_ev_per_angstrom_rmse")
@@ -369,6 +377,10 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
                          + (f"; stop: {record.converged}" if record.converged else ""))
         if record.converged:
             break
+    unused = sorted(i for i in {*added.training, *added.testing} if i > last_trained)
+    if unused:
+        ledger.log_event("campaign", f"the loop stopped at ensemble {last_trained}: the labels added at iteration "
+                                     f"{', '.join(map(str, unused))} trained no model")
     return models, records, trained
 
 

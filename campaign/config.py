@@ -201,17 +201,30 @@ class SystemSection(Strict):
 # ---------------------------------------------------------------- label / train
 
 
+class AddedLabels(Strict):
+    """Systems labelled for a later ensemble: a gap a property check found after the first
+    ensembles trained. Giving them to `label.systems` would change the data of every ensemble,
+    which would all train again; added here, the ensembles before `iteration` keep their task ids."""
+
+    iteration: int = Field(ge=1, description="the first ensemble (models/iter-<iteration>) that trains on them")
+    systems: list[str] = Field(min_length=1)
+
+
 class LabelSection(Strict):
     """`engine` names a labeller of `tasks.labellers`; its settings are the block named after it."""
 
     engine: str = "gpaw"
     executor: str = "cpu"
-    systems: list[str] | None = Field(None, description="systems to label; default: all of them")
+    systems: list[str] | None = Field(None, description="systems the first ensemble trains on; "
+                                                          "default: all of them but the added ones")
     blocks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="settings by labeller, written "
                                                                               "as label.<engine>: {...}")
     restore_from: list[Path] = Field(default_factory=list, description="`campaign export` directories whose labels "
                                                                        "(same settings) and iterations' picked frames "
                                                                        "are taken, not recomputed")
+    added: list[AddedLabels] = Field(default_factory=list, description="systems labelled with the others whose "
+                                                                      "labels join the training data from a later "
+                                                                      "iteration's ensemble on")
 
     @model_validator(mode="before")
     @classmethod
@@ -244,6 +257,10 @@ class LabelSection(Strict):
                          plugin_problems(LABELLERS[name].Settings, block, f"the {name} labeller")]
         _refuse(problems)
         return self
+
+    def added_at(self) -> dict[str, int]:
+        """Each added system and the iteration whose ensemble first trains on its labels."""
+        return {name: entry.iteration for entry in self.added for name in entry.systems}
 
     def settings(self, engine: str | None = None) -> dict[str, Any]:
         """The engine's settings with every default filled in (what the labels are computed with)."""
@@ -750,7 +767,19 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
             check_system(["label", "systems", j], name)
         check_executor(["label", "executor"], label.executor)
         known = LABELLERS[label.engine].elements
-        labelled = [systems[n] for n in (label.systems if label.systems is not None else systems) if n in systems]
+        added_before: dict[str, int] = {}
+        for k, entry in enumerate(label.added):
+            for j, name in enumerate(entry.systems):
+                location = ["label", "added", k, "systems", j]
+                check_system(location, name)
+                if name in (label.systems or []):
+                    problems.append((location, f"'{name}' is in label.systems, the first ensemble's labels: "
+                                               f"give it once"))
+                elif name in added_before:
+                    problems.append((location, f"'{name}' is added at iteration {added_before[name]} already"))
+                added_before.setdefault(name, entry.iteration)
+        upfront = label.systems if label.systems is not None else list(systems)
+        labelled = [systems[n] for n in dict.fromkeys([*upfront, *added_before]) if n in systems]
         for system in labelled:
             extra = sorted(set(system._atoms.get_chemical_symbols()) - set(known or ()))
             if known is not None and extra:
@@ -766,6 +795,13 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
         problems.append((["train", "ensemble_size"], "exploration needs an ensemble of at least 2 models: "
                                                      "the model deviation is their disagreement"))
     select = sections.get("select")
+    if label is not None and label.added and not explore:
+        problems.append((["label", "added"], "added labels train the active-learning loop's later ensembles; "
+                                             "this campaign has no explore section"))
+    elif label is not None and select is not None:
+        problems += [(["label", "added", k, "iteration"], f"the loop trains its ensembles 1 to "
+                                                         f"select.max_iterations ({select.max_iterations})")
+                     for k, entry in enumerate(label.added) if entry.iteration > select.max_iterations]
     if select is not None:
         for k, target in enumerate(select.property_targets):
             check_executor(["select", "property_targets", k, "executor"], target.executor)

@@ -75,7 +75,7 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
             ran = sum(r.ran for r in (initial["labels"], initial["models"]) if r is not None)
             if config.explore:
                 models, records, trained = run_loop(config, ledger, models, initial["training"],
-                                                    initial["testing"], show)
+                                                    initial["testing"], initial["added"], show)
                 summary["iterations"] = records
                 summary["models"] = trained or summary["models"]
                 ran += sum(r.tasks_run for r in records)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,10 @@ from tasks import build, label, train
 
 
 def structure_files(config: CampaignConfig) -> list[tuple[str, Path]]:
-    """Write each labelled system's structures (base + rattled copies); returns (name, file)."""
+    """Write each labelled system's structures (base + rattled copies), the added ones' too;
+    returns (name, file)."""
     wanted = config.label.systems if config.label.systems is not None else [s.name for s in config.systems]
+    wanted = [*wanted, *config.label.added_at()]
     result = []
     for system in config.systems:
         if system.name not in wanted:
@@ -173,18 +175,44 @@ def needs_trained_models(config: CampaignConfig) -> bool:
     return bool(config.explore) or uses_final or not (config.production or config.properties)
 
 
+@dataclass
+class AddedData:
+    """The DeePMD systems of `label.added` by the iteration whose ensemble first trains on them."""
+
+    training: dict[int, list[str]] = field(default_factory=dict)
+    testing: dict[int, list[str]] = field(default_factory=dict)
+
+
+def split_added(config: CampaignConfig, labels: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]],
+                                                                                    AddedData]:
+    """The first ensemble's labels, and the added ones by iteration, each iteration's held out on
+    its own (the first ensemble's split stays as it was without them)."""
+    added_at = config.label.added_at()
+
+    def iteration_of(outputs: dict[str, Any]) -> int:
+        return added_at.get(outputs["records"][0]["name"].rsplit("-", 1)[0], 0)
+
+    added = AddedData()
+    for iteration in sorted(set(added_at.values())):
+        systems = ok_systems({k: o for k, o in labels.items() if iteration_of(o) == iteration})
+        added.training[iteration], added.testing[iteration] = split_train_test(systems, config.train.test_fraction,
+                                                                              config.workdir)
+    return {k: o for k, o in labels.items() if iteration_of(o) == 0}, added
+
+
 def initial_stage(config: CampaignConfig, ledger: Ledger, display: Display) -> dict[str, Any]:
     """Labels of the configured systems and the iteration-0 ensemble (or the given initial models)."""
     training = [str(p) for p in config.train.initial_data]
     testing = [str(p) for p in config.train.test_data]
-    outcome: dict[str, Any] = {"labels": None, "models": None, "model_paths": [str(p) for p in
-                                                                             config.train.initial_models]}
+    outcome: dict[str, Any] = {"labels": None, "models": None, "added": AddedData(),
+                               "model_paths": [str(p) for p in config.train.initial_models]}
     if not needs_trained_models(config):
         return {**outcome, "training": training, "testing": testing}
-    if config.label.systems != [] and config.systems:
+    if (config.label.systems != [] or config.label.added) and config.systems:
         outcome["labels"] = label_stage(config, ledger, display)
-        labelled_training, labelled_testing = split_train_test(ok_systems(outcome["labels"].outputs),
-                                                               config.train.test_fraction, config.workdir)
+        first, outcome["added"] = split_added(config, outcome["labels"].outputs)
+        labelled_training, labelled_testing = split_train_test(ok_systems(first), config.train.test_fraction,
+                                                               config.workdir)
         training, testing = training + labelled_training, testing + labelled_testing
     if not outcome["model_paths"]:
         if not training:

@@ -315,6 +315,22 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
     ("a retraining's prefactor misspelt", lambda: E(("train.retrain", {
         "steps": 100, "start_learning_rate": 1e-4, "loss": {"start_pref_force": 10}})),
      "train.retrain.loss.start_pref_force", "did you mean 'start_pref_f'"),
+    ("an added system misspelt", lambda: E(("label.added", [{"iteration": 1, "systems": ["bulkk"]}])),
+     "label.added[0].systems[0]", "did you mean 'bulk'"),
+    ("an added system labelled for the first ensemble too", lambda: E(
+        ("label.systems", ["bulk"]), ("label.added", [{"iteration": 1, "systems": ["bulk"]}])),
+     "label.added[0].systems[0]", "is in label.systems"),
+    ("a system added twice", lambda: E(("label.added", [{"iteration": 1, "systems": ["slab"]},
+                                                        {"iteration": 2, "systems": ["slab"]}])),
+     "label.added[1].systems[0]", "added at iteration 1 already"),
+    ("labels added after the loop's last ensemble", lambda: E(
+        ("select.max_iterations", 2), ("label.added", [{"iteration": 3, "systems": ["slab"]}])),
+     "label.added[0].iteration", "select.max_iterations (2)"),
+    ("labels added for the first ensemble", lambda: E(("label.added", [{"iteration": 0, "systems": ["slab"]}])),
+     "label.added[0].iteration", "must be >= 1, not 0"),
+    ("labels added without a loop", lambda: E(("explore", _DELETE), ("select", _DELETE),
+                                              ("label.added", [{"iteration": 1, "systems": ["slab"]}])),
+     "label.added", "no explore section"),
     ("min blocks above max", lambda: E(("executors.cpu.min_blocks", 3)), "executors.cpu.min_blocks",
      "exceeds max_blocks"),
     ("init blocks above max", lambda: E(("executors.cpu.init_blocks", 2)), "executors.cpu.init_blocks",

@@ -393,9 +393,11 @@ def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
 def test_one_farthest_point_pick_over_the_whole_iteration(tmp_path):
     """select.scope: iteration: the candidates of both exploration runs are picked together
     (farthest points in descriptor space, up to max_labels in all), labelled after the last
-    run, and trained on; frames with atoms closer than 2 Å are not labelled."""
+    run, and trained on; frames with atoms closer than 2 Å are not labelled. A system of
+    `label.added` is labelled with the first ones and trained on from its iteration's ensemble."""
     data = al_campaign(tmp_path / "run", strategy="farthest_point")
     data["select"].update(scope="iteration", max_iterations=1, max_labels=5, min_distance_angstrom=2.0)
+    data["label"]["added"] = [{"iteration": 1, "systems": ["bulk2"]}]
     data.pop("production")
     summary = run_campaign(parse_config(data))
     record = summary["iterations"][0]
@@ -414,4 +416,9 @@ def test_one_farthest_point_pick_over_the_whole_iteration(tmp_path):
         assert len(labels) == n and {r.state for r in labels} == {"done"}
     first, retrained = (json.loads(next((tmp_path / "run" / "models" / f"iter-00{i}").glob("member-0-*/input.json"))
                                    .read_text())["training"]["training_data"]["systems"] for i in (0, 1))
-    assert len(retrained) == len(first) + n
+    # the added label comes last, after the picks; the first ensemble never saw it
+    with Ledger(tmp_path / "run" / "ledger.sqlite") as ledger:
+        [added] = [r for r in ledger.tasks(stage="label") if r.name == "bulk2-000"]
+    assert retrained[:len(first)] == first and len(retrained) == len(first) + n + 1
+    assert Path(retrained[-1]).is_relative_to(tmp_path / "run" / "labels" / added.task_id)
+    assert not any(Path(s).is_relative_to(tmp_path / "run" / "labels" / added.task_id) for s in first)
