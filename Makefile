@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 PYTEST := $(PYTHON) -m pytest
 CONFIG ?= configs/quickstart.yaml
 
-.PHONY: install quickstart seed-data studies-small tensorflow-backend test test-fast test-slow clean-runs
+.PHONY: install quickstart seed-data training-set studies-small tensorflow-backend test test-fast test-slow clean-runs
 
 install:
 	@bash scripts/install.sh
@@ -17,6 +17,13 @@ quickstart: install
 seed-data: install
 	$(VENV)/bin/campaign run configs/li-seed-data.yaml
 	$(VENV)/bin/campaign export configs/li-seed-data.yaml data/li-seed
+
+# The active-learning campaign behind data/li-gpaw: resumes from the committed export
+# (labels, picks, ensembles), so only what it lacks is computed, then exports where it stands
+# (commit it). Hours on 2 cores per iteration; `--scale cluster` on SLURM.
+training-set: install
+	$(VENV)/bin/campaign run configs/li-training-set.yaml
+	$(VENV)/bin/campaign export configs/li-training-set.yaml data/li-training-set
 
 # Every study of configs/studies/ at its small scale, one after the other (about 35 minutes on 2 cores).
 STUDIES := self-healing-deposition dendrite-columns li-properties-dpgen interface-nucleation glassy-clusters
