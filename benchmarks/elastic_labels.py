@@ -47,7 +47,8 @@ def constant(strain: list[float], stress: np.ndarray) -> tuple[str, float]:
     """The one constant a strain of these two kinds measures, from its stress change (GPa)."""
     e = np.asarray(strain)
     if np.any(e[3:]):
-        return "C44", float(np.mean([stress[1, 2] / e[3], stress[0, 2] / e[4], stress[0, 1] / e[5]]))
+        shears = [(stress[1, 2], e[3]), (stress[0, 2], e[4]), (stress[0, 1], e[5])]
+        return "C44", float(np.mean([sigma / gamma for sigma, gamma in shears if gamma]))
     i, j = (0, 1) if e[0] != e[1] else (0, 2)
     return "C11-C12", float((stress[i, i] - stress[j, j]) / (e[i] - e[j]))
 
