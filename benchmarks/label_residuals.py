@@ -1,0 +1,75 @@
+"""Where a member misses its own labels, by kind of structure: the mean energy error and how
+stiff its shear stresses are against the labels'.
+
+For every label of `<data>` (a `campaign export`: train/ and test/), grouped by the system it
+was built from (an iteration's picks by atom count): the model's energy minus the label's
+(meV/atom, mean and RMS), and for the labels with a virial the least-squares slope of the
+labels' off-diagonal virials against the model's (below 1: the model's shear stresses are
+larger than DFT's, as a too stiff C44 makes them). A group whose energies sit off by a constant
+is one the network does not fit beside the others.
+Usage: python benchmarks/label_residuals.py MODEL.pth [--data data/li-training-set]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tasks.runtime import prepare_process  # noqa: E402
+
+OFF_DIAGONAL = [(0, 1), (0, 2), (1, 2)]
+
+
+def group_of(label_name: str, n_atoms: int) -> str:
+    """`bulk2-shear-xy2-000` → `bulk2-shear`; an iteration's pick → `pick-<atoms>`."""
+    system = label_name.rsplit("-", 1)[0]
+    if system.startswith("iter"):
+        return f"pick-{n_atoms}"
+    return system.split("-")[0] + ("-shear" if "shear" in system else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-training-set")
+    args = parser.parse_args()
+    prepare_process()
+    from deepmd.infer import DeepPot
+
+    model = DeepPot(str(args.model))
+    energies: dict[str, list[float]] = defaultdict(list)
+    virials: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for part in ("train", "test"):
+        for system in sorted((args.data / part).iterdir()):
+            for label_set in sorted(system.glob("set.*")):
+                coord, box = np.load(label_set / "coord.npy"), np.load(label_set / "box.npy")
+                n_atoms = coord.shape[1] // 3
+                energy, _, virial = model.eval(coord, box, [0] * n_atoms)[:3]
+                group = group_of(system.name, n_atoms)
+                energies[group] += list(1000 * (energy.ravel() - np.load(label_set / "energy.npy")) / n_atoms)
+                if (label_set / "virial.npy").exists():
+                    for labelled, predicted in zip(np.load(label_set / "virial.npy"), virial):
+                        labelled, predicted = labelled.reshape(3, 3), predicted.reshape(3, 3)
+                        virials[group][0].extend(1000 * labelled[i, j] / n_atoms for i, j in OFF_DIAGONAL)
+                        virials[group][1].extend(1000 * predicted[i, j] / n_atoms for i, j in OFF_DIAGONAL)
+    print(f"model {args.model}; data {args.data}")
+    print(f"{'group':14} {'labels':>6} {'E mean':>7} {'E rms':>6}  {'virials':>7} {'slope':>6}"
+          "  (meV/atom, model − label; slope of the labels' off-diagonal virials on the model's)")
+    for group in sorted(energies):
+        errors = np.array(energies[group])
+        line = f"{group:14} {len(errors):6d} {errors.mean():7.2f} {np.sqrt(np.mean(errors ** 2)):6.2f}"
+        labelled, predicted = (np.array(v) for v in virials.get(group, ([], [])))
+        if len(labelled) and predicted @ predicted > 1e-12:
+            line += f"  {len(labelled) // 3:7d} {float(labelled @ predicted / (predicted @ predicted)):6.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
