@@ -3,11 +3,12 @@
 Each run continues one member of `<data>/models` (DeePMD `--init-frz-model`, the
 active-learning loop's own retraining) on `<data>/train` for `--steps` steps at constant
 prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7,
-then reports the held-out RMSEs on `<data>/test` and the static EOS and elastic
+(and with `--scratch` one member trained from no model on the config's own schedule, as
+iteration 0's are), then reports the held-out RMSEs on `<data>/test` and the static EOS and elastic
 constants, beside the member as committed and the acceptance's GPAW column. Two runs side by
 side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
-       [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
+       [--scratch] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """
 
 from __future__ import annotations
@@ -67,12 +68,25 @@ def continued(member: int, prefactors: tuple[float, float, float], steps: int, s
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
 
+def from_scratch(member: int, data: Path, work_root: Path) -> dict[str, float]:
+    """A member trained as iteration 0's are: no initial model, the config's own schedule."""
+    prepare_process()
+    section = load_config(TRAINING_SET).train
+    work_dir = work_root / f"member-{member}-scratch-{section.steps}"
+    record = train_member(work_dir, systems(data, "train"), systems(data, "test"), ["Li"], 1701 + member,
+                          section.steps, section.descriptor.model_dump(), section.fitting_neuron,
+                          section.loss.model_dump(), start_learning_rate=section.start_learning_rate,
+                          stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps)
+    return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--member", type=int, default=0)
     parser.add_argument("--prefactors", nargs="*", default=["10,1,10", "10,3,10", "10,10,10", "10,30,10",
                                                              "10,10,30", "10,10,100"],
                         help="energy,force,virial prefactors of each run")
+    parser.add_argument("--scratch", action="store_true", help="and a member from scratch on the config's schedule")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--start-rate", type=float, default=1e-4)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-gpaw",
@@ -89,6 +103,8 @@ def main() -> None:
         futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
                                                                      args.start_rate, args.data, args.workdir)
                         for p in runs})
+        if args.scratch:
+            futures["from scratch"] = pool.submit(from_scratch, args.member, args.data, args.workdir)
         rows = {name: future.result() for name, future in futures.items()}
     print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
           + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
