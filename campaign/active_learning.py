@@ -348,8 +348,8 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
                 ledger.log_event(f"train-{iteration + 1}", f"{len(joining[0])} added labels join the training data "
                                                            f"and {len(joining[1])} the test data")
             started = time.perf_counter()
-            trained, last_trained = train_stage(config, ledger, training, testing, iteration + 1, models,
-                                                display), iteration + 1
+            trained = train_stage(config, ledger, training, testing, iteration + 1, models, display)
+            last_trained = iteration + 1
             models = sorted(o["model_path"] for o in trained.outputs.values())
             record.train_wall_time_s = time.perf_counter() - started
             record.force_rmse_ev_per_angstrom = _mean_metric(trained, "force_ev_per_angstrom_rmse")

@@ -93,6 +93,11 @@ def label_spec(config: CampaignConfig, name: str, path: Path, stage: str | None 
                     output_dir, verify_label, {**parameters, "structure": str(path)}, stage)
 
 
+def system_of(label_name: str) -> str:
+    """The system a configured structure was built from (`structure_files` names it `<system>-<k>`)."""
+    return label_name.rsplit("-", 1)[0]
+
+
 def ok_systems(labels: dict[str, dict[str, Any]]) -> list[str]:
     """DeePMD system directories of the labels that succeeded."""
     return sorted({r["system_dir"] for outputs in labels.values() for r in outputs["records"] if r["status"] == "ok"})
@@ -108,8 +113,7 @@ def label_stage(config: CampaignConfig, ledger: Ledger, display: Display) -> Sta
     with LabelIndex(config.workdir / "labels.sqlite") as index:
         for spec in specs:
             if spec.task_id in result.outputs:
-                source = spec.name.rsplit("-", 1)[0]  # the system the structure was built from
-                index.add(spec.task_id, f"system:{source}", config.label.engine,
+                index.add(spec.task_id, f"system:{system_of(spec.name)}", config.label.engine,
                           result.outputs[spec.task_id]["records"])
     return result
 
@@ -190,7 +194,7 @@ def split_added(config: CampaignConfig, labels: dict[str, dict[str, Any]]) -> tu
     added_at = config.label.added_at()
 
     def iteration_of(outputs: dict[str, Any]) -> int:
-        return added_at.get(outputs["records"][0]["name"].rsplit("-", 1)[0], 0)
+        return added_at.get(system_of(outputs["records"][0]["name"]), 0)
 
     added = AddedData()
     for iteration in sorted(set(added_at.values())):
