@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from campaign.stages import system_of  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
 
 OFF_DIAGONAL = [(0, 1), (0, 2), (1, 2)]
@@ -29,7 +30,7 @@ OFF_DIAGONAL = [(0, 1), (0, 2), (1, 2)]
 
 def group_of(label_name: str, n_atoms: int) -> str:
     """`bulk2-shear-xy2-000` → `bulk2-shear`; an iteration's pick → `pick-<atoms>`."""
-    system = label_name.rsplit("-", 1)[0]
+    system = system_of(label_name)
     if system.startswith("iter"):
         return f"pick-{n_atoms}"
     return system.split("-")[0] + ("-shear" if "shear" in system else "")
