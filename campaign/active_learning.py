@@ -10,7 +10,8 @@ One iteration k, with the ensemble of models/iter-k:
              for frames larger than CUT_OUT_MIN_ATOMS);
 3. label     the picked structures start labelling at once, while other runs still explore
              (the engine's follow-ups), so stages overlap;
-4. retrain   all labels so far, each member initialised from its previous model.
+4. retrain   all labels so far, each member initialised from its previous model (or from
+             nothing, on the schedule `train.retrain` gives that iteration).
 
 The loop stops when the accurate ratio reaches `select.accurate_ratio`, when no explored
 frame deviates by lo or more, when every `select.property_targets` entry is met by the

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -297,17 +298,33 @@ class LossSection(Strict):
 
 
 class RetrainSection(Strict):
-    """The schedule of a member that starts from a previous model (each iteration after the
-    first, and every member of a campaign with `initial_models`): DP-GEN's `training_reuse_*`,
-    dpgen2's `init_model_*`. A shorter run from a lower rate keeps what the previous member
-    learnt and fits the new labels; it decays to the section's `stop_learning_rate`. Without
-    `loss`, the section's prefactors restart from their `start` values, as DP-GEN's do; with it
-    (DP-GEN's `training_reuse_start_pref_*`, whole), e.g. constant prefactors, the restart's
-    force-heavy first steps do not undo what the previous member learnt of the curvature."""
+    """The schedule of the members of the loop's later ensembles, from `from_iteration` until the
+    next entry's. By default each member starts from the previous iteration's (DP-GEN's
+    `training_reuse_*`, dpgen2's `init_model_*`): a shorter run from a lower rate keeps what the
+    previous member learnt and fits the new labels; it decays to the section's
+    `stop_learning_rate`. Without `loss`, the section's prefactors restart from their `start`
+    values, as DP-GEN's do; with it (DP-GEN's `training_reuse_start_pref_*`, whole), e.g.
+    constant prefactors, the restart's force-heavy first steps do not undo what the previous
+    member learnt of the curvature. `from_previous_model: false` trains the members from nothing
+    on this schedule instead (DP-GEN's default): a continued member keeps whole groups of labels
+    offset that a new one fits (README, "The Li starting point"), and the ensembles before
+    `from_iteration` keep their task ids."""
 
+    from_iteration: int = Field(1, ge=1, description="the first ensemble (models/iter-<from_iteration>) on it")
+    from_previous_model: bool = True
     steps: int = Field(ge=1)
     start_learning_rate: float = Field(gt=0)
     loss: LossSection | None = None
+
+
+@dataclass(frozen=True)
+class MemberSchedule:
+    """How the members of one ensemble train: from the previous ensemble's or from nothing."""
+
+    from_previous_model: bool
+    steps: int
+    start_learning_rate: float
+    loss: LossSection
 
 
 class TrainSection(Strict):
@@ -322,9 +339,9 @@ class TrainSection(Strict):
     decay_steps: int = Field(500, ge=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     compress: bool = False
-    init_from_previous: bool = Field(True, description="iterations > 0 start from the last models")
-    retrain: RetrainSection | None = Field(None, description="steps and start rate of a member that starts from a "
-                                           "previous model; without it, those of the section")
+    retrain: list[RetrainSection] = Field(default_factory=list, description="the schedules of the loop's later "
+                                          "ensembles, by the first iteration of each; without one, each member "
+                                          "continues from the previous ensemble's on the section's schedule")
     initial_models: list[Path] = Field(default_factory=list, description="frozen models (or a directory of them)")
     initial_data: list[Path] = Field(default_factory=list, description="DeePMD npy systems (or a directory of them)")
     test_data: list[Path] = Field(default_factory=list, description="held-out DeePMD systems (or a directory)")
@@ -336,17 +353,27 @@ class TrainSection(Strict):
         if self.stop_learning_rate > self.start_learning_rate:
             raise ValueError(f"stop_learning_rate ({self.stop_learning_rate}) is above start_learning_rate "
                              f"({self.start_learning_rate}): DeePMD's rate decays from start to stop")
-        if self.retrain and self.stop_learning_rate > self.retrain.start_learning_rate:
-            raise ValueError(f"stop_learning_rate ({self.stop_learning_rate}) is above retrain.start_learning_rate "
-                             f"({self.retrain.start_learning_rate}): DeePMD's rate decays from start to stop")
+        for k, entry in enumerate(self.retrain):
+            if self.stop_learning_rate > entry.start_learning_rate:
+                raise ValueError(f"stop_learning_rate ({self.stop_learning_rate}) is above retrain[{k}]."
+                                 f"start_learning_rate ({entry.start_learning_rate}): DeePMD's rate decays from "
+                                 f"start to stop")
+            if k and entry.from_iteration <= self.retrain[k - 1].from_iteration:
+                raise ValueError(f"retrain[{k}].from_iteration ({entry.from_iteration}) is not after "
+                                 f"retrain[{k - 1}]'s ({self.retrain[k - 1].from_iteration}): list the schedules "
+                                 f"in the order they start")
         return self
 
-    def schedule(self, from_previous_model: bool) -> tuple[int, float, LossSection]:
-        """(steps, start learning rate, loss prefactors) of a member, by whether it starts from a
-        previous model."""
-        if from_previous_model and self.retrain:
-            return self.retrain.steps, self.retrain.start_learning_rate, self.retrain.loss or self.loss
-        return self.steps, self.start_learning_rate, self.loss
+    def schedule(self, iteration: int) -> MemberSchedule:
+        """How the members of `models/iter-<iteration>` train: the first ensemble from nothing on
+        the section's schedule, a later one on the `retrain` entry that covers it."""
+        if iteration == 0:
+            return MemberSchedule(False, self.steps, self.start_learning_rate, self.loss)
+        entry = next((e for e in reversed(self.retrain) if e.from_iteration <= iteration), None)
+        if entry is None:
+            return MemberSchedule(True, self.steps, self.start_learning_rate, self.loss)
+        return MemberSchedule(entry.from_previous_model, entry.steps, entry.start_learning_rate,
+                              entry.loss or self.loss)
 
 
 # ---------------------------------------------------------------- MD sections
@@ -802,6 +829,10 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
         problems += [(["label", "added", k, "iteration"], f"the loop trains its ensembles 1 to "
                                                          f"select.max_iterations ({select.max_iterations})")
                      for k, entry in enumerate(label.added) if entry.iteration > select.max_iterations]
+    if train is not None and explore and select is not None:
+        problems += [(["train", "retrain", k, "from_iteration"], f"the loop trains its ensembles 1 to "
+                                                                 f"select.max_iterations ({select.max_iterations})")
+                     for k, entry in enumerate(train.retrain) if entry.from_iteration > select.max_iterations]
     if select is not None:
         for k, target in enumerate(select.property_targets):
             check_executor(["select", "property_targets", k, "executor"], target.executor)
@@ -1137,7 +1168,7 @@ def _resolved(sections: Mapping[str, Any], base_dir: Path) -> tuple[list[str], d
             except ValueError as error:
                 problems.append(f"train.restore_from[{i}]: {error}")
         updates["train"] = train.model_copy(update=expanded)
-        if sections.get("explore") and train.init_from_previous and campaign is not None:
+        if sections.get("explore") and train.schedule(1).from_previous_model and campaign is not None:
             problems += _other_network(train, campaign.type_map, resolve)
     label_section = sections.get("label")
     if train is not None and label_section is not None:

@@ -133,18 +133,18 @@ def split_train_test(system_dirs: list[str], test_fraction: float, workdir: Path
 
 def train_specs(config: CampaignConfig, training: list[str], testing: list[str], iteration: int,
                 previous_models: list[str]) -> list[TaskSpec]:
-    """The members of `models/iter-<iteration>`, each from its previous model if any (on the
-    schedule and prefactors of `train.retrain` where it gives them)."""
+    """The members of `models/iter-<iteration>` on its schedule (`TrainSection.schedule`), each
+    from its previous model where that schedule says so."""
     section = config.train
+    schedule = section.schedule(iteration)
     specs = []
     for member in range(section.ensemble_size):
         seed = config.campaign.seed * 100 + member + 1
-        init = previous_models[member % len(previous_models)] if previous_models and section.init_from_previous \
+        init = previous_models[member % len(previous_models)] if previous_models and schedule.from_previous_model \
             else None
-        steps, start_learning_rate, loss = section.schedule(init is not None)
-        arguments = dict(type_map=config.campaign.type_map, seed=seed, steps=steps,
+        arguments = dict(type_map=config.campaign.type_map, seed=seed, steps=schedule.steps,
                          descriptor=section.descriptor.model_dump(), fitting_neuron=section.fitting_neuron,
-                         loss=loss.model_dump(), start_learning_rate=start_learning_rate,
+                         loss=schedule.loss.model_dump(), start_learning_rate=schedule.start_learning_rate,
                          stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps,
                          compress=section.compress, init_model=init)
         # Contents, never paths: the previous model and the data by digest, in DeePMD's batch order.

@@ -307,14 +307,23 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
      "replicas: N"),
     ("rising learning rate", lambda: E(("train.start_learning_rate", 1e-5), ("train.stop_learning_rate", 1e-3)),
      "train", "stop_learning_rate (0.001) is above start_learning_rate"),
-    ("a retraining that starts below the stop rate", lambda: E(("train.retrain", {"steps": 100,
-                                                                                   "start_learning_rate": 1e-9})),
-     "train", "stop_learning_rate (3.5e-08) is above retrain.start_learning_rate (1e-09)"),
-    ("a retraining without its steps", lambda: E(("train.retrain", {"start_learning_rate": 1e-4})),
-     "train.retrain.steps", "required"),
-    ("a retraining's prefactor misspelt", lambda: E(("train.retrain", {
-        "steps": 100, "start_learning_rate": 1e-4, "loss": {"start_pref_force": 10}})),
-     "train.retrain.loss.start_pref_force", "did you mean 'start_pref_f'"),
+    ("a retraining that starts below the stop rate", lambda: E(("train.retrain", [{"steps": 100,
+                                                                                    "start_learning_rate": 1e-9}])),
+     "train", "stop_learning_rate (3.5e-08) is above retrain[0].start_learning_rate (1e-09)"),
+    ("a retraining without its steps", lambda: E(("train.retrain", [{"start_learning_rate": 1e-4}])),
+     "train.retrain[0].steps", "required"),
+    ("a retraining's prefactor misspelt", lambda: E(("train.retrain", [{
+        "steps": 100, "start_learning_rate": 1e-4, "loss": {"start_pref_force": 10}}])),
+     "train.retrain[0].loss.start_pref_force", "did you mean 'start_pref_f'"),
+    ("a retraining given as one schedule, not a list", lambda: E(("train.retrain", {
+        "steps": 100, "start_learning_rate": 1e-4})), "train.retrain", "valid list"),
+    ("retraining schedules out of order", lambda: E(("train.retrain", [
+        {"from_iteration": 2, "steps": 100, "start_learning_rate": 1e-4},
+        {"from_iteration": 2, "from_previous_model": False, "steps": 300, "start_learning_rate": 1e-3}])),
+     "train", "retrain[1].from_iteration (2) is not after retrain[0]'s (2)"),
+    ("a retraining schedule for the first ensemble", lambda: E(("train.retrain", [
+        {"from_iteration": 0, "steps": 100, "start_learning_rate": 1e-4}])),
+     "train.retrain[0].from_iteration", "must be >= 1"),
     ("an added system misspelt", lambda: E(("label.added", [{"iteration": 1, "systems": ["bulkk"]}])),
      "label.added[0].systems[0]", "did you mean 'bulk'"),
     ("an added system labelled for the first ensemble too", lambda: E(
@@ -326,6 +335,9 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
     ("labels added after the loop's last ensemble", lambda: E(
         ("select.max_iterations", 2), ("label.added", [{"iteration": 3, "systems": ["slab"]}])),
      "label.added[0].iteration", "select.max_iterations (2)"),
+    ("a retraining schedule after the loop's last ensemble", lambda: E(("select.max_iterations", 2), (
+        "train.retrain", [{"from_iteration": 3, "steps": 100, "start_learning_rate": 1e-4}])),
+     "train.retrain[0].from_iteration", "select.max_iterations (2)"),
     ("labels added for the first ensemble", lambda: E(("label.added", [{"iteration": 0, "systems": ["slab"]}])),
      "label.added[0].iteration", "must be >= 1, not 0"),
     ("labels added without a loop", lambda: E(("explore", _DELETE), ("select", _DELETE),

@@ -63,7 +63,7 @@ def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path)
     """`train.retrain` (DP-GEN's `training_reuse_*`): the members of a later iteration start from
     the previous ones on its shorter schedule; the first ensemble, from scratch, on the section's."""
     data = al_campaign(tmp_path / "run")
-    data["train"]["retrain"] = {"steps": 120, "start_learning_rate": 1e-4}
+    data["train"]["retrain"] = [{"steps": 120, "start_learning_rate": 1e-4}]
     config = parse_config(data)
     systems = [tmp_path / "data" / name for name in ("a", "b")]
     for system in systems:
@@ -71,24 +71,35 @@ def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path)
         (system / "type.raw").write_text(system.name)
     previous = tmp_path / "member.pth"
     previous.write_bytes(b"a frozen model")
-    first, later = (train_specs(config, [str(systems[0])], [str(systems[1])], iteration, models)
-                    for iteration, models in ((0, []), (1, [str(previous)])))
-    assert {(s.kwargs["steps"], s.kwargs["start_learning_rate"], s.kwargs["init_model"]) for s in first} == \
-        {(300, 1e-3, None)}
-    assert {(s.kwargs["steps"], s.kwargs["start_learning_rate"], s.kwargs["init_model"]) for s in later} == \
-        {(120, 1e-4, str(previous))}
+
+    def ensembles(config):
+        return [train_specs(config, [str(systems[0])], [str(systems[1])], iteration, models)
+                for iteration, models in ((0, []), (1, [str(previous)]), (2, [str(previous)]))]
+
+    def schedules(specs):
+        return {(s.kwargs["steps"], s.kwargs["start_learning_rate"], s.kwargs["init_model"]) for s in specs}
+
+    first, later, third = ensembles(config)
+    assert schedules(first) == {(300, 1e-3, None)}
+    assert schedules(later) == schedules(third) == {(120, 1e-4, str(previous))}
     assert all(s.kwargs["stop_learning_rate"] == config.train.stop_learning_rate for s in first + later)
     # without `retrain.loss` the section's prefactors restart; with it, a retrained member takes
     # them (a new task: the prefactors are part of what it hashes), the first ensemble does not
     assert all(s.kwargs["loss"] == config.train.loss.model_dump() for s in first + later)
     constant = {f"{end}_pref_{term}": 10.0 for end in ("start", "limit") for term in "efv"}
-    data["train"]["retrain"]["loss"] = constant
-    config = parse_config(data)
-    first_again, reweighted = (train_specs(config, [str(systems[0])], [str(systems[1])], iteration, models)
-                               for iteration, models in ((0, []), (1, [str(previous)])))
+    data["train"]["retrain"][0]["loss"] = constant
+    first_again, reweighted, _ = ensembles(parse_config(data))
     assert [s.task_id for s in first_again] == [s.task_id for s in first]
     assert all(s.kwargs["loss"] == constant for s in reweighted)
     assert not {s.task_id for s in reweighted} & {s.task_id for s in later}
+    # from iteration 2 on, members from nothing on a schedule of their own: the ensembles before
+    # keep their task ids
+    data["train"]["retrain"].append({"from_iteration": 2, "from_previous_model": False, "steps": 200,
+                                     "start_learning_rate": 5e-4})
+    unchanged_first, unchanged_later, from_nothing = ensembles(parse_config(data))
+    assert [s.task_id for s in unchanged_first + unchanged_later] == [s.task_id for s in first_again + reweighted]
+    assert schedules(from_nothing) == {(200, 5e-4, None)}
+    assert all(s.kwargs["loss"] == config.train.loss.model_dump() for s in from_nothing)
 
 
 def test_a_picked_frame_replaces_an_earlier_ensemble_s_candidate_of_its_name(tmp_path):
