@@ -3,12 +3,12 @@
 Each run continues one member of `<data>/models` (DeePMD `--init-frz-model`, the
 active-learning loop's own retraining) on `<data>/train` for `--steps` steps at constant
 prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7,
-(and with `--scratch` one member trained from no model on the config's own schedule, as
-iteration 0's are), then reports the held-out RMSEs on `<data>/test` and the static EOS and elastic
+(and with `--scratch` members trained from no model on the config's own schedule, as
+iteration 0's are, or on it with other limit prefactors), then reports the held-out RMSEs on `<data>/test` and the static EOS and elastic
 constants, beside the member as committed and the acceptance's GPAW column. Two runs side by
 side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
-       [--scratch] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
+       [--scratch [10,10,10 ...]] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """
 
 from __future__ import annotations
@@ -68,16 +68,28 @@ def continued(member: int, prefactors: tuple[float, float, float], steps: int, s
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
 
-def from_scratch(member: int, data: Path, work_root: Path) -> dict[str, float]:
-    """A member trained as iteration 0's are: no initial model, the config's own schedule."""
+def from_scratch(member: int, limits: tuple[float, float, float] | None, data: Path,
+                 work_root: Path) -> dict[str, float]:
+    """A member trained as iteration 0's are: no initial model, the config's own schedule, its
+    energy, force and virial prefactors ending at `limits` where given."""
     prepare_process()
     section = load_config(TRAINING_SET).train
-    work_dir = work_root / f"member-{member}-scratch-{section.steps}"
+    loss = section.loss.model_dump()
+    name = f"member-{member}-scratch-{section.steps}"
+    if limits is not None:
+        loss.update(zip(("limit_pref_e", "limit_pref_f", "limit_pref_v"), limits))
+        name += "-limits-e{:g}-f{:g}-v{:g}".format(*limits)
+    work_dir = work_root / name
     record = train_member(work_dir, systems(data, "train"), systems(data, "test"), ["Li"], 1701 + member,
                           section.steps, section.descriptor.model_dump(), section.fitting_neuron,
-                          section.loss.model_dump(), start_learning_rate=section.start_learning_rate,
+                          loss, start_learning_rate=section.start_learning_rate,
                           stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps)
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
+
+
+def prefactors(text: str) -> tuple[float, float, float]:
+    e, f, v = (float(x) for x in text.split(","))
+    return e, f, v
 
 
 def main() -> None:
@@ -86,7 +98,9 @@ def main() -> None:
     parser.add_argument("--prefactors", nargs="*", default=["10,1,10", "10,3,10", "10,10,10", "10,30,10",
                                                              "10,10,30", "10,10,100"],
                         help="energy,force,virial prefactors of each run")
-    parser.add_argument("--scratch", action="store_true", help="and a member from scratch on the config's schedule")
+    parser.add_argument("--scratch", nargs="*", metavar="E,F,V",
+                        help="and members from scratch on the config's schedule: as it is with no values, "
+                             "else one per E,F,V, its limit prefactors")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--start-rate", type=float, default=1e-4)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-gpaw",
@@ -95,7 +109,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "loss_balance.json")
     args = parser.parse_args()
     args.workdir, args.data = args.workdir.resolve(), args.data.resolve()  # dp test runs in a folder of its own
-    runs = [tuple(float(x) for x in p.split(",")) for p in args.prefactors]
+    runs = [prefactors(p) for p in args.prefactors]
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
@@ -103,14 +117,17 @@ def main() -> None:
         futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
                                                                      args.start_rate, args.data, args.workdir)
                         for p in runs})
-        if args.scratch:
-            futures["from scratch"] = pool.submit(from_scratch, args.member, args.data, args.workdir)
+        if args.scratch == []:
+            futures["from scratch"] = pool.submit(from_scratch, args.member, None, args.data, args.workdir)
+        for p in map(prefactors, args.scratch or []):
+            futures["scratch to {:g},{:g},{:g}".format(*p)] = pool.submit(from_scratch, args.member, p, args.data,
+                                                                            args.workdir)
         rows = {name: future.result() for name, future in futures.items()}
     print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
           + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
-    print(f"{'run':18} {'E meV/at':>9} {'F meV/Å':>8} {'B':>6} {'C11':>6} {'C12':>6} {'C44':>6}  seconds")
+    print(f"{'run':20} {'E meV/at':>9} {'F meV/Å':>8} {'B':>6} {'C11':>6} {'C12':>6} {'C44':>6}  seconds")
     for name, row in rows.items():
-        print(f"{name:18} {row['energy_rmse_mev_per_atom']:9.2f} {row['force_rmse_mev_per_angstrom']:8.1f} "
+        print(f"{name:20} {row['energy_rmse_mev_per_atom']:9.2f} {row['force_rmse_mev_per_angstrom']:8.1f} "
               f"{row['bulk_modulus']:6.2f} {row['C11']:6.2f} {row['C12']:6.2f} {row['C44']:6.2f}  "
               f"{row.get('wall_time_s', 0):.0f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
