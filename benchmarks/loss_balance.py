@@ -2,11 +2,11 @@
 
 Each run continues one member of `<data>/models` (DeePMD `--init-frz-model`, the
 active-learning loop's own retraining) on `<data>/train` for `--steps` steps at constant
-prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7,
+prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7
 (and with `--scratch` members trained from no model on the config's own schedule, as
-iteration 0's are, or on it with other limit prefactors), then reports the held-out RMSEs on `<data>/test` and the static EOS and elastic
-constants, beside the member as committed and the acceptance's GPAW column. Two runs side by
-side, one core each.
+iteration 0's are, or on it with other limit prefactors), then reports the held-out RMSEs on
+`<data>/test` and the static EOS and elastic constants, beside the member as committed and the
+acceptance's GPAW column. Two runs side by side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
        [--scratch [10,10,10 ...]] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """

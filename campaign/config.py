@@ -825,14 +825,15 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
     if label is not None and label.added and not explore:
         problems.append((["label", "added"], "added labels train the active-learning loop's later ensembles; "
                                              "this campaign has no explore section"))
-    elif label is not None and select is not None:
-        problems += [(["label", "added", k, "iteration"], f"the loop trains its ensembles 1 to "
-                                                         f"select.max_iterations ({select.max_iterations})")
-                     for k, entry in enumerate(label.added) if entry.iteration > select.max_iterations]
-    if train is not None and explore and select is not None:
-        problems += [(["train", "retrain", k, "from_iteration"], f"the loop trains its ensembles 1 to "
-                                                                 f"select.max_iterations ({select.max_iterations})")
-                     for k, entry in enumerate(train.retrain) if entry.from_iteration > select.max_iterations]
+    if explore and select is not None:
+        # the iterations an entry names, each against the loop's last ensemble
+        named = [(["label", "added", k, "iteration"], entry.iteration)
+                 for k, entry in enumerate(label.added if label is not None else [])]
+        named += [(["train", "retrain", k, "from_iteration"], entry.from_iteration)
+                  for k, entry in enumerate(train.retrain if train is not None else [])]
+        problems += [(location, f"the loop trains its ensembles 1 to select.max_iterations "
+                                f"({select.max_iterations})") for location, iteration in named
+                     if iteration > select.max_iterations]
     if select is not None:
         for k, target in enumerate(select.property_targets):
             check_executor(["select", "property_targets", k, "executor"], target.executor)
