@@ -104,10 +104,11 @@ def label_one(atoms: Atoms, engine: str, settings: Mapping[str, Any], work_dir: 
     if labeller.periodic:
         structure.pbc = True  # plane-wave codes: isolated regions are padded with vacuum
     try:
-        structure.calc = labeller.calculator(structure, typed, work_dir, name)
-        energy = _energy(structure)
-        forces = structure.get_forces()
-        stress = None if any(vacuum_axes(structure)) or not atoms.pbc.all() else structure.get_stress(voigt=False)
+        with labeller.resumable_calculator(structure, typed, work_dir, name) as calculator:
+            structure.calc = calculator
+            energy = _energy(structure)
+            forces = structure.get_forces()
+            stress = None if any(vacuum_axes(structure)) or not atoms.pbc.all() else structure.get_stress(voigt=False)
     except Exception as error:  # the engine's own failure is data, not a crash of the campaign
         status: Status = "scf_not_converged" if _is_scf_failure(error) else "crashed"
         detail = str(error).strip() or ("SCF did not converge within scf_max_iterations"

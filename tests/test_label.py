@@ -157,3 +157,54 @@ def test_truncated_vasprun_is_a_clear_error(tmp_path):
     cut.write_text(text[: text.index("<calculation>") + 30])
     with pytest.raises(ValueError, match="holds no forces|not a complete"):
         label.parse_external_output("vasp", cut)
+
+
+KILLED_LABEL = """
+import os, signal, sys
+from ase.io import read
+from tasks import label
+from tasks.labellers import gpaw
+
+gpaw.CHECKPOINT_INTERVAL_S = 0.0  # a checkpoint after every SCF step
+replace, writes = os.replace, []
+
+def replace_then_die(source, target):  # kill -9 right after the 4th checkpoint is in place
+    replace(source, target)
+    writes.append(target)
+    if len(writes) == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace_then_die
+label.label_one(read(sys.argv[1]), "gpaw", {settings!r}, gpaw.Path(sys.argv[2]), "cell")
+"""
+
+
+def scf_steps(log: Path) -> int:
+    return int(next(line.split()[2] for line in log.read_text().splitlines() if line.startswith("Converged in")))
+
+
+def test_a_killed_gpaw_label_resumes_from_its_scf_checkpoint(tmp_path):
+    """kill -9 in the middle of the SCF, then the same label again: it goes on from the last
+    checkpoint, agrees with an uninterrupted label to the SCF's tolerance, and leaves no
+    checkpoint behind."""
+    import subprocess
+    import sys
+
+    from ase.io import write
+
+    atoms = build.rattled(build.bcc_bulk(3.43, (2, 2, 1)), 0.08, 4)
+    settings = gpaw_settings()
+    whole, whole_atoms = label.label_one(atoms, "gpaw", settings, tmp_path / "whole", "cell")
+    write(tmp_path / "cell.extxyz", atoms)
+    killed = subprocess.run([sys.executable, "-c", KILLED_LABEL.format(settings=settings), str(tmp_path / "cell.extxyz"),
+                             str(tmp_path / "resumed")], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert (tmp_path / "resumed" / "cell.gpw").is_file()
+
+    resumed, resumed_atoms = label.label_one(atoms, "gpaw", settings, tmp_path / "resumed", "cell")
+    assert resumed.status == whole.status == "ok"
+    assert scf_steps(tmp_path / "resumed" / "cell.gpaw.txt") < scf_steps(tmp_path / "whole" / "cell.gpaw.txt") - 2
+    assert resumed.energy_ev == pytest.approx(whole.energy_ev, abs=1e-4 * len(atoms))
+    np.testing.assert_allclose(resumed_atoms.get_forces(), whole_atoms.get_forces(), atol=2e-3)
+    np.testing.assert_allclose(resumed_atoms.get_stress(), whole_atoms.get_stress(), atol=1e-5)
+    assert not list((tmp_path / "resumed").glob("*.gpw")) and not list((tmp_path / "whole").glob("*.gpw"))

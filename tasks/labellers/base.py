@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from ase import Atoms
 from pydantic import Field
@@ -25,6 +26,13 @@ class Labeller(ABC):
     @abstractmethod
     def calculator(self, atoms: Atoms, settings: Any, work_dir: Path, name: str) -> Any:
         """An ASE calculator for `atoms` (writing its logs under `work_dir`)."""
+
+    @contextmanager
+    def resumable_calculator(self, atoms: Atoms, settings: Any, work_dir: Path, name: str) -> Iterator[Any]:
+        """The calculator of one single point that a killed task, run again with the same
+        `work_dir` and `name`, resumes where it stopped; where the engine cannot, `calculator`.
+        What it keeps to resume from lives until the context ends, with or without a result."""
+        yield self.calculator(atoms, settings, work_dir, name)
 
 
 class KpointSampling(Params):
