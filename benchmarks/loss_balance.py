@@ -4,11 +4,12 @@ Each run continues one member of `<data>/models` (DeePMD `--init-frz-model`, the
 active-learning loop's own retraining) on `<data>/train` for `--steps` steps at constant
 prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7
 (and with `--scratch` members trained from no model on the config's own schedule, as
-iteration 0's are, or on it with other limit prefactors), then reports the held-out RMSEs on
+iteration 0's are, or on it with other limit prefactors, or with another fitting network),
+then reports the held-out RMSEs on
 `<data>/test` and the static EOS and elastic constants, beside the member as committed and the
 acceptance's GPAW column. Two runs side by side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
-       [--scratch [10,10,10 ...]] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
+       [--scratch [10,10,10 ...]] [--fitting-neuron 240,240,240] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def continued(member: int, prefactors: tuple[float, float, float], steps: int, s
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
 
-def from_scratch(member: int, limits: tuple[float, float, float] | None, data: Path,
-                 work_root: Path) -> dict[str, float]:
+def from_scratch(member: int, limits: tuple[float, float, float] | None, fitting_neuron: list[int] | None,
+                 data: Path, work_root: Path) -> dict[str, float]:
     """A member trained as iteration 0's are: no initial model, the config's own schedule, its
-    energy, force and virial prefactors ending at `limits` where given."""
+    energy, force and virial prefactors ending at `limits` and its fitting network
+    `fitting_neuron` where given."""
     prepare_process()
     section = load_config(TRAINING_SET).train
     loss = section.loss.model_dump()
@@ -79,10 +81,12 @@ def from_scratch(member: int, limits: tuple[float, float, float] | None, data: P
     if limits is not None:
         loss.update(zip(("limit_pref_e", "limit_pref_f", "limit_pref_v"), limits))
         name += "-limits-e{:g}-f{:g}-v{:g}".format(*limits)
+    if fitting_neuron is not None:
+        name += "-fitting-" + "x".join(map(str, fitting_neuron))
     work_dir = work_root / name
     record = train_member(work_dir, systems(data, "train"), systems(data, "test"), ["Li"], 1701 + member,
-                          section.steps, section.descriptor.model_dump(), section.fitting_neuron,
-                          loss, start_learning_rate=section.start_learning_rate,
+                          section.steps, section.descriptor.model_dump(),
+                          fitting_neuron or section.fitting_neuron, loss, start_learning_rate=section.start_learning_rate,
                           stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps)
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
@@ -101,6 +105,8 @@ def main() -> None:
     parser.add_argument("--scratch", nargs="*", metavar="E,F,V",
                         help="and members from scratch on the config's schedule: as it is with no values, "
                              "else one per E,F,V, its limit prefactors")
+    parser.add_argument("--fitting-neuron", metavar="N,N,N",
+                        help="the scratch members' fitting network (default: the config's)")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--start-rate", type=float, default=1e-4)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-gpaw",
@@ -110,6 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir, args.data = args.workdir.resolve(), args.data.resolve()  # dp test runs in a folder of its own
     runs = [prefactors(p) for p in args.prefactors]
+    fitting = [int(n) for n in args.fitting_neuron.split(",")] if args.fitting_neuron else None
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
@@ -118,10 +125,11 @@ def main() -> None:
                                                                      args.start_rate, args.data, args.workdir)
                         for p in runs})
         if args.scratch == []:
-            futures["from scratch"] = pool.submit(from_scratch, args.member, None, args.data, args.workdir)
+            futures["from scratch"] = pool.submit(from_scratch, args.member, None, fitting, args.data,
+                                                   args.workdir)
         for p in map(prefactors, args.scratch or []):
-            futures["scratch to {:g},{:g},{:g}".format(*p)] = pool.submit(from_scratch, args.member, p, args.data,
-                                                                            args.workdir)
+            futures["scratch to {:g},{:g},{:g}".format(*p)] = pool.submit(from_scratch, args.member, p, fitting,
+                                                                            args.data, args.workdir)
         rows = {name: future.result() for name, future in futures.items()}
     print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
           + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
@@ -132,7 +140,7 @@ def main() -> None:
               f"{row.get('wall_time_s', 0):.0f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"member": args.member, "steps": args.steps, "start_rate": args.start_rate,
-                                       "data": str(args.data), "gpaw": GPAW, "runs": rows}, indent=1))
+                                       "fitting_neuron": fitting, "data": str(args.data), "gpaw": GPAW, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":
