@@ -15,7 +15,7 @@ from tasks.labellers.base import KpointSampling, Labeller
 
 #: How often (wall seconds) a label writes its SCF state, wave functions included, for a killed
 #: task to resume from: a 54-atom label at 8 k-points per Å⁻¹ takes 16 SCF steps of 1-2 minutes
-#: each on one core here, and a write of its 0.7 GB takes seconds. Labels shorter than this never
+#: each on one core here, and a write of its 0.6 GB 8 s. Labels shorter than this never
 #: write one. Not a setting: it changes no label, so it is not part of the labels' settings hash.
 CHECKPOINT_INTERVAL_S = 600.0
 
