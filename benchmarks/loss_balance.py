@@ -4,12 +4,13 @@ Each run continues one member of `<data>/models` (DeePMD `--init-frz-model`, the
 active-learning loop's own retraining) on `<data>/train` for `--steps` steps at constant
 prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7
 (and with `--scratch` members trained from no model on the config's own schedule, as
-iteration 0's are, or on it with other limit prefactors, or with another fitting network),
-then reports the held-out RMSEs on
+iteration 0's are, or on it with other limit prefactors, or with another network), then
+reports the held-out RMSEs on
 `<data>/test` and the static EOS and elastic constants, beside the member as committed and the
 acceptance's GPAW column. Two runs side by side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
-       [--scratch [10,10,10 ...]] [--fitting-neuron 240,240,240] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
+       [--scratch [10,10,10 ...]] [--fitting-neuron 240,240,240]
+       [--descriptor rcut_angstrom=6.8 rcut_smooth_angstrom=5.8 'sel=[90]'] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from campaign.config import load_config  # noqa: E402
+from campaign.config import DescriptorSection, load_config  # noqa: E402
 from tasks.properties import run_property  # noqa: E402
 from tasks.properties.calculators import deepmd_calculators  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
@@ -70,12 +72,13 @@ def continued(member: int, prefactors: tuple[float, float, float], steps: int, s
 
 
 def from_scratch(member: int, limits: tuple[float, float, float] | None, fitting_neuron: list[int] | None,
-                 data: Path, work_root: Path) -> dict[str, float]:
+                 descriptor: dict[str, Any], data: Path, work_root: Path) -> dict[str, float]:
     """A member trained as iteration 0's are: no initial model, the config's own schedule, its
-    energy, force and virial prefactors ending at `limits` and its fitting network
-    `fitting_neuron` where given."""
+    energy, force and virial prefactors ending at `limits`, its fitting network
+    `fitting_neuron` and its descriptor's entries `descriptor` where given."""
     prepare_process()
     section = load_config(TRAINING_SET).train
+    network = DescriptorSection.model_validate({**section.descriptor.model_dump(), **descriptor}).model_dump()
     loss = section.loss.model_dump()
     name = f"member-{member}-scratch-{section.steps}"
     if limits is not None:
@@ -83,10 +86,11 @@ def from_scratch(member: int, limits: tuple[float, float, float] | None, fitting
         name += "-limits-e{:g}-f{:g}-v{:g}".format(*limits)
     if fitting_neuron is not None:
         name += "-fitting-" + "x".join(map(str, fitting_neuron))
+    name += "".join(f"-{key}-{str(value).replace(' ', '').strip('[]')}" for key, value in sorted(descriptor.items()))
     work_dir = work_root / name
     record = train_member(work_dir, systems(data, "train"), systems(data, "test"), ["Li"], 1701 + member,
-                          section.steps, section.descriptor.model_dump(),
-                          fitting_neuron or section.fitting_neuron, loss, start_learning_rate=section.start_learning_rate,
+                          section.steps, network, fitting_neuron or section.fitting_neuron, loss,
+                          start_learning_rate=section.start_learning_rate,
                           stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps)
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
@@ -107,6 +111,9 @@ def main() -> None:
                              "else one per E,F,V, its limit prefactors")
     parser.add_argument("--fitting-neuron", metavar="N,N,N",
                         help="the scratch members' fitting network (default: the config's)")
+    parser.add_argument("--descriptor", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="the scratch members' descriptor entries replaced (values in JSON), "
+                             "e.g. rcut_angstrom=6.8 'sel=[90]'")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--start-rate", type=float, default=1e-4)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-gpaw",
@@ -117,6 +124,7 @@ def main() -> None:
     args.workdir, args.data = args.workdir.resolve(), args.data.resolve()  # dp test runs in a folder of its own
     runs = [prefactors(p) for p in args.prefactors]
     fitting = [int(n) for n in args.fitting_neuron.split(",")] if args.fitting_neuron else None
+    descriptor = {key: json.loads(value) for key, value in (entry.split("=", 1) for entry in args.descriptor)}
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
@@ -125,11 +133,11 @@ def main() -> None:
                                                                      args.start_rate, args.data, args.workdir)
                         for p in runs})
         if args.scratch == []:
-            futures["from scratch"] = pool.submit(from_scratch, args.member, None, fitting, args.data,
-                                                   args.workdir)
+            futures["from scratch"] = pool.submit(from_scratch, args.member, None, fitting, descriptor,
+                                                   args.data, args.workdir)
         for p in map(prefactors, args.scratch or []):
             futures["scratch to {:g},{:g},{:g}".format(*p)] = pool.submit(from_scratch, args.member, p, fitting,
-                                                                            args.data, args.workdir)
+                                                                            descriptor, args.data, args.workdir)
         rows = {name: future.result() for name, future in futures.items()}
     print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
           + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
@@ -140,7 +148,7 @@ def main() -> None:
               f"{row.get('wall_time_s', 0):.0f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"member": args.member, "steps": args.steps, "start_rate": args.start_rate,
-                                       "fitting_neuron": fitting, "data": str(args.data), "gpaw": GPAW, "runs": rows}, indent=1))
+                                       "fitting_neuron": fitting, "descriptor": descriptor, "data": str(args.data), "gpaw": GPAW, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":
