@@ -168,8 +168,15 @@ def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], tes
     if restored:
         ledger.log_event(f"train-{iteration}", f"{restored} members restored from "
                                                f"{', '.join(map(str, config.train.restore_from))}")
-    return run_stage(f"train-{iteration}", specs, ledger, config.campaign.max_retries,
-                     config.campaign.failure_ratio_limit, display)
+    result = run_stage(f"train-{iteration}", specs, ledger, config.campaign.max_retries,
+                       config.campaign.failure_ratio_limit, display)
+    descriptor = config.train.descriptor
+    crowded = max((outputs.get("max_neighbours") or 0 for outputs in result.outputs.values()), default=0)
+    if crowded > sum(descriptor.sel) and result.ran:  # once, when members trained
+        ledger.log_event(f"train-{iteration}", f"warning: its data hold atoms with {crowded} neighbours within "
+                                               f"{descriptor.rcut_angstrom} Å, more than train.descriptor.sel "
+                                               f"{descriptor.sel}: DeePMD dropped the farthest; raise sel")
+    return result
 
 
 def needs_trained_models(config: CampaignConfig) -> bool:

@@ -43,6 +43,9 @@ class ModelRecord:
     compressed_path: str | None = None
     init_model: str | None = None
     resumed_from_step: int | None = None  # the checkpoint an earlier, killed attempt left
+    #: the most neighbours within the descriptor's cutoff any atom of its data has: DeePMD keeps
+    #: the nearest `sel` and drops the rest without a word (an older record has none)
+    max_neighbours: int | None = None
 
 
 def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[str], type_map: Sequence[str],
@@ -122,6 +125,20 @@ def count_frames(systems: Sequence[str]) -> int:
     return total
 
 
+def max_neighbours(systems: Sequence[str], rcut_angstrom: float) -> int:
+    """The most neighbours within `rcut_angstrom` of any atom in any frame of the DeePMD npy
+    `systems` (what `dp neighbor-stat` reports, without a process of its own)."""
+    import dpdata
+    from ase.neighborlist import neighbor_list
+
+    most = 0
+    for system in systems:
+        for atoms in dpdata.System(str(system), fmt="deepmd/npy").to("ase/structure"):
+            centres = neighbor_list("i", atoms, rcut_angstrom)
+            most = max(most, int(np.bincount(centres).max()) if len(centres) else 0)
+    return most
+
+
 def test_model(model_path: str | Path, systems: Sequence[str], work_dir: str | Path) -> dict[str, float]:
     """`dp --pt test` on held-out systems; RMSE and MAE of energy/atom (eV), force and virial/atom.
 
@@ -185,6 +202,7 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     if missing:
         raise FileNotFoundError(f"DeePMD systems not found: {missing}")
     started = time.perf_counter()
+    neighbours = max_neighbours([*training_systems, *validation_systems], descriptor["rcut_angstrom"])
     _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
                  loss, **schedule)
     checkpoint = latest_checkpoint(work_dir)
@@ -201,7 +219,7 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
                          str(init_model) if init_model else None,
-                         checkpoint_step(checkpoint) if checkpoint is not None else None)
+                         checkpoint_step(checkpoint) if checkpoint is not None else None, neighbours)
     _write_record(work_dir, record)
     return record
 

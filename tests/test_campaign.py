@@ -226,6 +226,20 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
         parse_config(onward, base_dir=tmp_path)
 
 
+def test_training_data_more_crowded_than_sel_is_reported(tmp_path):
+    """DeePMD keeps the nearest `sel` neighbours and drops the rest without a word: each member
+    records the most its data hold within the cutoff, and the stage says so when that is more.
+    bcc Li at 3.45 Å has 58 within 6 Å (8, 6, 12, 24 and 8 at 2.99-5.98 Å)."""
+    config = labels_and_ensemble(tmp_path / "a", ensemble_size=1)
+    config["train"]["descriptor"]["sel"] = [40]
+    [record] = run_campaign(parse_config(config, base_dir=tmp_path))["models"].outputs.values()
+    assert 55 <= record["max_neighbours"] <= 62  # rattled by 0.05 Å
+    with Ledger(tmp_path / "a" / "ledger.sqlite", readonly=True) as ledger:
+        warnings = [message for _, stage, message in ledger.events() if stage == "train-0"]
+    assert warnings == [f"warning: its data hold atoms with {record['max_neighbours']} neighbours within 6.0 Å, "
+                        "more than train.descriptor.sel [40]: DeePMD dropped the farthest; raise sel"]
+
+
 def write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path

@@ -94,3 +94,12 @@ def test_a_member_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path,
     assert (tmp_path / "member" / "train-restart.log").exists() and Path(record.model_path).is_file()
     steps = np.loadtxt(tmp_path / "member" / "lcurve.out", usecols=0, ndmin=1)
     assert steps[-1] == 600 and record.metrics["force_ev_per_angstrom_rmse"] < 1.0
+
+
+def test_max_neighbours_counts_the_bcc_shells(tmp_path):
+    """Perfect bcc Li at 3.43 Å: 8, 6, 12, 24 and 8 neighbours at 2.97, 3.43, 4.85, 5.69 and
+    5.94 Å, the sixth shell (6) at 6.86."""
+    from tasks import label
+
+    bulk = label.label_structures([build.bcc_bulk(3.43, 1)], "reference", {"potential": "snap"}, tmp_path / "bulk")
+    assert [train.max_neighbours(bulk.system_dirs, r) for r in (3.0, 5.0, 6.0, 6.9)] == [8, 26, 58, 64]
