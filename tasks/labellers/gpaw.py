@@ -63,7 +63,7 @@ class Gpaw(Labeller):
             try:
                 calc = GPAW(str(checkpoint), txt=str(work_dir / f"{name}.gpaw.txt"))
             except Exception:  # unreadable (a GPAW of another version): start over
-                checkpoint.unlink()
+                checkpoint.unlink(missing_ok=True)  # every rank may try
         if calc is None:
             calc = self.calculator(atoms, settings, work_dir, name)
         last_write = time.monotonic()
