@@ -5,12 +5,12 @@ active-learning loop's own retraining) on `<data>/train` for `--steps` steps at 
 prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7
 (and with `--scratch` members trained from no model on the config's own schedule, as
 iteration 0's are, or on it with other limit prefactors, or with another network), then
-reports the held-out RMSEs on
-`<data>/test` and the static EOS and elastic constants, beside the member as committed and the
-acceptance's GPAW column. Two runs side by side, one core each.
+reports the held-out RMSEs on `<data>/test` and the static EOS and elastic constants, beside
+the member as committed and the acceptance's GPAW column. Two runs side by side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
        [--scratch [10,10,10 ...]] [--fitting-neuron 240,240,240]
-       [--descriptor rcut_angstrom=6.8 rcut_smooth_angstrom=5.8 'sel=[90]'] [--steps 10000] [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
+       [--descriptor rcut_angstrom=6.8 rcut_smooth_angstrom=5.8 'sel=[90]'] [--steps 10000]
+       [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def main() -> None:
               f"{row.get('wall_time_s', 0):.0f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"member": args.member, "steps": args.steps, "start_rate": args.start_rate,
-                                       "fitting_neuron": fitting, "descriptor": descriptor, "data": str(args.data), "gpaw": GPAW, "runs": rows}, indent=1))
+                                       "fitting_neuron": fitting, "descriptor": descriptor, "data": str(args.data),
+                                       "gpaw": GPAW, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":
