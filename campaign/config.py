@@ -24,7 +24,7 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from campaign.sweep import SweepPoint, expand_sweep, parameter_paths, sweep_problems
@@ -286,6 +286,13 @@ class DescriptorSection(Strict):
         return self
 
 
+# A retraining's changes to the descriptor it inherits: DescriptorSection's keys, none required; its
+# bounds and defaults stay there (checked once the changes are applied, `TrainSection.network`).
+DescriptorChanges = create_model("DescriptorChanges", __base__=Strict,
+                                 **{name: (field.annotation | None, None)
+                                    for name, field in DescriptorSection.model_fields.items()})
+
+
 class LossSection(Strict):
     """Prefactors move from `start` to `limit` with the learning rate (DeePMD's schedule)."""
 
@@ -308,13 +315,26 @@ class RetrainSection(Strict):
     member learnt of the curvature. `from_previous_model: false` trains the members from nothing
     on this schedule instead (DP-GEN's default): a continued member keeps whole groups of labels
     offset that a new one fits (README, "The Li starting point"), and the ensembles before
-    `from_iteration` keep their task ids."""
+    `from_iteration` keep their task ids. Members from nothing may also have another network:
+    `descriptor` changes the keys it names of the one before (the section's, or an earlier
+    entry's), `fitting_neuron` replaces its fitting net; later entries inherit it, as continued
+    members must (DeePMD starts a member only from a model of its own network)."""
 
     from_iteration: int = Field(1, ge=1, description="the first ensemble (models/iter-<from_iteration>) on it")
     from_previous_model: bool = True
     steps: int = Field(ge=1)
     start_learning_rate: float = Field(gt=0)
     loss: LossSection | None = None
+    descriptor: DescriptorChanges | None = Field(None, description="members from nothing only: the keys of the "
+                                                 "descriptor that change, e.g. {rcut_angstrom: 6.8, sel: [90]}")
+    fitting_neuron: list[int] | None = Field(None, min_length=1, description="members from nothing only")
+
+    @model_validator(mode="after")
+    def _network_from_nothing(self) -> "RetrainSection":
+        if self.from_previous_model and (self.descriptor is not None or self.fitting_neuron is not None):
+            raise ValueError("a member continued from the previous model keeps its network: a descriptor or "
+                             "fitting_neuron needs from_previous_model: false")
+        return self
 
 
 @dataclass(frozen=True)
@@ -325,6 +345,8 @@ class MemberSchedule:
     steps: int
     start_learning_rate: float
     loss: LossSection
+    descriptor: DescriptorSection
+    fitting_neuron: list[int]
 
 
 class TrainSection(Strict):
@@ -362,18 +384,39 @@ class TrainSection(Strict):
                 raise ValueError(f"retrain[{k}].from_iteration ({entry.from_iteration}) is not after "
                                  f"retrain[{k - 1}]'s ({self.retrain[k - 1].from_iteration}): list the schedules "
                                  f"in the order they start")
+            if entry.descriptor is not None:
+                try:
+                    self.network(entry.from_iteration)
+                except ValidationError as error:
+                    item = error.errors()[0]
+                    where = "".join(f".{part}" for part in item["loc"])
+                    raise ValueError(f"retrain[{k}].descriptor{where}: {message_of(item)}") from None
         return self
+
+    def network(self, iteration: int) -> tuple[DescriptorSection, list[int]]:
+        """The descriptor and fitting net of `models/iter-<iteration>`: the section's, as changed by
+        the `retrain` entries up to that iteration."""
+        descriptor, fitting_neuron = self.descriptor, self.fitting_neuron
+        for entry in self.retrain:
+            if entry.from_iteration > iteration:
+                break
+            if entry.descriptor is not None:
+                descriptor = DescriptorSection.model_validate({**descriptor.model_dump(),
+                                                               **entry.descriptor.model_dump(exclude_none=True)})
+            fitting_neuron = entry.fitting_neuron or fitting_neuron
+        return descriptor, fitting_neuron
 
     def schedule(self, iteration: int) -> MemberSchedule:
         """How the members of `models/iter-<iteration>` train: the first ensemble from nothing on
         the section's schedule, a later one on the `retrain` entry that covers it."""
+        network = self.network(iteration)
         if iteration == 0:
-            return MemberSchedule(False, self.steps, self.start_learning_rate, self.loss)
+            return MemberSchedule(False, self.steps, self.start_learning_rate, self.loss, *network)
         entry = next((e for e in reversed(self.retrain) if e.from_iteration <= iteration), None)
         if entry is None:
-            return MemberSchedule(True, self.steps, self.start_learning_rate, self.loss)
+            return MemberSchedule(True, self.steps, self.start_learning_rate, self.loss, *network)
         return MemberSchedule(entry.from_previous_model, entry.steps, entry.start_learning_rate,
-                              entry.loss or self.loss)
+                              entry.loss or self.loss, *network)
 
 
 # ---------------------------------------------------------------- MD sections
@@ -814,9 +857,12 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
                                                       f"system '{system.name}' has {extra}"))
     train = sections.get("train")
     if train is not None:
-        if type_map is not None and len(train.descriptor.sel) != len(type_map):
-            problems.append((["train", "descriptor", "sel"], f"has {len(train.descriptor.sel)} entries, one per "
-                                                             f"element of type_map {type_map} is needed"))
+        descriptors = [(["train", "descriptor", "sel"], train.descriptor)]
+        descriptors += [(["train", "retrain", k, "descriptor", "sel"], train.network(entry.from_iteration)[0])
+                        for k, entry in enumerate(train.retrain) if entry.descriptor and entry.descriptor.sel]
+        problems += [(location, f"has {len(descriptor.sel)} entries, one per element of type_map {type_map} is "
+                                f"needed") for location, descriptor in descriptors
+                     if type_map is not None and len(descriptor.sel) != len(type_map)]
     explore = sections.get("explore") or []
     if train is not None and explore and train.ensemble_size < 2:
         problems.append((["train", "ensemble_size"], "exploration needs an ensemble of at least 2 models: "
@@ -1103,8 +1149,8 @@ def _other_network(train: "TrainSection", type_map: list[str], resolve: Any) -> 
     records its members' networks."""
     from tasks.train import deepmd_input, network
 
-    wanted = network(deepmd_input([], [], type_map, 0, 1, train.descriptor.model_dump(), train.fitting_neuron,
-                                  {})["model"])
+    descriptor, fitting_neuron = train.network(1)
+    wanted = network(deepmd_input([], [], type_map, 0, 1, descriptor.model_dump(), fitting_neuron, {})["model"])
     problems = []
     for i, path in enumerate(train.initial_models):
         path = resolve(path)

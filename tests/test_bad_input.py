@@ -321,6 +321,20 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
         {"from_iteration": 2, "steps": 100, "start_learning_rate": 1e-4},
         {"from_iteration": 2, "from_previous_model": False, "steps": 300, "start_learning_rate": 1e-3}])),
      "train", "retrain[1].from_iteration (2) is not after retrain[0]'s (2)"),
+    ("a new network for members continued from the previous ones", lambda: E(("train.retrain", [
+        {"steps": 100, "start_learning_rate": 1e-4, "fitting_neuron": [32, 32]}])),
+     "train.retrain[0]", "keeps its network"),
+    ("a retraining's descriptor key misspelt", lambda: E(("train.retrain", [
+        {"from_previous_model": False, "steps": 100, "start_learning_rate": 1e-3, "descriptor": {"rcut": 6.8}}])),
+     "train.retrain[0].descriptor.rcut", "did you mean 'rcut_angstrom'"),
+    ("a retraining's cutoff inside the section's smoothing", lambda: E(("train.retrain", [
+        {"from_previous_model": False, "steps": 100, "start_learning_rate": 1e-3,
+         "descriptor": {"rcut_angstrom": 4.0}}])),
+     "train", "retrain[0].descriptor: rcut_smooth_angstrom must be smaller than rcut_angstrom"),
+    ("a retraining's sel shorter than type_map", lambda: E(("campaign.type_map", ["Li", "S"]), (
+        "train.descriptor.sel", [40, 8]), ("train.retrain", [
+            {"from_previous_model": False, "steps": 100, "start_learning_rate": 1e-3, "descriptor": {"sel": [90]}}])),
+     "train.retrain[0].descriptor.sel", "one per element of type_map"),
     ("a retraining schedule for the first ensemble", lambda: E(("train.retrain", [
         {"from_iteration": 0, "steps": 100, "start_learning_rate": 1e-4}])),
      "train.retrain[0].from_iteration", "must be >= 1"),

@@ -100,6 +100,22 @@ def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path)
     assert [s.task_id for s in unchanged_first + unchanged_later] == [s.task_id for s in first_again + reweighted]
     assert schedules(from_nothing) == {(200, 5e-4, None)}
     assert all(s.kwargs["loss"] == config.train.loss.model_dump() for s in from_nothing)
+    # members from nothing with a network of their own: the descriptor keys named change, the
+    # rest are the section's; the ensembles before keep theirs, and their task ids
+    data["train"]["retrain"][1] |= {"descriptor": {"rcut_angstrom": 6.8, "rcut_smooth_angstrom": 5.8,
+                                                   "sel": [90]}, "fitting_neuron": [32, 32]}
+    *before, new_network = ensembles(parse_config(data))
+    assert [s.task_id for s in sum(before, [])] == [s.task_id for s in first_again + reweighted]
+    assert {json.dumps(s.kwargs["descriptor"], sort_keys=True) for s in new_network} == {json.dumps(
+        {**config.train.descriptor.model_dump(), "rcut_angstrom": 6.8, "rcut_smooth_angstrom": 5.8, "sel": [90]},
+        sort_keys=True)}
+    assert all(s.kwargs["fitting_neuron"] == [32, 32] for s in new_network)
+    # a later ensemble continued from those members keeps their network
+    data["select"]["max_iterations"] = 3
+    data["train"]["retrain"].append({"from_iteration": 3, "steps": 100, "start_learning_rate": 1e-4})
+    train_section = parse_config(data).train
+    assert train_section.schedule(3).from_previous_model
+    assert train_section.network(3) == train_section.network(2) != train_section.network(1)
 
 
 def test_a_picked_frame_replaces_an_earlier_ensemble_s_candidate_of_its_name(tmp_path):
@@ -237,7 +253,7 @@ def test_training_data_more_crowded_than_sel_is_reported(tmp_path):
     with Ledger(tmp_path / "a" / "ledger.sqlite", readonly=True) as ledger:
         warnings = [message for _, stage, message in ledger.events() if stage == "train-0"]
     assert warnings == [f"warning: its data hold atoms with {record['max_neighbours']} neighbours within 6.0 Å, "
-                        "more than train.descriptor.sel [40]: DeePMD dropped the farthest; raise sel"]
+                        "more than its descriptor's sel [40]: DeePMD dropped the farthest; raise sel"]
 
 
 def write(path: Path, data: dict) -> Path:
