@@ -24,7 +24,8 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, create_model, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, create_model,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from campaign.sweep import SweepPoint, expand_sweep, parameter_paths, sweep_problems
