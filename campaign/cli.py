@@ -133,6 +133,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         else "no complete ensemble"
     if result.unfinished_iteration:
         models += ", {1} finished members of iteration {0}".format(*result.unfinished_iteration)
+    for member in result.in_training:
+        models += ", member {1} of iteration {0} in training (its checkpoint at step {2} of {3})".format(*member)
     print(f"{args.destination}: {len(result.train)} training and {len(result.test)} test labels, "
           f"{len(result.failed)} failed (in manifest.json), {models}"
           + (f", the selections of iterations {', '.join(map(str, result.selections))}" if result.selections else ""))

@@ -7,13 +7,14 @@ npy systems, split as the newest ensemble saw them (its validation systems in `t
 everything else, labels it has not been trained on yet included, in `train/`), the frozen
 models of the newest complete ensemble in `models/` (the finished members of a newer ensemble
 whose training was stopped halfway, and the complete ensembles of the iterations before, in
-`models/iter-<n>/`), and `manifest.json`: settings,
+`models/iter-<n>/`), the newest checkpoint of each member still in training in `checkpoints/`
+(a training killed with its machine goes on from there), and `manifest.json`: settings,
 counts, the failed labels with their reasons, each member's train task id, the data the
 ensemble inherited from outside the campaign, and the active-learning record; and in
 `iterations/` each iteration's selection, the frames it picked to label. The same campaign
 resumed on another machine takes its labels and selections back with `label.restore_from`
 (`restore_labels`, `campaign.selection`) and its trained members with `train.restore_from`
-(`restore_members`); a next campaign starts from it with
+(`restore_members`, and `restore_checkpoints` for those in training); a next campaign starts from it with
 `train.initial_data` and `train.initial_models`. Run it as often as labels accumulate; it
 replaces the directory whole (written beside it, then renamed).
 """
@@ -45,6 +46,7 @@ class Export:
     unfinished_iteration: tuple[int, int] | None = None  # (iteration, finished members) of a newer ensemble
     inherited: list[str] = field(default_factory=list)  # directories of the ensemble's data from outside
     selections: list[int] = field(default_factory=list)  # iterations whose picked frames it holds
+    in_training: list[tuple[int, int, int, int]] = field(default_factory=list)  # (iteration, member, step, steps)
 
 
 def _label_key(system_dir: str) -> tuple[str, ...]:
@@ -116,13 +118,15 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
     # where the rest came from (`train.initial_data`, `test_data`): directories, below the project if they are
     result.inherited = sorted({_readable(Path(s).parent) for s in trained_on[0] + trained_on[1]
                                if _label_key(s)[0] not in own})
-    iterations, train_tasks = [], {}
+    iterations, train_tasks, in_training = [], {}, []
     if (config.workdir / "ledger.sqlite").is_file():
         with Ledger(config.workdir / "ledger.sqlite", readonly=True) as ledger:
             iterations = ledger.iterations()
             # member directory -> the train task that made it (`train.restore_from` finds it by this id)
+            rows = [row for row in ledger.tasks() if row.kind == "train"]
             train_tasks = {Path(row.outputs["model_path"]).parent.name: row.task_id
-                           for row in ledger.tasks(state="done") if row.kind == "train" and row.outputs}
+                           for row in rows if row.state == "done" and row.outputs}
+            in_training = [row.task_id for row in rows if row.state != "done"]
 
     def copy_member(member_dir: Path, directory: str, k: int) -> dict[str, Any]:
         # the frozen model only: a compressed one is 4 times its size and `dp compress` remakes it in seconds
@@ -151,6 +155,21 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         result.unfinished_iteration = (iteration, len(finished))
         unfinished = {"iteration": iteration, "members": [
             copy_member(member_dir, f"models/iter-{iteration:03d}", k) for k, member_dir in sorted(finished.items())]}
+    # members still in training: the newest checkpoint of each, so that on the next machine its
+    # training goes on from there (`restore_checkpoints`) instead of from nothing
+    checkpoints = []
+    for member_dir in sorted((config.workdir / "models").glob("iter-*/member-*-*")):
+        checkpoint = train.latest_checkpoint(member_dir)
+        task = next((t for t in in_training if t.startswith(member_dir.name.rsplit("-", 1)[1])), None)
+        if checkpoint is None or task is None or (member_dir / "record.json").is_file():
+            continue
+        file = f"checkpoints/{member_dir.parent.name}/{member_dir.name}/{checkpoint.name}"
+        (staging / file).parent.mkdir(parents=True)
+        shutil.copy(checkpoint, staging / file)
+        steps = json.loads((member_dir / "input.json").read_text())["training"]["numb_steps"]
+        checkpoints.append({"task_id": task, "file": file, "step": train.checkpoint_step(checkpoint), "steps": steps})
+        result.in_training.append((int(member_dir.parent.name.split("-")[1]), int(member_dir.name.split("-")[1]),
+                                   train.checkpoint_step(checkpoint), steps))
     manifest: dict[str, Any] = {
         "campaign": config.campaign.name, "config_hash": config.config_hash(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -160,6 +179,7 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         "models": {"iteration": result.models_iteration, "members": members},
         "unfinished_ensemble": unfinished,
         "earlier_ensembles": earlier,
+        "training_checkpoints": checkpoints,
         "inherited_training_data": result.inherited,
         "iterations": iterations,
         "label_batches": batches,
@@ -205,4 +225,26 @@ def restore_members(config: CampaignConfig, specs: list[TaskSpec]) -> int:
         member = exported[spec.task_id]
         train.restore_member(member.model, member.record, **spec.kwargs)
         restored += 1
+    return restored
+
+
+def restore_checkpoints(config: CampaignConfig, specs: list[TaskSpec]) -> int:
+    """Train tasks not done whose member was in training when a `train.restore_from` export was
+    written go on from its checkpoint: copied into the member's directory, where
+    `tasks.train.train_member` restarts from the newest checkpoint (a newer one of the
+    directory's own wins). Returns how many."""
+    exported: dict[str, Path] = {}
+    for source in map(read_export_manifest, config.train.restore_from):
+        for task, checkpoint in source.checkpoints.items():
+            if task not in exported or train.checkpoint_step(checkpoint) > train.checkpoint_step(exported[task]):
+                exported[task] = checkpoint
+    restored = 0
+    for spec in specs:
+        if spec.kind != "train" or spec.task_id not in exported or spec.verify(spec.output_dir) is not None:
+            continue
+        checkpoint = exported[spec.task_id]
+        own = train.latest_checkpoint(spec.output_dir) if spec.output_dir.is_dir() else None
+        if own is None or train.checkpoint_step(own) < train.checkpoint_step(checkpoint):
+            train.adopt_checkpoint(spec.output_dir, checkpoint)
+            restored += 1
     return restored

@@ -24,7 +24,7 @@ from ase import Atoms
 
 from campaign.config import CampaignConfig
 from campaign.engine import Display, StageResult, TaskSpec, run_stage
-from campaign.export import restore_labels, restore_members
+from campaign.export import restore_checkpoints, restore_labels, restore_members
 from campaign.ledger import Ledger, task_id
 from storage.labels import LabelIndex
 from tasks import build, label, train
@@ -167,6 +167,10 @@ def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], tes
     restored = restore_members(config, specs)
     if restored:
         ledger.log_event(f"train-{iteration}", f"{restored} members restored from "
+                                               f"{', '.join(map(str, config.train.restore_from))}")
+    resumed = restore_checkpoints(config, specs)
+    if resumed:
+        ledger.log_event(f"train-{iteration}", f"{resumed} members go on from the checkpoints of "
                                                f"{', '.join(map(str, config.train.restore_from))}")
     result = run_stage(f"train-{iteration}", specs, ledger, config.campaign.max_retries,
                        config.campaign.failure_ratio_limit, display)

@@ -10,7 +10,7 @@ kept with their reason and never reach training.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -90,12 +90,14 @@ class ExportManifest:
     records (as `tasks.label.LabelRecord` fields) with the part (`train`, `test`, or None for
     a failed label) where its system lies as `<directory>/<part>/<name>`; by train task id,
     every member it holds, of its ensemble and of the earlier and unfinished ones (exports
-    written before members carried their task id: none)."""
+    written before members carried their task id: none); by train task id, the newest
+    checkpoint of each member still in training when it was written."""
 
     directory: Path
     settings_hash: str
     batches: dict[str, list[tuple[dict[str, Any], str | None]]]
     members: dict[str, ExportedMember]
+    checkpoints: dict[str, Path] = field(default_factory=dict)
 
 
 def write_export_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -115,7 +117,9 @@ def read_export_manifest(directory: str | Path) -> ExportManifest:
                                                            entry["record"], entry.get("network"))
         return ExportManifest(directory, manifest["label"]["settings_hash"],
                               {task: [(entry["record"], entry["part"]) for entry in entries]
-                               for task, entries in manifest["label_batches"].items()}, members)
+                               for task, entries in manifest["label_batches"].items()}, members,
+                              {entry["task_id"]: directory / entry["file"]
+                               for entry in manifest.get("training_checkpoints", [])})
     except FileNotFoundError:
         raise ValueError(f"{directory} is not a `campaign export` (no {EXPORT_MANIFEST})") from None
     except (ValueError, KeyError, TypeError) as error:

@@ -177,9 +177,23 @@ def checkpoint_step(path: Path) -> int:
 
 
 def latest_checkpoint(work_dir: Path) -> Path | None:
-    """The newest numbered checkpoint (`model.ckpt-<step>.pt`) in a member's directory, if any."""
+    """The newest whole checkpoint (`model.ckpt-<step>.pt`) in a member's directory, if any: the
+    one DeePMD's pointer file `checkpoint` names, written after the checkpoint itself (a kill
+    while it wrote leaves a newer, truncated one), else the newest numbered."""
+    pointer = work_dir / "checkpoint"
+    named = work_dir / Path(pointer.read_text().strip()).name if pointer.is_file() else None
+    if named is not None and named.is_file() and named.stem.rsplit("-", 1)[-1].isdigit():
+        return named
     found = [p for p in work_dir.glob("model.ckpt-*.pt") if p.stem.rsplit("-", 1)[1].isdigit()]
     return max(found, key=checkpoint_step) if found else None
+
+
+def adopt_checkpoint(work_dir: Path, checkpoint: Path) -> None:
+    """Make `checkpoint` (another directory's, e.g. an export's) the one `train_member` in
+    `work_dir` restarts from: copied in, then named by the pointer file."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(checkpoint, work_dir / checkpoint.name)
+    (work_dir / "checkpoint").write_text(checkpoint.name)
 
 
 def train_member(work_dir: str | Path, training_systems: Sequence[str], validation_systems: Sequence[str],

@@ -256,6 +256,37 @@ def test_training_data_more_crowded_than_sel_is_reported(tmp_path):
                         "more than its descriptor's sel [40]: DeePMD dropped the farthest; raise sel"]
 
 
+def test_a_member_killed_in_training_goes_on_from_its_exported_checkpoint_on_another_machine(tmp_path):
+    """A machine lost mid-training (a node gone, a lease ended, `runs/` left behind) costs the
+    steps since the member's last checkpoint, not its whole training: the export carries the
+    newest checkpoint of each member in training, and the campaign restored from it on a fresh
+    workdir restarts that member there."""
+    from engine_helpers import run_then_kill
+
+    def with_steps(config: dict) -> dict:
+        config["train"]["steps"] = 2000  # a checkpoint every 100 steps
+        return config
+
+    config = with_steps(labels_and_ensemble(tmp_path / "a", ensemble_size=1))
+
+    def newest_checkpoint() -> int:
+        found = [train.latest_checkpoint(d) for d in (tmp_path / "a" / "models").glob("iter-000/member-0-*")]
+        return max((train.checkpoint_step(c) for c in found if c is not None), default=0)
+
+    run_then_kill([sys.executable, "-m", "campaign.cli", "run", str(write(tmp_path / "a.yaml", config))], ROOT,
+                  lambda: newest_checkpoint() >= 400, tmp_path / "a", timeout_s=600)
+    step = newest_checkpoint()
+    printed = export(tmp_path, config, tmp_path / "export")
+    assert f"member 0 of iteration 0 in training (its checkpoint at step {step} of 2000)" in printed
+    resumed = run_campaign(parse_config(with_steps(labels_and_ensemble(tmp_path / "b", restore=tmp_path / "export",
+                                                                       ensemble_size=1)), base_dir=tmp_path))
+    assert resumed["labels"].ran == 0 and resumed["models"].ran == 1
+    [outputs] = resumed["models"].outputs.values()
+    assert outputs["resumed_from_step"] == step
+    lcurve = np.loadtxt(Path(outputs["model_path"]).parent / "lcurve.out", usecols=0, ndmin=1)
+    assert lcurve[0] >= step and lcurve[-1] == 2000  # nothing before the checkpoint trained again
+
+
 def write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
