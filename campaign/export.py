@@ -166,10 +166,11 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         file = f"checkpoints/{member_dir.parent.name}/{member_dir.name}/{checkpoint.name}"
         (staging / file).parent.mkdir(parents=True)
         shutil.copy(checkpoint, staging / file)
-        steps = json.loads((member_dir / "input.json").read_text())["training"]["numb_steps"]
-        checkpoints.append({"task_id": task, "file": file, "step": train.checkpoint_step(checkpoint), "steps": steps})
+        step, steps = train.checkpoint_step(checkpoint), json.loads((member_dir / "input.json").read_text())[
+            "training"]["numb_steps"]
+        checkpoints.append({"task_id": task, "file": file, "step": step, "steps": steps})
         result.in_training.append((int(member_dir.parent.name.split("-")[1]), int(member_dir.name.split("-")[1]),
-                                   train.checkpoint_step(checkpoint), steps))
+                                   step, steps))
     manifest: dict[str, Any] = {
         "campaign": config.campaign.name, "config_hash": config.config_hash(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
