@@ -244,7 +244,7 @@ def restore_checkpoints(config: CampaignConfig, specs: list[TaskSpec]) -> int:
         if spec.kind != "train" or spec.task_id not in exported or spec.verify(spec.output_dir) is not None:
             continue
         checkpoint = exported[spec.task_id]
-        own = train.latest_checkpoint(spec.output_dir) if spec.output_dir.is_dir() else None
+        own = train.latest_checkpoint(spec.output_dir)
         if own is None or train.checkpoint_step(own) < train.checkpoint_step(checkpoint):
             train.adopt_checkpoint(spec.output_dir, checkpoint)
             restored += 1
