@@ -368,9 +368,9 @@ def _forget_superseded(ledger: Ledger, stage: str, stages: set[str], tasks: Coll
 @contextmanager
 def spared_by_ctrl_c() -> Iterator[None]:
     """Start helpers that ignore SIGINT. A terminal's Ctrl-C reaches its whole foreground process
-    group: Parsl's interchange died of it mid-poll, printed its traceback, and the driver's cleanup
-    then waited for the dead interchange forever. Helpers started here inherit SIG_IGN (Python keeps
-    an ignored SIGINT ignored) and are stopped by that cleanup instead."""
+    group, where Dask's local workers run, which would die of it mid-task. Helpers started here
+    inherit SIG_IGN (Python keeps an ignored SIGINT ignored) and are stopped by the driver's
+    cleanup instead. (Parsl's interchange has a group of its own: `campaign.interchange`.)"""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield

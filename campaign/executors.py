@@ -77,6 +77,8 @@ def make_executor(label: str, section: ExecutorSection) -> HighThroughputExecuto
         heartbeat_period=15,
         heartbeat_threshold=60,
         drain_period=drain_period(section),
+        # out of the driver's process group, ended with the driver (`campaign.interchange`)
+        interchange_launch_cmd=[sys.executable, "-m", "campaign.interchange", str(os.getpid())],
     )
 
 

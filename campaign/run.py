@@ -16,7 +16,7 @@ from rich.console import Console
 
 from campaign.active_learning import run_loop
 from campaign.config import CampaignConfig
-from campaign.engine import Display, spared_by_ctrl_c
+from campaign.engine import Display
 from campaign.ledger import Ledger
 from campaign.production import allocate_studies, production_stage, start_dask
 from campaign.properties import properties_stage
@@ -64,8 +64,7 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
         # before anything runs: a store whose studies have another layout (a changed field, stride,
         # box) stops the campaign now, not after hours of labels and training
         allocations = allocate_studies(config)
-        with spared_by_ctrl_c():
-            parsl.load(make_parsl_config(config.executors, config.workdir / "parsl"))
+        parsl.load(make_parsl_config(config.executors, config.workdir / "parsl"))
         client = None
         previous = signal.signal(signal.SIGTERM, _interrupt)  # `scancel` of the driver's own job
         try:

@@ -215,10 +215,20 @@ def test_kill_driver_during_labelling_then_resume(tmp_path):
     assert label_energies(tmp_path / "run") == label_energies(tmp_path / "clean")
 
 
+def ended(process) -> bool:
+    import psutil
+
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_a_rerun_stops_the_worker_pools_a_killed_driver_left(tmp_path):
     """kill -9 of the driver alone (a lost login session): its local worker pool runs in a
     session of its own and outlives it. The next `campaign run` stops it before it submits
-    anything (two workers would write one task's directory), then finishes the campaign."""
+    anything (two workers would write one task's directory), then finishes the campaign. Parsl's
+    interchange, in a process group of its own too, dies with the driver (`campaign.interchange`)."""
     import psutil
 
     config_path = tmp_path / "orphans.yaml"
@@ -227,8 +237,12 @@ def test_a_rerun_stops_the_worker_pools_a_killed_driver_left(tmp_path):
     driver = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     engine_helpers.wait_for(lambda: len(label_files(tmp_path / "run")) >= 6, 300, 0.02)
+    interchanges = [p for p in psutil.Process(driver.pid).children() if "interchange" in " ".join(p.cmdline())]
+    in_groups_of_their_own = [os.getpgid(p.pid) == p.pid for p in interchanges]
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
+    assert interchanges and all(in_groups_of_their_own)
+    engine_helpers.wait_for(lambda: all(map(ended, interchanges)), 60)
     marker = str(tmp_path / "run" / "parsl") + os.sep
     orphans = [p for p in psutil.process_iter(["cmdline"]) if any(marker in a for a in p.info["cmdline"] or [])]
     assert orphans, "the worker pool outlives its driver"

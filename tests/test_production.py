@@ -153,11 +153,15 @@ def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_r
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_campaign_cleanly_and_leaves_nothing_running(tmp_path):
-    """A terminal's Ctrl-C sends SIGINT to its whole foreground process group: the driver and what
-    it started there (Parsl's interchange, Dask's workers). The driver stops as on SIGTERM (exit 130,
-    how to resume); no helper prints a traceback or outlives it (Parsl's interchange used to die of
-    the signal and leave the driver's cleanup waiting for it forever)."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm-to-the-group"])
+def test_a_signal_to_the_driver_s_process_group_stops_the_campaign_cleanly_and_leaves_nothing_running(
+        tmp_path, signum):
+    """A terminal's Ctrl-C sends SIGINT to its whole foreground process group, `kill -- -PGID` and
+    `timeout` send SIGTERM to it: the driver and what it started there (Parsl's interchange, Dask's
+    workers). The driver stops as on a SIGTERM of its own (exit 130, how to resume); no helper prints
+    a traceback or outlives it. Parsl's interchange used to die of either signal and leave the
+    driver's cleanup waiting for it forever: it now ignores SIGINT, and the driver cancels the
+    blocks of an interchange that SIGTERM ended itself."""
     workdir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", production_campaign(workdir))
     driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
@@ -165,7 +169,7 @@ def test_ctrl_c_stops_the_campaign_cleanly_and_leaves_nothing_running(tmp_path):
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a shell's
     try:
         wait_for(lambda: stored_runs(workdir) >= 1)  # Parsl and Dask both under way
-        os.killpg(driver.pid, signal.SIGINT)
+        os.killpg(driver.pid, signum)
         output, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
