@@ -64,9 +64,19 @@ def drain_period(section: ExecutorSection) -> int | None:
     return max(1, walltime - max(10, min(900, walltime // 10)))
 
 
+class SignalProofExecutor(HighThroughputExecutor):
+    """Parsl's HTEX whose interchange no signal for the driver reaches (`campaign.interchange`):
+    its shutdown kills the interchange, which ignores the SIGTERM Parsl's own shutdown sends."""
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        if self.interchange_proc is not None:
+            self.interchange_proc.kill()
+        super().shutdown(timeout)
+
+
 def make_executor(label: str, section: ExecutorSection) -> HighThroughputExecutor:
     accelerators = section.available_accelerators
-    return HighThroughputExecutor(
+    return SignalProofExecutor(
         label=label,
         provider=make_provider(section),
         max_workers_per_node=section.max_workers,
@@ -77,7 +87,7 @@ def make_executor(label: str, section: ExecutorSection) -> HighThroughputExecuto
         heartbeat_period=15,
         heartbeat_threshold=60,
         drain_period=drain_period(section),
-        # out of the driver's process group, ended with the driver (`campaign.interchange`)
+        # deaf to the driver's signals, ended with the driver (`campaign.interchange`)
         interchange_launch_cmd=[sys.executable, "-m", "campaign.interchange", str(os.getpid())],
     )
 

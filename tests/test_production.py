@@ -4,6 +4,7 @@ reading the store meanwhile, a sweep grown by a temperature, all on the real Par
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -152,16 +153,30 @@ def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_r
         assert any("lost" in message for _, _, message in ledger.events(200))  # the killed workers' runs
 
 
+def signal_the_group(driver: subprocess.Popen, signum: int) -> None:
+    """As a terminal's Ctrl-C, `kill -- -PGID` or `timeout` signal the driver's process group."""
+    os.killpg(driver.pid, signum)
+
+
+def signal_every_process_of_the_job(driver: subprocess.Popen, signum: int) -> None:
+    """As a batch system ending the driver's job signals every process the job holds."""
+    for process in session_of(driver):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm-to-the-group"])
-def test_a_signal_to_the_driver_s_process_group_stops_the_campaign_cleanly_and_leaves_nothing_running(
-        tmp_path, signum):
+@pytest.mark.parametrize("signum,send", [(signal.SIGINT, signal_the_group), (signal.SIGTERM, signal_the_group),
+                                         (signal.SIGTERM, signal_every_process_of_the_job)],
+                         ids=["ctrl-c", "sigterm-to-the-group", "sigterm-to-every-process-of-the-job"])
+def test_a_signal_for_the_driver_s_processes_stops_the_campaign_cleanly_and_leaves_nothing_running(
+        tmp_path, signum, send):
     """A terminal's Ctrl-C sends SIGINT to its whole foreground process group, `kill -- -PGID` and
-    `timeout` send SIGTERM to it: the driver and what it started there (Parsl's interchange, Dask's
-    workers). The driver stops as on a SIGTERM of its own (exit 130, how to resume); no helper prints
-    a traceback or outlives it. Parsl's interchange used to die of either signal and leave the
-    driver's cleanup waiting for it forever: it now ignores SIGINT, and the driver cancels the
-    blocks of an interchange that SIGTERM ended itself."""
+    `timeout` send SIGTERM to it, a batch system ending the driver's job sends SIGTERM to every
+    process of the job: the driver and what it started (Parsl's interchange and here its local
+    worker pools, Dask's workers). The driver stops as on a SIGTERM of its own (exit 130, how to
+    resume); no helper prints a traceback or outlives it. Parsl's interchange used to die of these
+    signals and leave the driver's cleanup waiting for it forever (`campaign.interchange`)."""
     workdir = tmp_path / "run"
     config = write_config(tmp_path / "c.yaml", production_campaign(workdir))
     driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
@@ -169,7 +184,7 @@ def test_a_signal_to_the_driver_s_process_group_stops_the_campaign_cleanly_and_l
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a shell's
     try:
         wait_for(lambda: stored_runs(workdir) >= 1)  # Parsl and Dask both under way
-        os.killpg(driver.pid, signum)
+        send(driver, signum)
         output, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
