@@ -128,7 +128,7 @@ def main() -> None:
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
-                                            args.workdir / "committed")}
+                                            args.workdir / f"committed-{args.member}")}
         futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
                                                                      args.start_rate, args.data, args.workdir)
                         for p in runs})
