@@ -1,7 +1,7 @@
 """Parsl's interchange, deaf to the signals meant for the driver and ended with the driver.
 
 Parsl starts the interchange as a child of the driver. A signal meant for the driver reached it
-too — Ctrl-C or a hang-up for the terminal's process group, `kill -- -PGID`, `timeout`, and a
+too — Ctrl-C for the terminal's process group, `kill -- -PGID`, `timeout`, and a
 batch system ending the driver's job, which signals every process of the job — and the
 interchange died of it: Parsl's cleanup then asked the dead interchange which blocks it held
 and waited for the answer forever (Parsl issue 2755), so the blocks were never cancelled. A
