@@ -166,8 +166,8 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
         file = f"checkpoints/{member_dir.parent.name}/{member_dir.name}/{checkpoint.name}"
         (staging / file).parent.mkdir(parents=True)
         shutil.copy(checkpoint, staging / file)
-        step, steps = train.checkpoint_step(checkpoint), json.loads((member_dir / "input.json").read_text())[
-            "training"]["numb_steps"]
+        step = train.checkpoint_step(checkpoint)
+        steps = json.loads((member_dir / "input.json").read_text())["training"]["numb_steps"]
         checkpoints.append({"task_id": task, "file": file, "step": step, "steps": steps})
         result.in_training.append((int(member_dir.parent.name.split("-")[1]), int(member_dir.name.split("-")[1]),
                                    step, steps))
