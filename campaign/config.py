@@ -315,7 +315,7 @@ class RetrainSection(Strict):
     constant prefactors, the restart's force-heavy first steps do not undo what the previous
     member learnt of the curvature. `from_previous_model: false` trains the members from nothing
     on this schedule instead (DP-GEN's default): a continued member keeps whole groups of labels
-    offset that a new one fits (README, "The Li starting point"), and the ensembles before
+    offset that a new one fits (docs/li-potential.md), and the ensembles before
     `from_iteration` keep their task ids. Members from nothing may also have another network:
     `descriptor` changes the keys it names of the one before (the section's, or an earlier
     entry's), `fitting_neuron` replaces its fitting net; later entries inherit it, as continued
