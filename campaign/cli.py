@@ -45,7 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config, args.scale)
     _print_warnings(config)
     from campaign.engine import StageFailed
-    from campaign.run import CampaignBusy, run_campaign
+    from campaign.driver import CampaignBusy
+    from campaign.run import run_campaign
     from storage.errors import StoreError
 
     try:

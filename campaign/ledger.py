@@ -216,7 +216,7 @@ class Ledger:
 
     def reset_running(self) -> int:
         """Tasks a stopped driver left running, back to pending; returns how many. Only the one
-        driver of a workdir (`campaign.run.driver_lock`) calls it, before it submits anything:
+        driver of a workdir (`campaign.driver.driver_lock`) calls it, before it submits anything:
         without a driver nothing runs, and what finished meanwhile is found on disk."""
         return self._db.execute("UPDATE tasks SET state = 'pending' WHERE state = 'running'").rowcount
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
-import socket
 import sys
 import time
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 
 from campaign.active_learning import run_loop
 from campaign.config import CampaignConfig
+from campaign.driver import driver_lock
 from campaign.engine import Display
 from campaign.ledger import Ledger
 from campaign.production import allocate_studies, production_stage, start_dask
@@ -108,40 +107,6 @@ def run_campaign(config: CampaignConfig, console: Console | None = None, retry_f
     summary["wall_time_s"] = time.perf_counter() - started
     print_summary(console, summary, config)
     return summary
-
-
-class CampaignBusy(RuntimeError):
-    """Another driver runs the campaign's workdir."""
-
-
-#: The file a driver holds locked while it runs (`driver_lock`); it says which process that is.
-DRIVER_LOCK = "driver.lock"
-
-
-@contextmanager
-def driver_lock(workdir: Path) -> Iterator[None]:
-    """One driver per workdir: two would submit the same tasks, and their workers would write
-    the same directories and ledger rows. A POSIX record lock (`lockf`), which the kernel drops
-    when the process ends however it ends, so a killed driver leaves no stale lock; NFS keeps
-    it across a cluster's nodes. CampaignBusy, naming the holder, when another process has it."""
-    handle = (workdir / DRIVER_LOCK).open("a+")
-    try:
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "a process that has not written its name yet"
-        handle.close()
-        raise CampaignBusy(f"{workdir} is being run by {holder}: one `campaign run` per workdir "
-                           f"(`campaign status` reads it meanwhile)") from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"`campaign run`, pid {os.getpid()} on {socket.gethostname()}, since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # and with it the lock
 
 
 def stop_orphaned_blocks(workdir: Path) -> int:

@@ -18,16 +18,20 @@ from rich.table import Table
 from rich.text import Text
 
 from campaign.config import CampaignConfig
+from campaign.driver import running_driver
 from campaign.ledger import STATES, Ledger
 from storage.sqlite import DatabaseUnreadable
 
 
-def _eta(rows: list, workers: int) -> str:
-    """Remaining time of a stage: unfinished tasks x mean task time / workers (from finished tasks)."""
+def _eta(rows: list, workers: int, driven: bool) -> str:
+    """Remaining time of a stage: unfinished tasks x mean task time / workers (from finished
+    tasks); "stopped" when no driver runs the campaign."""
     times = [r.wall_time_s for r in rows if r.state == "done" and r.wall_time_s]
     left = sum(r.state in ("pending", "running") for r in rows)
     if not left:
         return "done"
+    if not driven:
+        return "stopped"
     if not times:
         return "?"
     seconds = left * (sum(times) / len(times)) / max(1, workers)
@@ -68,12 +72,26 @@ def blocks_view(config: CampaignConfig) -> Table | None:
     return table
 
 
+def driver_line(driver: str | None, running_tasks: int) -> Text:
+    """Which driver runs the campaign (`running_driver`), or that none does, and what the
+    ledger's "running" then means: tasks a driver submitted and never saw end."""
+    if driver is not None:
+        return Text(f"driver: {driver}")
+    line = "no driver runs this campaign"
+    if running_tasks:
+        line += (f": its {running_tasks} tasks recorded as running were left by a driver that ended without "
+                 f"its clean-up (a machine lost, a kill -9); the next `campaign run` submits them again")
+    return Text(line)
+
+
 def status_view(config: CampaignConfig) -> Group:
-    """Tasks by stage and state (with mean time and ETA), AL iterations, last errors and events."""
+    """Tasks by stage and state (with mean time and ETA), the driver, AL iterations, last errors
+    and events."""
     path = config.workdir / "ledger.sqlite"
     if not path.exists():
         return Group(Text(f"campaign '{config.campaign.name}' has not run yet (no {path})"))
     parts: list = []
+    driver = running_driver(config.workdir)
     with Ledger(path, readonly=True) as ledger:
         table = Table(title=f"campaign {config.campaign.name}: tasks by stage")
         table.add_column("stage", overflow="fold")
@@ -89,9 +107,10 @@ def status_view(config: CampaignConfig) -> Group:
             workers = sum(config.executors[e].max_workers * config.executors[e].max_blocks
                           for e in executors if e in config.executors) or 1
             table.add_row(stage, *(str(counts[s]) for s in STATES),
-                          f"{sum(times) / len(times):.1f}" if times else "-", _eta(rows, workers),
+                          f"{sum(times) / len(times):.1f}" if times else "-", _eta(rows, workers, driver is not None),
                           ", ".join(executors))
         parts.append(table)
+        parts.append(driver_line(driver, sum(counts["running"] for counts in ledger.counts().values())))
         blocks = blocks_view(config)
         if blocks is not None:
             parts.append(blocks)

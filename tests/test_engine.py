@@ -93,7 +93,7 @@ def test_a_stage_forgets_the_pending_tasks_its_config_no_longer_makes(tmp_path, 
 def test_one_driver_per_workdir(tmp_path):
     """A second `campaign run` of a workdir that a driver holds is refused before it does
     anything, naming the driver (two would submit the same tasks into the same directories)."""
-    from campaign.run import driver_lock
+    from campaign.driver import driver_lock
 
     config_path = tmp_path / "busy.yaml"
     config_path.write_text(yaml.safe_dump(reference_campaign(tmp_path / "run", 1)))

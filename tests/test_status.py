@@ -1,4 +1,8 @@
-"""`campaign status`: the reason shown for a failure, the ETA, the active-learning table."""
+"""`campaign status`: the reason shown for a failure, the ETA, the driver, the active-learning table."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -17,6 +21,12 @@ def test_failure_reason_is_the_exception_line_not_the_tool_output():
     assert failure_reason("ManagerLost: worker gone") == "ManagerLost: worker gone"
 
 
+def _status_text(config) -> str:
+    console = Console(record=True, width=200)
+    assert print_status(config, console) == 0
+    return console.export_text()
+
+
 def test_status_shows_stages_eta_iterations_and_failures(tmp_path):
     config = parse_config({"campaign": {"name": "s", "workdir": str(tmp_path)},
                            "systems": [{"name": "b", "builder": "bulk"}]})
@@ -31,12 +41,38 @@ def test_status_shows_stages_eta_iterations_and_failures(tmp_path):
                                   "accurate_ratio": 0.9, "candidate_ratio": 0.1, "failed_ratio": 0.0,
                                   "labels_added": 5, "labels_failed": 0, "force_rmse_ev_per_angstrom": 0.05,
                                   "explore_and_label_wall_time_s": 100, "train_wall_time_s": 50, "converged": None})
-    console = Console(record=True, width=200)
-    assert print_status(config, console) == 0
-    text = console.export_text()
-    assert "label" in text and "0:00:15" in text  # 1 pending x 30 s / 2 cpu workers
+    text = _status_text(config)
+    assert "label" in text and "stopped" in text  # no driver runs it
     assert "active learning" in text and "0.900" in text
     assert "SCF not converged" in text
+
+
+def test_status_says_which_driver_runs_the_campaign_or_that_none_does(tmp_path):
+    """The ledger's "running" means submitted by a driver; after a machine is lost or a driver
+    is killed with -9 nothing runs them, and status must not show an ETA for them. Whether a
+    driver runs is asked of its lock, held here by another process as `campaign run` holds it."""
+    config = parse_config({"campaign": {"name": "s", "workdir": str(tmp_path)},
+                           "systems": [{"name": "b", "builder": "bulk"}]})
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.register_many([(f"t{i}", "label", "label", f"t{i}", {}) for i in range(3)])
+        ledger.mark_running("t0", "cpu")
+        ledger.mark_done("t0", {}, wall_time_s=30.0)
+        ledger.mark_running("t1", "cpu")
+    (tmp_path / "driver.lock").write_text("`campaign run`, pid 1 on gone, since 2026-01-01 00:00:00\n")
+    text = _status_text(config)
+    assert "no driver runs this campaign: its 1 tasks recorded as running were left" in text, text
+    assert "stopped" in text and "pid 1 on gone" not in text
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from campaign.driver import driver_lock\n"
+         f"with driver_lock(Path({str(tmp_path)!r})):\n    print('held', flush=True); sys.stdin.read()"],
+        cwd=Path(__file__).parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        text = _status_text(config)
+    finally:
+        holder.communicate("", timeout=30)
+    assert f"driver: `campaign run`, pid {holder.pid} on" in text, text
+    assert "0:00:30" in text  # 2 unfinished x 30 s / 2 cpu workers
 
 
 def test_a_diffusion_coefficient_below_its_resolution_is_not_printed_as_a_number():
