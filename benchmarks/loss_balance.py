@@ -34,6 +34,8 @@ from tasks.train import test_model, train_member  # noqa: E402
 
 #: the acceptance's reference: GPAW at the labels' settings (README, "The property acceptance")
 GPAW = {"bulk_modulus": 14.1, "C11": 18.4, "C12": 12.0, "C44": 11.0}
+#: the continuations run when none are named
+SWEEP = ["10,1,10", "10,3,10", "10,10,10", "10,30,10", "10,10,30", "10,10,100"]
 #: what trained the committed members: their network
 TRAINING_SET = ROOT / "configs" / "li-training-set.yaml"
 
@@ -103,9 +105,9 @@ def prefactors(text: str) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--member", type=int, default=0)
-    parser.add_argument("--prefactors", nargs="*", default=["10,1,10", "10,3,10", "10,10,10", "10,30,10",
-                                                             "10,10,30", "10,10,100"],
-                        help="energy,force,virial prefactors of each run")
+    parser.add_argument("--prefactors", nargs="*",
+                        help="energy,force,virial prefactors of each run (default: a sweep of six, unless "
+                             "--scratch is given)")
     parser.add_argument("--scratch", nargs="*", metavar="E,F,V",
                         help="and members from scratch on the config's schedule: as it is with no values, "
                              "else one per E,F,V, its limit prefactors")
@@ -122,6 +124,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "loss_balance.json")
     args = parser.parse_args()
     args.workdir, args.data = args.workdir.resolve(), args.data.resolve()  # dp test runs in a folder of its own
+    if args.prefactors is None:
+        args.prefactors = [] if args.scratch is not None else SWEEP
     runs = [prefactors(p) for p in args.prefactors]
     fitting = [int(n) for n in args.fitting_neuron.split(",")] if args.fitting_neuron else None
     descriptor = {key: json.loads(value) for key, value in (entry.split("=", 1) for entry in args.descriptor)}
