@@ -100,7 +100,8 @@ def status_view(config: CampaignConfig) -> Group:
         table.add_column("mean task time (s)", justify="right", overflow="fold")
         table.add_column("ETA", justify="right", overflow="fold")
         table.add_column("executors", overflow="fold")
-        for stage, counts in ledger.counts().items():
+        by_stage = ledger.counts()
+        for stage, counts in by_stage.items():
             rows = ledger.tasks(stage=stage)
             times = [r.wall_time_s for r in rows if r.state == "done" and r.wall_time_s]
             executors = sorted({r.executor for r in rows if r.executor})
@@ -110,7 +111,7 @@ def status_view(config: CampaignConfig) -> Group:
                           f"{sum(times) / len(times):.1f}" if times else "-", _eta(rows, workers, driver is not None),
                           ", ".join(executors))
         parts.append(table)
-        parts.append(driver_line(driver, sum(counts["running"] for counts in ledger.counts().values())))
+        parts.append(driver_line(driver, sum(counts["running"] for counts in by_stage.values())))
         blocks = blocks_view(config)
         if blocks is not None:
             parts.append(blocks)
