@@ -18,6 +18,7 @@ potential); it rewrites the group whole, so it always matches the finished prope
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from tasks.properties.published import PUBLISHED_COLUMNS, STUDY_002_TABLE_1
 GROUP = "properties"
 MEMBER_PREFIX = "member-"
 DEFAULT_REFERENCE = "DFT (002)"
+#: the longest note head a comparison table shows in place of a value not found
+VERDICT_CHARS = 24
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def properties_dataset(outcomes: list[PropertyOutcome], reference: str | None) -
     members = [p for p in potentials if p.startswith(MEMBER_PREFIX)]
     if members:
         member_values = value[[potentials.index(m) for m in members]]
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a component no member has (all NaN) is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
             variables["ensemble_mean"] = (("component",), np.nanmean(member_values, axis=0))
             variables["ensemble_spread"] = (("component",), np.nanstd(member_values, axis=0),
                                             {"long_name": "standard deviation over the ensemble's members"})
@@ -162,9 +166,15 @@ def comparison_table(dataset: xr.Dataset, reference: str | None = None):
             values[str(source)] = published
     for name, column in values.items():
         columns[name] = [_shown(v) for v in column]
+    for potential in values.keys() & set(map(str, dataset.potential.values)):
+        # a value not found may say why in a few words: "above 510 K" for a melting point not bracketed
+        columns[potential] = [_verdict(note) if shown == "-" else shown
+                              for shown, note in zip(columns[potential], dataset.note.sel(potential=potential).values)]
     if members:
-        columns["ensemble"] = [f"{_shown(m)} ± {_shown(s)}" if np.isfinite(m) else "-"
-                               for m, s in zip(dataset.ensemble_mean.values, dataset.ensemble_spread.values)]
+        verdicts = ["; ".join(dict.fromkeys(v for v in map(_verdict, notes) if v != "-")) or "-"
+                    for notes in dataset.note.sel(potential=members).values.T]
+        columns["ensemble"] = [f"{_shown(m)} ± {_shown(s)}" if np.isfinite(m) else verdict for m, s, verdict
+                               in zip(dataset.ensemble_mean.values, dataset.ensemble_spread.values, verdicts)]
     if reference not in values:
         if asked:
             raise NotInStore(f"no column '{reference}' to compare against; the columns: {', '.join(values)}")
@@ -176,6 +186,12 @@ def comparison_table(dataset: xr.Dataset, reference: str | None = None):
                 columns[f"{name} vs {reference} (%)"] = [f"{100 * (v - b) / abs(b):+.0f}" if np.isfinite(v * b)
                                                          and b != 0 else "-" for v, b in zip(column, base)]
     return pd.DataFrame(columns)
+
+
+def _verdict(note: str) -> str:
+    """A note's head before its first colon, when it is a short verdict ("above 510 K"), else "-"."""
+    head = str(note).split(":", 1)[0].strip()
+    return head if head and ":" in str(note) and len(head) <= VERDICT_CHARS else "-"
 
 
 def _shown(value: float) -> str:

@@ -511,6 +511,29 @@ def test_a_melting_point_from_runs_made_apart():
         melting_point_result(params, [run(400, 0.3, crystal=0.4), run(440, 0.1), run(480, -0.3)])
 
 
+def test_a_melting_point_beyond_the_temperatures_is_a_bound_with_its_runs_kept():
+    """A crystal that grows at every temperature says the melting point lies above them: a
+    finding, recorded with the runs (hours of MD on a CPU), and shown as the bound in the table."""
+    from storage.properties import PropertyOutcome, comparison_table, properties_dataset
+    from tasks.properties.melting import CoexistenceRun, MeltingParams, melting_point_result
+
+    params = MeltingParams(temperatures_k=[400, 440, 480], cells=(4, 4, 8))
+    times = np.array([0.0, 0.15, 0.45, 0.75])
+    runs = [CoexistenceRun(t, 0.98, times, 0.5 + rate * times) for t, rate in ((400, 0.6), (440, 0.05), (480, 0.02))]
+    result = melting_point_result(params, runs)
+    found = result.value("melting_point")
+    assert np.isnan(found.value) and found.uncertainty is None
+    assert found.note.startswith("above 480 K: the crystal grows at every temperature of 400-480 K"), found.note
+    assert result.curves["bcc_fraction_vs_time_480K"][1] == pytest.approx(runs[2].bcc_fractions)
+    melts = melting_point_result(params, [CoexistenceRun(t, 0.98, times, 0.5 - 0.3 * times) for t in (400, 440, 480)])
+    assert melts.value("melting_point").note.startswith("below 400 K: the crystal melts")
+    outcomes = [PropertyOutcome(potential, "melting_point", result, "ok")
+                for potential in ("member-0", "member-1", "snap")]
+    table = comparison_table(properties_dataset(outcomes, None)).set_index("component")
+    assert table.loc["melting_point", "ensemble"] == "above 480 K"
+    assert table.loc["melting_point", "snap"] == "above 480 K"
+
+
 def test_the_loop_stops_on_property_targets(tmp_path, project_root):
     """The committed seed ensemble agrees on its lattice constant (spread about 0.005 Å) but
     not on its bulk modulus (about 5 GPa): one target is met, the other not, each member

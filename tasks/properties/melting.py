@@ -10,7 +10,9 @@ melts: the rate of change of the bcc fraction (adaptive common-neighbour analysi
 melt, changes sign at the melting point. The value is where
 the rate, interpolated linearly between the temperatures that bracket the change, is zero;
 its uncertainty is half their spacing (the resolution of the temperature grid), or half the
-range over which the sign changes more than once (noise at small sizes and short runs).
+range over which the sign changes more than once (noise at small sizes and short runs). Where
+the sign never changes the value is NaN and its note the bound ("above 510 K: ..."), the runs
+kept as curves.
 (The potential energy's slope is buried in the barostat's noise at these sizes; the bcc
 fraction is not.) The a-CNA is of positions averaged over 0.3 ps windows: single frames of hot
 Li scatter (DeePMD members' bulk at 390 K read 0.30 bcc by single frames; README, "a-CNA of a
@@ -100,19 +102,22 @@ def melting_point_result(params: MeltingParams, runs: list[CoexistenceRun]) -> P
     require_crystal(params, runs[0])
     temperatures = np.array(params.temperatures_k)
     slopes_array = np.array([run.growth_rate for run in runs])
+    how = f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps NPT (z) per temperature"
     if np.all(slopes_array >= 0) or np.all(slopes_array <= 0):
-        direction = "melts" if slopes_array[0] < 0 else "grows"
-        raise ValueError(f"the crystal {direction} at every temperature {params.temperatures_k} K (bcc fraction "
-                         f"rates {np.round(slopes_array, 4).tolist()} per ps): the melting point lies "
-                         f"{'below' if direction == 'melts' else 'above'} them; move the temperatures")
-    melting, uncertainty = zero_crossing(temperatures, slopes_array)
+        # a bound is a finding, and the runs behind it are kept: hours of MD on a CPU
+        melts = slopes_array[0] < 0
+        bound = f"below {temperatures[0]:g} K" if melts else f"above {temperatures[-1]:g} K"
+        melting, uncertainty = float("nan"), None
+        how = (f"{bound}: the crystal {'melts' if melts else 'grows'} at every temperature of "
+               f"{temperatures[0]:g}-{temperatures[-1]:g} K (bcc fraction rates {np.round(slopes_array, 4).tolist()} "
+               f"per ps), so `temperatures_k` must reach further; {how}")
+    else:
+        melting, uncertainty = zero_crossing(temperatures, slopes_array)
     traces = {f"bcc_fraction_vs_time_{run.temperature_k:g}K": [run.times_ps.tolist(), run.bcc_fractions.tolist()]
               for run in runs}
-    return PropertyResult(MeltingPoint.name, [
-        PropertyValue("melting_point", melting, "K", uncertainty,
-                      note=f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps "
-                           f"NPT (z) per temperature")],
-        curves={"bcc_fraction_rate_vs_temperature": [temperatures.tolist(), slopes_array.tolist()], **traces})
+    return PropertyResult(MeltingPoint.name, [PropertyValue("melting_point", melting, "K", uncertainty, note=how)],
+                          curves={"bcc_fraction_rate_vs_temperature": [temperatures.tolist(), slopes_array.tolist()],
+                                  **traces})
 
 
 def coexistence_run(params: MeltingParams, lattice_constant: float, temperature: float, pair_commands: list[str]
