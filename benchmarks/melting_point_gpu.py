@@ -65,7 +65,7 @@ def combine(params: MeltingParams, runs: dict) -> dict:
         try:
             value = melting_point_result(params, landed).values[0]
             found[member] = {"melting_point_k": value.value, "uncertainty_k": value.uncertainty,
-                             "growth_rates_per_ps": rates}
+                             "note": value.note, "growth_rates_per_ps": rates}
         except ValueError as refused:
             found[member] = {"error": str(refused), "growth_rates_per_ps": rates}
     return found
