@@ -30,6 +30,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.atomic import write_json  # noqa: E402
+from tasks.runtime import prepare_process  # noqa: E402
+
+# before torch and Numba load, here and in each spawned run: unpinned, a-CNA's OpenMP team of
+# Numba threads slowed the 256-atom runs several times over on a CPU (none landed in 57 minutes)
+prepare_process()
+
 from tasks.properties.melting import CoexistenceRun, MeltingParams, coexistence_run, melting_point_result  # noqa: E402
 
 
