@@ -19,7 +19,6 @@ import numpy as np
 from ase import Atoms
 
 from tasks.atomic import write_json
-from tasks.plugin import Params
 
 #: An ASE calculator for these atoms; the name labels its files (a DFT code's logs).
 CalculatorFactory = Callable[[Atoms, str], Any]
