@@ -43,7 +43,8 @@ def one_run(params: dict, lattice_constant: float, temperature: float, pair_comm
     started = time.perf_counter()
     run = coexistence_run(MeltingParams(**params), lattice_constant, temperature, pair_commands)
     return {"temperature_k": run.temperature_k, "crystal_bcc": run.crystal_bcc, "times_ps": run.times_ps.tolist(),
-            "bcc_fractions": run.bcc_fractions.tolist(), "wall_time_s": time.perf_counter() - started}
+            "bcc_fractions": run.bcc_fractions.tolist(), "temperatures_k": run.temperatures_k.tolist(),
+            "wall_time_s": time.perf_counter() - started}
 
 
 def prepare_member(model: Path, params: MeltingParams, work_dir: Path) -> dict:
@@ -66,7 +67,10 @@ def combine(params: MeltingParams, runs: dict) -> dict:
             continue
         landed = [CoexistenceRun(t, by_temperature[f"{t:g}"]["crystal_bcc"],
                                  np.array(by_temperature[f"{t:g}"]["times_ps"]),
-                                 np.array(by_temperature[f"{t:g}"]["bcc_fractions"])) for t in params.temperatures_k]
+                                 np.array(by_temperature[f"{t:g}"]["bcc_fractions"]),
+                                 np.array(by_temperature[f"{t:g}"]["temperatures_k"])
+                                 if "temperatures_k" in by_temperature[f"{t:g}"] else None)
+                  for t in params.temperatures_k]
         rates = {f"{run.temperature_k:g}": run.growth_rate for run in landed}
         try:
             value = melting_point_result(params, landed).values[0]
@@ -82,7 +86,9 @@ def main() -> None:
     parser.add_argument("models", type=Path, help="a folder of frozen members (member-*.pth)")
     parser.add_argument("out", type=Path)
     parser.add_argument("--cells", type=int, nargs=3, default=(8, 8, 16), help="2,048 atoms by default")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[410.0, 430.0, 450.0, 470.0])
+    parser.add_argument("--method", choices=["interface_velocity", "nph"], default="interface_velocity")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[410.0, 430.0, 450.0, 470.0],
+                        help="K: fixed temperatures, or each NPH run's start")
     parser.add_argument("--equilibrate-ps", type=float, default=3.0)
     parser.add_argument("--melt-ps", type=float, default=3.0)
     parser.add_argument("--cool-ps", type=float, default=1.0)
@@ -91,7 +97,7 @@ def main() -> None:
     parser.add_argument("--combine", action="store_true", help="only recompute melting_points.json from runs.json")
     args = parser.parse_args()
 
-    params = MeltingParams(temperatures_k=args.temperatures, cells=tuple(args.cells), equilibrate_ps=args.equilibrate_ps,
+    params = MeltingParams(method=args.method, temperatures_k=args.temperatures, cells=tuple(args.cells), equilibrate_ps=args.equilibrate_ps,
                            melt_ps=args.melt_ps, cool_ps=args.cool_ps, coexistence_ps=args.coexistence_ps)
     args.out.mkdir(parents=True, exist_ok=True)
     runs_file = args.out / "runs.json"

@@ -511,6 +511,52 @@ def test_a_melting_point_from_runs_made_apart():
         melting_point_result(params, [run(400, 0.3, crystal=0.4), run(440, 0.1), run(480, -0.3)])
 
 
+@pytest.mark.slow
+def test_an_nph_box_takes_the_latent_heat_and_bounds_the_melting_point():
+    """SNAP Li, 108 atoms without a thermostat: from 700 K its crystal half melts and the melting
+    absorbs heat, so the box ends colder than it started (the window means scatter by about
+    10 K at this size; a thermostatted box would stay at 700 K); from 300 K it is all crystal.
+    Neither stayed two-phase, so the value is NaN and the note bounds it from both sides."""
+    result = run_property("melting_point", {"method": "nph", "temperatures_k": [300, 700], "cells": [3, 3, 6],
+                                            "timestep_fs": 2, "equilibrate_ps": 1, "melt_ps": 2, "cool_ps": 1,
+                                            "coexistence_ps": 3},
+                          classical_calculators("snap"), classical("snap").pair_commands())
+    found = result.value("melting_point")
+    assert np.isnan(found.value)
+    assert "from 300 K the box froze" in found.note and "from 700 K the box melted" in found.note, found.note
+    hot = np.array(result.curves["temperature_vs_time_700K"][1])
+    assert np.mean(hot[len(hot) // 2:]) < 685
+    assert result.curves["bcc_fraction_vs_time_300K"][1][-1] > 0.9
+
+
+def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
+    """`method: nph`: the mean temperature of the second half of each run still two-phase at its
+    end, its error the block average's or the runs' spread; a run that froze or
+    melted entirely is a bound in the note, and with no two-phase run the value is NaN."""
+    from tasks.properties.melting import CoexistenceRun, MeltingParams, melting_point_result
+
+    params = MeltingParams(method="nph", temperatures_k=[440, 500, 560], cells=(4, 4, 8))
+    times = np.arange(11) * 0.3
+    settling = np.array([440, 450, 458, 462, 470, 468, 472, 470, 466, 474, 470], dtype=float)
+    two_phase = CoexistenceRun(440, 0.98, times, np.full(11, 0.6), settling)
+    also = CoexistenceRun(500, 0.98, times, np.full(11, 0.4), settling + 10)
+    melted = CoexistenceRun(560, 0.98, times, np.linspace(0.5, 0.0, 11), np.linspace(560, 530, 11))
+    found = melting_point_result(params, [two_phase, also, melted]).value("melting_point")
+    assert found.value == pytest.approx((470 + 480) / 2)
+    assert found.uncertainty == pytest.approx(5.0)  # the two runs' spread exceeds their block errors
+    assert "from 560 K the box melted at 530 K, so the melting point lies below about that" in found.note
+    assert "256 atoms" in found.note
+    froze = CoexistenceRun(440, 0.98, times, np.linspace(0.5, 1.0, 11), np.linspace(440, 470, 11))
+    alone = melting_point_result(MeltingParams(method="nph", temperatures_k=[440], cells=(4, 4, 8)), [froze])
+    assert np.isnan(alone.value("melting_point").value)
+    assert "froze at 470 K, so the melting point lies above about that" in alone.value("melting_point").note
+    assert alone.curves["temperature_vs_time_440K"][1] == pytest.approx(froze.temperatures_k)
+    with pytest.raises(ValueError, match="no temperatures recorded"):
+        melting_point_result(params, [CoexistenceRun(t, 0.98, times, np.full(11, 0.5)) for t in (440, 500, 560)])
+    with pytest.raises(ValueError, match="at least two temperatures"):
+        MeltingParams(temperatures_k=[440])
+
+
 def test_a_melting_point_beyond_the_temperatures_is_a_bound_with_its_runs_kept():
     """A crystal that grows at every temperature says the melting point lies above them: a
     finding, recorded with the runs (hours of MD on a CPU), and shown as the bound in the table."""

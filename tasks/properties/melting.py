@@ -1,4 +1,6 @@
-"""The melting point of bcc Li by solid-liquid coexistence, from the interface's direction.
+"""The melting point of bcc Li by solid-liquid coexistence: from the interface's direction at
+fixed temperatures (`method: interface_velocity`), or from the temperature a two-phase box
+settles to without a thermostat (`method: nph`, study 000's way).
 
 At each temperature T of the list, one LAMMPS run: the bcc box is equilibrated at T and zero
 pressure (NPT), its upper half melted at `melt_temperature_k` while the lower half is held
@@ -13,6 +15,14 @@ its uncertainty is half their spacing (the resolution of the temperature grid), 
 range over which the sign changes more than once (noise at small sizes and short runs). Where
 the sign never changes the value is NaN and its note the bound ("above 510 K: ..."), the runs
 kept as curves.
+With `method: nph` the two-phase box runs with the barostat along z and no thermostat: where
+the crystal grows, its latent heat warms the box, where it melts the box cools, until the
+temperature is the melting point and the interface stops. The value is the mean temperature
+of the second half of the coexistence, from the runs whose box is still two-phase at the end
+(bcc fraction between 0.1 and 0.9 over the last 1 ps); its uncertainty the block-average error, or the spread of
+several runs' values where larger. One run suffices if it starts within about 50 K of the
+melting point (256 atoms: freezing or melting half the box moves its temperature by about 60
+K); a run that froze or melted entirely bounds it, as the fixed-temperature runs do.
 (The potential energy's slope is buried in the barostat's noise at these sizes; the bcc
 fraction is not.) The a-CNA is of positions averaged over 0.3 ps windows: single frames of hot
 Li scatter (DeePMD members' bulk at 390 K read 0.30 bcc by single frames; README, "a-CNA of a
@@ -22,31 +32,41 @@ hot crystal").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.properties.base import CalculatorFactory, Property, PropertyResult, PropertyValue, linear_fit
 from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, averaged_bcc_fractions, bcc_box,
-                                      mean_bcc_fraction, npt_command, nvt_command, thermalise)
+                                      block_error, mean_bcc_fraction, nph_command, npt_command, nvt_command,
+                                      thermalise)
 
 #: A bcc fraction (of 0.3 ps averages) below this is no crystal left (a melt reads up to 0.1),
 #: above this the box is all crystal (a crystal reads 0.97-1.00).
 GONE, FULL = 0.1, 0.9
 #: ps over which positions are averaged before a-CNA.
 WINDOW_PS = 0.3
+#: An NPH run's end state: the mean bcc fraction of its last windows (about 1 ps).
+ENDING_WINDOWS = 3
 
 
 class MeltingParams(FiniteTemperatureParams):
-    temperatures_k: list[float] = Field([400.0, 440.0, 480.0, 520.0], min_length=2,
-                                        description="K, ascending; the melting point must lie between the ends")
+    method: Literal["interface_velocity", "nph"] = Field(
+        "interface_velocity", description="interface_velocity: the crystal's growth rate at each fixed temperature, "
+                                          "zero at the melting point; nph: the temperature a two-phase box without "
+                                          "thermostat settles to")
+    temperatures_k: list[float] = Field([400.0, 440.0, 480.0, 520.0], min_length=1,
+                                        description="K, ascending; interface_velocity: the melting point must lie "
+                                                    "between the ends; nph: each run's start, near the melting point")
     cells: tuple[int, int, int] = Field((6, 6, 12), description="conventional cells along x, y, z (the interface "
                                                                 "normal); 864 atoms by default")
     melt_ps: float = Field(5.0, gt=0, description="ps of melting the upper half")
     melt_temperature_k: float = Field(1200.0, gt=0, description="K, the upper half's melting temperature")
     cool_ps: float = Field(2.0, gt=0, description="ps of bringing the melt to T, the crystal still held")
     coexistence_ps: float = Field(20.0, gt=0, description="ps of two-phase NPT, over which the bcc fraction's "
-                                                        "rate is measured until the box is all crystal or all melt")
+                                                        "rate is measured until the box is all crystal or all melt "
+                                                        "(nph: of NPH, its second half averaged)")
 
     @field_validator("cells")
     @classmethod
@@ -54,6 +74,18 @@ class MeltingParams(FiniteTemperatureParams):
         if cells[2] < 2 * min(cells[:2]):
             raise ValueError("z at least twice x and y (two halves, each about cubic)")
         return cells
+
+    @model_validator(mode="after")
+    def _bracket(self) -> "MeltingParams":
+        if self.method == "interface_velocity" and len(self.temperatures_k) < 2:
+            raise ValueError("interface_velocity needs at least two temperatures, to bracket the melting point")
+        return self
+
+    @property
+    def how(self) -> str:
+        """The box and the run behind a value, for its note."""
+        run = "NPT (z) per temperature" if self.method == "interface_velocity" else "NPH (z) per run"
+        return f"coexistence of {self.atoms} atoms, (001) interface, {self.coexistence_ps:g} ps {run}"
 
 
 class MeltingPoint(Property):
@@ -75,12 +107,14 @@ class MeltingPoint(Property):
 @dataclass(frozen=True)
 class CoexistenceRun:
     """One temperature of the melting point: the bcc fraction of the crystal equilibrated
-    there, and of the two-phase box against time (ps) from the release of the crystal half."""
+    there, and of the two-phase box against time (ps) from the release of the crystal half,
+    with the box's mean temperature (K) at those times (absent from runs recorded before it was)."""
 
     temperature_k: float
     crystal_bcc: float
     times_ps: np.ndarray
     bcc_fractions: np.ndarray
+    temperatures_k: np.ndarray | None = None
 
     @property
     def growth_rate(self) -> float:
@@ -100,9 +134,11 @@ def melting_point_result(params: MeltingParams, runs: list[CoexistenceRun]) -> P
     if [run.temperature_k for run in runs] != params.temperatures_k:
         raise ValueError(f"runs at {[run.temperature_k for run in runs]} K, not at {params.temperatures_k} K")
     require_crystal(params, runs[0])
+    if params.method == "nph":
+        return settled_temperature_result(params, runs)
     temperatures = np.array(params.temperatures_k)
     slopes_array = np.array([run.growth_rate for run in runs])
-    how = f"coexistence of {params.atoms} atoms, (001) interface, {params.coexistence_ps:g} ps NPT (z) per temperature"
+    how = params.how
     if np.all(slopes_array >= 0) or np.all(slopes_array <= 0):
         # a bound is a finding, and the runs behind it are kept: hours of MD on a CPU
         melts = slopes_array[0] < 0
@@ -146,11 +182,50 @@ def coexistence_run(params: MeltingParams, lattice_constant: float, temperature:
     thermalise(lmp, temperature, seed + 2, "solid")
     lmp.command("variable solid_atoms equal count(solid)")
     released = crystal * lmp.extract_variable("solid_atoms") / lmp.get_natoms()  # the crystal half, as it was
-    lmp.command(npt_command("coexist", temperature, params.timestep_fs, "z"))
-    times, fractions = averaged_bcc_fractions(lmp, params, round(params.coexistence_ps / WINDOW_PS), WINDOW_PS)
+    if params.method == "nph":  # no thermostat: the latent heat moves the temperature to the melting point
+        lmp.command(nph_command("coexist", params.timestep_fs, "z"))
+    else:
+        lmp.command(npt_command("coexist", temperature, params.timestep_fs, "z"))
+    times, fractions, temperatures = averaged_bcc_fractions(lmp, params, round(params.coexistence_ps / WINDOW_PS),
+                                                            WINDOW_PS)
     lmp.close()
     return CoexistenceRun(temperature, crystal, np.concatenate([[0.0], times]),
-                          np.concatenate([[released], fractions]))
+                          np.concatenate([[released], fractions]), np.concatenate([[temperature], temperatures]))
+
+
+def settled_temperature_result(params: MeltingParams, runs: list[CoexistenceRun]) -> PropertyResult:
+    """`method: nph`: the mean temperature of the second half of each run still two-phase at its
+    end; runs that froze or melted entirely bound the melting point instead."""
+    settled, errors, fates = [], [], []
+    for run in runs:
+        if run.temperatures_k is None:
+            raise ValueError(f"the run from {run.temperature_k:g} K has no temperatures recorded: not an NPH run")
+        temperatures = run.temperatures_k[len(run.times_ps) // 2:]
+        end = float(np.mean(run.bcc_fractions[-ENDING_WINDOWS:]))  # one window of 256 atoms scatters by 0.1-0.2
+        if GONE < end < FULL:
+            settled.append(float(np.mean(temperatures)))
+            errors.append(float(block_error(temperatures, min(5, len(temperatures)))))
+            fates.append(f"from {run.temperature_k:g} K: {settled[-1]:.0f} ± {errors[-1]:.0f} K")
+        else:
+            froze = end >= FULL
+            fates.append(f"from {run.temperature_k:g} K the box {'froze' if froze else 'melted'} at "
+                         f"{run.temperatures_k[-1]:.0f} K, so the melting point lies "
+                         f"{'above' if froze else 'below'} about that")
+    how = f"{params.how}; " + "; ".join(fates)
+    if settled:
+        value = float(np.mean(settled))
+        spread = float(np.std(settled, ddof=1) / np.sqrt(len(settled))) if len(settled) > 1 else 0.0
+        uncertainty = max(float(np.sqrt(np.sum(np.square(errors)))) / len(settled), spread)
+        how = f"the mean temperature of the last {params.coexistence_ps / 2:g} ps of two-phase NPH, {how}"
+    else:
+        value, uncertainty = float("nan"), None
+        how = f"no run stayed two-phase: start nearer the melting point; {how}"
+    curves = {}
+    for run in runs:
+        curves[f"bcc_fraction_vs_time_{run.temperature_k:g}K"] = [run.times_ps.tolist(), run.bcc_fractions.tolist()]
+        curves[f"temperature_vs_time_{run.temperature_k:g}K"] = [run.times_ps.tolist(), run.temperatures_k.tolist()]
+    return PropertyResult(MeltingPoint.name, [PropertyValue("melting_point", value, "K", uncertainty, note=how)],
+                          curves=curves)
 
 
 def zero_crossing(temperatures: np.ndarray, rates: np.ndarray) -> tuple[float, float]:

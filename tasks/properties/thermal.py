@@ -98,6 +98,12 @@ def npt_command(fix_id: str, temperature: float, timestep_fs: float, barostat: s
     return f"fix {fix_id} {group} npt temp {temperature} {temperature} {100 * dt} {barostat} 0 0 {1000 * dt}"
 
 
+def nph_command(fix_id: str, timestep_fs: float, barostat: str = "iso") -> str:
+    """Zero pressure without a thermostat (the energy, less the barostat's work, conserved); the
+    barostat damped as `npt_command`'s."""
+    return f"fix {fix_id} all nph {barostat} 0 0 {timestep_fs}"  # 1000 steps of timestep_fs / 1000 ps
+
+
 def nvt_command(fix_id: str, temperature: float, timestep_fs: float, group: str = "all") -> str:
     dt = timestep_fs / 1000
     return f"fix {fix_id} {group} nvt temp {temperature} {temperature} {100 * dt}"
@@ -252,16 +258,17 @@ def mean_bcc_fraction(lmp: Any, params: FiniteTemperatureParams, temperature: fl
     0.67 ± 0.09 at 300 K, where their slab's averaged interior is 0.999: README, "a-CNA of a
     hot crystal")."""
     lmp.command(nvt_command("bcc_fraction", temperature, params.timestep_fs))
-    _, fractions = averaged_bcc_fractions(lmp, params, windows, window_ps)
+    _, fractions, _ = averaged_bcc_fractions(lmp, params, windows, window_ps)
     lmp.command("unfix bcc_fraction")
     return float(np.mean(fractions))
 
 
 def averaged_bcc_fractions(lmp: Any, params: FiniteTemperatureParams, windows: int, window_ps: float = 0.3
-                           ) -> tuple[np.ndarray, np.ndarray]:
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The a-CNA bcc fraction of the positions averaged over each of `windows` consecutive
-    windows of `window_ps`, run under the fixes that integrate the atoms now; and each window's
-    middle in ps from now."""
+    windows of `window_ps`, run under the fixes that integrate the atoms now; each window's
+    mean temperature (K: what an NPH box settles to is the measurement there); and each
+    window's middle in ps from now."""
     from tasks.md import time_average_commands, undo_time_average
 
     steps = params.steps(window_ps)
@@ -269,10 +276,13 @@ def averaged_bcc_fractions(lmp: Any, params: FiniteTemperatureParams, windows: i
     pad = -int(lmp.get_thermo("step")) % steps
     if pad:
         lmp.command(f"run {pad}")
-    lmp.commands_list(time_average_commands("bcc_mean", steps, steps))
-    at, fractions = run_sampled(lmp, steps * windows, windows, lambda: bcc_fraction(lmp, "f_bcc_mean"))
-    lmp.commands_list(undo_time_average("bcc_mean"))
-    return (pad + at - steps / 2) * params.timestep_fs / 1000, np.array(fractions)
+    lmp.commands_list([*time_average_commands("bcc_mean", steps, steps),
+                       f"fix window_temperature all ave/time 1 {steps} {steps} c_thermo_temp"])
+    at, samples = run_sampled(lmp, steps * windows, windows,
+                              lambda: (bcc_fraction(lmp, "f_bcc_mean"), lmp.extract_fix("window_temperature", 0, 0)))
+    lmp.commands_list([*undo_time_average("bcc_mean"), "unfix window_temperature"])
+    fractions, temperatures = (np.array(column, dtype=float) for column in zip(*samples))
+    return (pad + at - steps / 2) * params.timestep_fs / 1000, fractions, temperatures
 
 
 def block_error(series: np.ndarray, blocks: int = 5) -> float:
