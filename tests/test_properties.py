@@ -523,7 +523,7 @@ def test_an_nph_box_takes_the_latent_heat_and_bounds_the_melting_point():
                           classical_calculators("snap"), classical("snap").pair_commands())
     found = result.value("melting_point")
     assert np.isnan(found.value)
-    assert "from 300 K the box froze" in found.note and "from 700 K the box melted" in found.note, found.note
+    assert "from 300 K the box froze entirely" in found.note and "from 700 K the box melted entirely" in found.note
     hot = np.array(result.curves["temperature_vs_time_700K"][1])
     assert np.mean(hot[len(hot) // 2:]) < 685
     assert result.curves["bcc_fraction_vs_time_300K"][1][-1] > 0.9
@@ -544,12 +544,14 @@ def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
     found = melting_point_result(params, [two_phase, also, melted]).value("melting_point")
     assert found.value == pytest.approx((470 + 480) / 2)
     assert found.uncertainty == pytest.approx(5.0)  # the two runs' spread exceeds their block errors
-    assert "from 560 K the box melted at 530 K, so the melting point lies below about that" in found.note
+    assert "from 560 K the box melted entirely, its last crystal gone at 536 K, so the melting point lies below" \
+        in found.note
     assert "256 atoms" in found.note
     froze = CoexistenceRun(440, 0.98, times, np.linspace(0.5, 1.0, 11), np.linspace(440, 470, 11))
     alone = melting_point_result(MeltingParams(method="nph", temperatures_k=[440], cells=(4, 4, 8)), [froze])
     assert np.isnan(alone.value("melting_point").value)
-    assert "froze at 470 K, so the melting point lies above about that" in alone.value("melting_point").note
+    assert "froze entirely, its last liquid gone at 464 K, so the melting point lies above about that" \
+        in alone.value("melting_point").note
     assert alone.curves["temperature_vs_time_440K"][1] == pytest.approx(froze.temperatures_k)
     with pytest.raises(ValueError, match="no temperatures recorded"):
         melting_point_result(params, [CoexistenceRun(t, 0.98, times, np.full(11, 0.5)) for t in (440, 500, 560)])

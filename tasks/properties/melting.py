@@ -208,9 +208,14 @@ def settled_temperature_result(params: MeltingParams, runs: list[CoexistenceRun]
             fates.append(f"from {run.temperature_k:g} K: {settled[-1]:.0f} ± {errors[-1]:.0f} K")
         else:
             froze = end >= FULL
-            fates.append(f"from {run.temperature_k:g} K the box {'froze' if froze else 'melted'} at "
-                         f"{run.temperatures_k[-1]:.0f} K, so the melting point lies "
-                         f"{'above' if froze else 'below'} about that")
+            # the bound is the temperature when the last liquid froze (the last crystal melted): the
+            # latent heat of the rest moved it on (a melt ends colder than where its crystal went)
+            decided = run.bcc_fractions >= FULL if froze else run.bcc_fractions <= GONE
+            undecided = np.flatnonzero(~decided)
+            since = min(undecided[-1] + 1 if undecided.size else 0, len(decided) - 1)
+            fates.append(f"from {run.temperature_k:g} K the box {'froze' if froze else 'melted'} entirely, its "
+                         f"last {'liquid' if froze else 'crystal'} gone at {run.temperatures_k[since]:.0f} K, so the "
+                         f"melting point lies {'above' if froze else 'below'} about that")
     how = f"{params.how}; " + "; ".join(fates)
     if settled:
         value = float(np.mean(settled))
