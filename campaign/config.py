@@ -796,11 +796,14 @@ def _has(sections: Mapping[str, Any], *names: str) -> bool:
     return all(sections.get(n) is not None for n in names)
 
 
-def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list[tuple[Location, str]]:
+def cross_problems(sections: Mapping[str, Any], system_names: list[str], written: frozenset[str] = frozenset(),
+                   invalid: frozenset[str] = frozenset()) -> list[tuple[Location, str]]:
     """Problems that need several sections; a section that did not validate is None (its checks skipped).
 
     List sections come as (index in the YAML, entry) pairs of the entries that validated;
-    `system_names` are the names of every system written, valid or not.
+    `system_names` are the names of every system written, valid or not; `written` names the
+    sections the YAML has, `invalid` those of them with a problem (what they would have asked
+    for is unknown).
     """
     problems: list[tuple[Location, str]] = []
     systems: dict[str, SystemSection] = {s.name: s for _, s in sections.get("systems") or []}
@@ -940,11 +943,17 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str]) -> list
                              if not plugin_problems(FIELDS[name].Params, params)]
     uses_models = bool(explore) or any(s.potential == "final_model" for _, s in production) or \
         bool(properties and properties.uses_models) or not (production or properties)
-    if train is not None and uses_models and (explore or not train.initial_models):
+    if invalid & {"explore", "production", "properties"}:
+        # unknown while a section that could ask for models failed: a train section written is
+        # still checked for its executor, "nothing to train on" waits for the fix
+        check_train_executor, check_train_data = "train" in written, False
+    else:
+        check_train_executor = check_train_data = uses_models
+    if train is not None and check_train_executor and (explore or not train.initial_models):
         check_executor(["train", "executor"], train.executor)  # an executor it trains on
     if train is not None and label is not None and not train.initial_models and not train.initial_data:
         to_label = label.systems if label.systems is not None else system_names
-        if uses_models and not to_label:
+        if check_train_data and not to_label:
             problems.append((["train"], "the campaign needs trained models but has nothing to train on: give "
                                         "systems to label, train.initial_data or train.initial_models"))
     return problems
@@ -1078,7 +1087,10 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     path_problems = _resolved(sections, base_dir)[0] if base_dir is not None else []
     if lines:
         names = [s.get("name") for s in _raw_list(data, "systems") if isinstance(s.get("name"), str)]
-        problems = cross_problems(sections, names) + _raw_reference_problems(data, sections, names)
+        invalid = frozenset(name for name in SECTIONS_IN_ORDER if name in data and (
+            sections[name] is None or isinstance(data[name], list) and len(sections[name]) < len(data[name])))
+        problems = cross_problems(sections, names, frozenset(data), invalid) + \
+            _raw_reference_problems(data, sections, names)
         lines += [f"{format_path(path)}: {message}" for path, message in problems] + path_problems
         raise ConfigError(source, list(dict.fromkeys(lines)))
     try:

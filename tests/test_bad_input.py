@@ -460,6 +460,19 @@ def test_every_problem_of_a_config_at_once():
             "train.executor"} <= starts
 
 
+def test_a_failed_section_raises_no_problems_it_would_have_settled():
+    """A properties-only campaign needs no training; with a mistake in its properties section
+    the report names that mistake alone, not "nothing to train on" as if the section were absent."""
+    data = {"campaign": {"name": "melt", "workdir": "melt", "type_map": ["Li"], "masses_amu": {"Li": 6.94}},
+            "executors": {"cpu": {"provider": "local", "max_workers": 1}},
+            "properties": {"potentials": ["snap"], "compute": [{"melting_point": {"method": "npt"}}]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert [line.split(":")[0] for line in caught.value.problems] == ["properties.compute[0].melting_point.method"]
+    data["properties"]["compute"][0]["melting_point"]["method"] = "nph"
+    parse_config(data)
+
+
 # ---------------------------------------------------------------- warnings: legal, printed, not refused
 
 
