@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--combine", action="store_true", help="only recompute melting_points.json from runs.json")
     args = parser.parse_args()
 
-    params = MeltingParams(method=args.method, temperatures_k=args.temperatures, cells=tuple(args.cells), equilibrate_ps=args.equilibrate_ps,
+    params = MeltingParams(method=args.method, temperatures_k=args.temperatures, cells=tuple(args.cells),
+                           equilibrate_ps=args.equilibrate_ps,
                            melt_ps=args.melt_ps, cool_ps=args.cool_ps, coexistence_ps=args.coexistence_ps)
     args.out.mkdir(parents=True, exist_ok=True)
     runs_file = args.out / "runs.json"
