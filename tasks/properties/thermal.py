@@ -101,7 +101,8 @@ def npt_command(fix_id: str, temperature: float, timestep_fs: float, barostat: s
 def nph_command(fix_id: str, timestep_fs: float, barostat: str = "iso") -> str:
     """Zero pressure without a thermostat (the energy, less the barostat's work, conserved); the
     barostat damped as `npt_command`'s."""
-    return f"fix {fix_id} all nph {barostat} 0 0 {timestep_fs}"  # 1000 steps of timestep_fs / 1000 ps
+    dt = timestep_fs / 1000
+    return f"fix {fix_id} all nph {barostat} 0 0 {1000 * dt}"
 
 
 def nvt_command(fix_id: str, temperature: float, timestep_fs: float, group: str = "all") -> str:
