@@ -532,7 +532,8 @@ def test_an_nph_box_takes_the_latent_heat_and_bounds_the_melting_point():
 def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
     """`method: nph`: the mean temperature of the second half of each run still two-phase at its
     end, its error the block average's or the runs' spread; a run that froze or
-    melted entirely is a bound in the note, and with no two-phase run the value is NaN."""
+    melted entirely is a bound in the note, one whose crystal was not bcc is neither, and with
+    no two-phase run the value is NaN."""
     from tasks.properties.melting import CoexistenceRun, MeltingParams, melting_point_result
 
     params = MeltingParams(method="nph", temperatures_k=[440, 500, 560], cells=(4, 4, 8))
@@ -547,6 +548,12 @@ def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
     assert "from 560 K the box melted entirely, its last crystal gone at 536 K, so the melting point lies below" \
         in found.note
     assert "256 atoms" in found.note
+    # a crystal already disordered melts below the melting point: that run bounds nothing
+    disordered = CoexistenceRun(560, 0.69, times, np.linspace(0.35, 0.0, 11), np.linspace(560, 470, 11))
+    unsound = melting_point_result(params, [two_phase, also, disordered]).value("melting_point")
+    assert unsound.value == pytest.approx((470 + 480) / 2)
+    assert "from 560 K its crystal was not bcc (a-CNA 0.69), so that run says nothing" in unsound.note
+    assert "lies below" not in unsound.note
     froze = CoexistenceRun(440, 0.98, times, np.linspace(0.5, 1.0, 11), np.linspace(440, 470, 11))
     alone = melting_point_result(MeltingParams(method="nph", temperatures_k=[440], cells=(4, 4, 8)), [froze])
     assert np.isnan(alone.value("melting_point").value)

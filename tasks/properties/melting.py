@@ -195,11 +195,17 @@ def coexistence_run(params: MeltingParams, lattice_constant: float, temperature:
 
 def settled_temperature_result(params: MeltingParams, runs: list[CoexistenceRun]) -> PropertyResult:
     """`method: nph`: the mean temperature of the second half of each run still two-phase at its
-    end; runs that froze or melted entirely bound the melting point instead."""
+    end; runs that froze or melted entirely bound the melting point instead, and a run whose
+    crystal was not bcc at its start temperature does neither."""
     settled, errors, fates = [], [], []
     for run in runs:
         if run.temperatures_k is None:
             raise ValueError(f"the run from {run.temperature_k:g} K has no temperatures recorded: not an NPH run")
+        if run.crystal_bcc < MIN_CRYSTAL_BCC:
+            # a disordered crystal melts below the melting point: neither a value nor a bound
+            fates.append(f"from {run.temperature_k:g} K its crystal was not bcc (a-CNA {run.crystal_bcc:.2f}), "
+                         f"so that run says nothing")
+            continue
         temperatures = run.temperatures_k[len(run.times_ps) // 2:]
         end = float(np.mean(run.bcc_fractions[-ENDING_WINDOWS:]))  # one window of 256 atoms scatters by 0.1-0.2
         if GONE < end < FULL:
