@@ -245,11 +245,14 @@ def verify_exploration(output_dir: Path) -> dict[str, Any] | None:
 
 def exploration_specs(config: CampaignConfig, iteration: int,
                       models: list[str]) -> tuple[list[TaskSpec], dict[str, _Run]]:
-    """One LAMMPS run per explore section x system x sweep point, with the whole ensemble."""
+    """One LAMMPS run per explore section (from its `from_iteration` on) x system x sweep point,
+    with the whole ensemble."""
     specs: list[TaskSpec] = []
     runs: dict[str, _Run] = {}
     potential = Potential("deepmd", list(models))
     for section_index, section in enumerate(config.explore):
+        if iteration < section.from_iteration:
+            continue
         for system in section.systems:
             structure = base_structure(config, system)
             for point in section.points():

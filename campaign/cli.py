@@ -31,7 +31,13 @@ def _print_warnings(config: CampaignConfig) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config, args.scale)
     _print_warnings(config)
-    n_explore = sum(len(section.points()) * len(section.systems) for section in config.explore)
+
+    def explored_at(iteration: int) -> int:
+        return sum(len(s.points()) * len(s.systems) for s in config.explore if s.from_iteration <= iteration)
+
+    starts = sorted({section.from_iteration for section in config.explore} - {0})
+    later = ", ".join(f"{explored_at(k)} from iteration {k}" for k in starts)
+    n_explore = f"{explored_at(0)} ({later})" if later else str(explored_at(0))
     n_production = sum(len(study.points()) * len(study.systems) for study in config.production)
     properties = f"{len(config.properties.compute)} properties x {len(config.properties.potentials)} " \
                  f"potentials, " if config.properties else ""

@@ -577,6 +577,14 @@ def entry_problems(key: str, entries: list[PluginEntry], registry: Any) -> list[
     return problems + [([key], f"'{n}' is named twice") for n in sorted({n for n in names if names.count(n) > 1})]
 
 
+class ExploreSection(MdSection):
+    """An exploration of the active-learning loop, from `from_iteration` on: a gap found after the
+    first iterations explored. The iterations before keep their runs and selections (their
+    labels are not picked again), as `label.added` keeps the ensembles before it."""
+
+    from_iteration: int = Field(0, ge=0, description="the first iteration that explores it")
+
+
 class ProductionStudy(MdSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="the store group of its fields")
     potential: str = Field("final_model", description="final_model, a classical potential of tasks.potentials, "
@@ -717,7 +725,7 @@ class CampaignConfig(Strict):
     systems: list[SystemSection] = Field(default_factory=list)
     label: LabelSection = Field(default_factory=LabelSection)
     train: TrainSection = Field(default_factory=TrainSection)
-    explore: list[MdSection] = Field(default_factory=list)
+    explore: list[ExploreSection] = Field(default_factory=list)
     select: SelectSection = Field(default_factory=SelectSection)
     properties: PropertiesSection | None = None
     production: list[ProductionStudy] = Field(default_factory=list)
@@ -884,6 +892,10 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str], written
         problems += [(location, f"the loop trains its ensembles 1 to select.max_iterations "
                                 f"({select.max_iterations})") for location, iteration in named
                      if iteration > select.max_iterations]
+        problems += [(["explore", i, "from_iteration"], f"the loop explores iterations 0 to "
+                                                        f"{select.max_iterations - 1} (select.max_iterations "
+                                                        f"{select.max_iterations})")
+                     for i, section in explore if section.from_iteration >= select.max_iterations]
     if select is not None:
         for k, target in enumerate(select.property_targets):
             check_executor(["select", "property_targets", k, "executor"], target.executor)

@@ -352,6 +352,11 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
     ("a retraining schedule after the loop's last ensemble", lambda: E(("select.max_iterations", 2), (
         "train.retrain", [{"from_iteration": 3, "steps": 100, "start_learning_rate": 1e-4}])),
      "train.retrain[0].from_iteration", "select.max_iterations (2)"),
+    ("an exploration from after the loop's last iteration", lambda: E(
+        ("select.max_iterations", 2), ("explore.0.from_iteration", 2)),
+     "explore[0].from_iteration", "explores iterations 0 to 1"),
+    ("a production study from an iteration", lambda: E(("production.0.from_iteration", 1)),
+     "production[0].from_iteration", "unknown field"),
     ("labels added for the first ensemble", lambda: E(("label.added", [{"iteration": 0, "systems": ["slab"]}])),
      "label.added[0].iteration", "must be >= 1, not 0"),
     ("labels added without a loop", lambda: E(("explore", _DELETE), ("select", _DELETE),

@@ -1,6 +1,7 @@
 """The whole engine on the real Parsl HTEX with the SNAP reference labeller and tiny DeePMD models:
 active learning for two iterations, then a production sweep with the final model into the store."""
 
+import copy
 import json
 import shutil
 import sqlite3
@@ -134,6 +135,34 @@ def test_a_picked_frame_replaces_an_earlier_ensemble_s_candidate_of_its_name(tmp
     from ase.io import read
 
     np.testing.assert_allclose(read(second.kwargs["structures"]).positions, now.positions, atol=1e-6)
+
+
+def test_an_exploration_from_a_later_iteration_leaves_the_earlier_ones_as_they_were(tmp_path):
+    """A gap found after some iterations is explored from the next one on: the iterations before
+    keep their runs and selection keys, so their picks are found, not explored and labelled again."""
+    from campaign.active_learning import exploration_specs
+    from campaign.selection import selection_key
+
+    models = [tmp_path / f"member-{k}.pth" for k in range(2)]
+    for k, model in enumerate(models):
+        model.write_bytes(bytes([k]) * 64)
+    before = al_campaign(tmp_path / "run")
+    after = copy.deepcopy(before)
+    after["explore"].append({"protocol": "npt", "systems": ["bulk16"], "executor": "gpu", "from_iteration": 1,
+                             "params": {"steps": 300, "trajectory_stride": 30, "temperature": 1000},
+                             "sweep": {"temperature_end": [450, 550]}})
+    keys = {}
+    for name, data in (("before", before), ("after", after)):
+        config = parse_config(data)
+        for iteration in (0, 1):
+            specs, runs = exploration_specs(config, iteration, [str(m) for m in models])
+            keys[name, iteration] = ([s.task_id for s in specs], selection_key(config, specs, [str(m) for m in models]),
+                                     sum(run.quota for run in runs.values()))
+    assert keys["after", 0] == keys["before", 0]
+    assert len(keys["after", 1][0]) == len(keys["before", 1][0]) + 2
+    assert keys["after", 1][0][:2] == keys["before", 1][0]  # the runs it had keep their ids
+    assert keys["after", 1][1] != keys["before", 1][1]
+    assert keys["after", 1][2] == 6  # select.max_labels, shared over four runs now
 
 
 def labels_and_ensemble(workdir: Path, potential: str = "snap", restore: Path | None = None,
