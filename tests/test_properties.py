@@ -545,8 +545,9 @@ def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
     found = melting_point_result(params, [two_phase, also, melted]).value("melting_point")
     assert found.value == pytest.approx((470 + 480) / 2)
     assert found.uncertainty == pytest.approx(5.0)  # the two runs' spread exceeds their block errors
-    assert "from 560 K the box melted entirely, its last crystal gone at 536 K, so the melting point lies below" \
-        in found.note
+    # bounded by the temperature while both phases were thick, not when the last layers went
+    assert "from 560 K the box melted entirely, at 552 K on average while both phases were thick, so the " \
+           "melting point lies below about that" in found.note
     assert "256 atoms" in found.note
     # a crystal already disordered melts below the melting point: that run bounds nothing
     disordered = CoexistenceRun(560, 0.69, times, np.linspace(0.35, 0.0, 11), np.linspace(560, 470, 11))
@@ -557,8 +558,14 @@ def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
     froze = CoexistenceRun(440, 0.98, times, np.linspace(0.5, 1.0, 11), np.linspace(440, 470, 11))
     alone = melting_point_result(MeltingParams(method="nph", temperatures_k=[440], cells=(4, 4, 8)), [froze])
     assert np.isnan(alone.value("melting_point").value)
-    assert "froze entirely, its last liquid gone at 464 K, so the melting point lies above about that" \
-        in alone.value("melting_point").note
+    assert "froze entirely, at 446 K on average while both phases were thick, so the melting point lies above " \
+           "about that" in alone.value("melting_point").note
+    # a crystal near Tm reads 0.96 bcc alone: a box at 0.87-0.89 has frozen, no liquid is left
+    near = CoexistenceRun(450, 0.96, times, np.array([0.48, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.87, 0.9, 0.83, 0.89]),
+                          np.linspace(450, 508, 11))
+    frozen = melting_point_result(MeltingParams(method="nph", temperatures_k=[450], cells=(5, 5, 10)), [near])
+    assert np.isnan(frozen.value("melting_point").value)
+    assert "from 450 K the box froze entirely" in frozen.value("melting_point").note
     assert alone.curves["temperature_vs_time_440K"][1] == pytest.approx(froze.temperatures_k)
     with pytest.raises(ValueError, match="no temperatures recorded"):
         melting_point_result(params, [CoexistenceRun(t, 0.98, times, np.full(11, 0.5)) for t in (440, 500, 560)])

@@ -43,8 +43,11 @@ from tasks.properties.thermal import (MIN_CRYSTAL_BCC, FiniteTemperatureParams, 
                                       thermalise)
 
 #: A bcc fraction (of 0.3 ps averages) below this is no crystal left (a melt reads up to 0.1),
-#: above this the box is all crystal (a crystal reads 0.97-1.00).
+#: above this the box is all crystal (a crystal reads 0.97-1.00; near Tm 0.88-0.96, against which
+#: an NPH run's fractions are taken).
 GONE, FULL = 0.1, 0.9
+#: Both phases thick: each at least this share of the box (7-9 Å along z in 256-500 atoms).
+THICK = 0.25
 #: ps over which positions are averaged before a-CNA.
 WINDOW_PS = 0.3
 #: An NPH run's end state: the mean bcc fraction of its last windows (about 1 ps).
@@ -195,8 +198,9 @@ def coexistence_run(params: MeltingParams, lattice_constant: float, temperature:
 
 def settled_temperature_result(params: MeltingParams, runs: list[CoexistenceRun]) -> PropertyResult:
     """`method: nph`: the mean temperature of the second half of each run still two-phase at its
-    end; runs that froze or melted entirely bound the melting point instead, and a run whose
-    crystal was not bcc at its start temperature does neither."""
+    end (the crystal's share of the box taken against the crystal's own bcc fraction); runs that
+    froze or melted entirely bound the melting point instead, and a run whose crystal was not
+    bcc at its start temperature does neither."""
     settled, errors, fates = [], [], []
     for run in runs:
         if run.temperatures_k is None:
@@ -207,21 +211,23 @@ def settled_temperature_result(params: MeltingParams, runs: list[CoexistenceRun]
                          f"so that run says nothing")
             continue
         temperatures = run.temperatures_k[len(run.times_ps) // 2:]
-        end = float(np.mean(run.bcc_fractions[-ENDING_WINDOWS:]))  # one window of 256 atoms scatters by 0.1-0.2
+        # the crystal's share of the box, as the crystal alone reads (0.88-0.96 near Tm, not 1)
+        shares = run.bcc_fractions / run.crystal_bcc
+        end = float(np.mean(shares[-ENDING_WINDOWS:]))  # one window of 256 atoms scatters by 0.1-0.2
         if GONE < end < FULL:
             settled.append(float(np.mean(temperatures)))
             errors.append(float(block_error(temperatures, min(5, len(temperatures)))))
             fates.append(f"from {run.temperature_k:g} K: {settled[-1]:.0f} ± {errors[-1]:.0f} K")
         else:
             froze = end >= FULL
-            # the bound is the temperature when the last liquid froze (the last crystal melted): the
-            # latent heat of the rest moved it on (a melt ends colder than where its crystal went)
-            decided = run.bcc_fractions >= FULL if froze else run.bcc_fractions <= GONE
-            undecided = np.flatnonzero(~decided)
-            since = min(undecided[-1] + 1 if undecided.size else 0, len(decided) - 1)
-            fates.append(f"from {run.temperature_k:g} K the box {'froze' if froze else 'melted'} entirely, its "
-                         f"last {'liquid' if froze else 'crystal'} gone at {run.temperatures_k[since]:.0f} K, so the "
-                         f"melting point lies {'above' if froze else 'below'} about that")
+            # the bound is the box's temperature while both phases were thick: the last layers of a
+            # crystal melt below the melting point, of a liquid freeze above it (their interfaces
+            # meet), so when the last one went says nothing
+            thick = (shares >= THICK) & (shares <= 1 - THICK)
+            bound = float(np.mean(run.temperatures_k[thick])) if thick.any() else run.temperature_k
+            fates.append(f"from {run.temperature_k:g} K the box {'froze' if froze else 'melted'} entirely, at "
+                         f"{bound:.0f} K on average while both phases were thick, so the melting point lies "
+                         f"{'above' if froze else 'below'} about that")
     how = f"{params.how}; " + "; ".join(fates)
     if settled:
         value = float(np.mean(settled))
