@@ -205,6 +205,11 @@ def settled_temperature_result(params: MeltingParams, runs: list[CoexistenceRun]
     for run in runs:
         if run.temperatures_k is None:
             raise ValueError(f"the run from {run.temperature_k:g} K has no temperatures recorded: not an NPH run")
+        if run.crystal_bcc <= GONE:
+            # a crystal without an interface melts only above the melting point (superheated)
+            fates.append(f"from {run.temperature_k:g} K its crystal melted alone (a-CNA {run.crystal_bcc:.2f}), so "
+                         f"the melting point lies below that")
+            continue
         if run.crystal_bcc < MIN_CRYSTAL_BCC:
             # a disordered crystal melts below the melting point: neither a value nor a bound
             fates.append(f"from {run.temperature_k:g} K its crystal was not bcc (a-CNA {run.crystal_bcc:.2f}), "
