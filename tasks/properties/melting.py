@@ -199,8 +199,8 @@ def coexistence_run(params: MeltingParams, lattice_constant: float, temperature:
 def settled_temperature_result(params: MeltingParams, runs: list[CoexistenceRun]) -> PropertyResult:
     """`method: nph`: the mean temperature of the second half of each run still two-phase at its
     end (the crystal's share of the box taken against the crystal's own bcc fraction); runs that
-    froze or melted entirely bound the melting point instead, and a run whose crystal was not
-    bcc at its start temperature does neither."""
+    froze or melted entirely bound the melting point instead, as does a crystal that melted
+    alone at its start temperature; one that was only disordered there does neither."""
     settled, errors, fates = [], [], []
     for run in runs:
         if run.temperatures_k is None:
