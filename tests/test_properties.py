@@ -557,6 +557,11 @@ def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
     liquid = CoexistenceRun(560, 0.05, times, np.zeros(11), np.linspace(560, 540, 11))
     assert "from 560 K its crystal melted alone (a-CNA 0.05), so the melting point lies below that" in \
         melting_point_result(params, [two_phase, also, liquid]).value("melting_point").note
+    # first in the list too: a bound, where a disordered first crystal is refused
+    hot = MeltingParams(method="nph", temperatures_k=[560], cells=(4, 4, 8))
+    assert "lies below that" in melting_point_result(hot, [liquid]).value("melting_point").note
+    with pytest.raises(ValueError, match="the crystal is not bcc"):
+        melting_point_result(hot, [disordered])
     froze = CoexistenceRun(440, 0.98, times, np.linspace(0.5, 1.0, 11), np.linspace(440, 470, 11))
     alone = melting_point_result(MeltingParams(method="nph", temperatures_k=[440], cells=(4, 4, 8)), [froze])
     assert np.isnan(alone.value("melting_point").value)

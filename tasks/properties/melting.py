@@ -102,7 +102,7 @@ class MeltingPoint(Property):
             raise ValueError("the melting point runs MD in LAMMPS: it needs a classical or DeePMD potential")
         a0 = params.lattice_constant(calculators)
         runs = [coexistence_run(params, a0, params.temperatures_k[0], pair_commands)]
-        require_crystal(params, runs[0])  # before the other temperatures spend their time
+        require_crystal(params, runs[0])
         runs += [coexistence_run(params, a0, temperature, pair_commands) for temperature in params.temperatures_k[1:]]
         return melting_point_result(params, runs)
 
@@ -125,7 +125,14 @@ class CoexistenceRun:
 
 
 def require_crystal(params: MeltingParams, run: CoexistenceRun) -> None:
-    if run.crystal_bcc < MIN_CRYSTAL_BCC:
+    """Refuses a first run whose crystal was not bcc after its NPT, before the other
+    temperatures spend their time. Under `method: nph` a crystal that melted alone (a-CNA at
+    most GONE) is not refused: it bounds the melting point below its temperature
+    (`settled_temperature_result`); only a disordered one is."""
+    disordered = run.crystal_bcc < MIN_CRYSTAL_BCC
+    if params.method == "nph":
+        disordered = disordered and run.crystal_bcc > GONE
+    if disordered:
         raise ValueError(f"the crystal is not bcc after {params.equilibrate_ps:g} ps of NPT at {run.temperature_k:g} K "
                          f"(a-CNA bcc fraction {run.crystal_bcc:.2f} of {WINDOW_PS:g} ps averages): the potential "
                          f"does not hold bcc Li there, so there is no bcc melting point to find")
