@@ -143,8 +143,8 @@ def main() -> None:
             futures["scratch to {:g},{:g},{:g}".format(*p)] = pool.submit(from_scratch, args.member, p, fitting,
                                                                             descriptor, args.data, args.workdir)
         rows = {name: future.result() for name, future in futures.items()}
-    print(f"member {args.member}, {args.steps} steps from the committed model; GPAW: "
-          + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
+    continuations = f", {args.steps} steps from the committed model" if runs else ""
+    print(f"member {args.member}{continuations}; GPAW: " + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
     print(f"{'run':20} {'E meV/at':>9} {'F meV/Å':>8} {'B':>6} {'C11':>6} {'C12':>6} {'C44':>6}  seconds")
     for name, row in rows.items():
         print(f"{name:20} {row['energy_rmse_mev_per_atom']:9.2f} {row['force_rmse_mev_per_angstrom']:8.1f} "
