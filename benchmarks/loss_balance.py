@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from campaign.config import DescriptorSection, load_config  # noqa: E402
+from campaign.config import DescriptorSection, TrainSection, load_config  # noqa: E402
 from tasks.properties import run_property  # noqa: E402
 from tasks.properties.calculators import deepmd_calculators  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
@@ -57,16 +57,24 @@ def judged(model: Path, data: Path, work_dir: Path) -> dict[str, float]:
             **{c: elastic.value(c).value for c in ("C11", "C12", "C44")}}
 
 
-def continued(member: int, prefactors: tuple[float, float, float], steps: int, start_rate: float, data: Path,
-              work_root: Path) -> dict[str, float]:
+def descriptor_of(section: TrainSection, entries: dict[str, Any]) -> dict[str, Any]:
+    """The config's first descriptor with `entries` in place of its own (`--descriptor`)."""
+    return DescriptorSection.model_validate({**section.descriptor.model_dump(), **entries}).model_dump()
+
+
+def continued(member: int, prefactors: tuple[float, float, float], steps: int, start_rate: float,
+              descriptor: dict[str, Any], data: Path, work_root: Path) -> dict[str, float]:
+    """The committed member trained on at constant prefactors; `descriptor` must be its own
+    network's entries where they differ from the config's first training."""
     prepare_process()
     e, f, v = prefactors
     work_dir = work_root / f"member-{member}-e{e:g}-f{f:g}-v{v:g}-{steps}"
     loss = {"start_pref_e": e, "limit_pref_e": e, "start_pref_f": f, "limit_pref_f": f,
             "start_pref_v": v, "limit_pref_v": v}
     section = load_config(TRAINING_SET).train
+    network = descriptor_of(section, descriptor)
     record = train_member(work_dir, systems(data, "train"), systems(data, "test"), ["Li"], 1701 + member, steps,
-                          section.descriptor.model_dump(), section.fitting_neuron, loss,
+                          network, section.fitting_neuron, loss,
                           init_model=data / "models" / f"member-{member}.pth",
                           start_learning_rate=start_rate, stop_learning_rate=1e-7,
                           decay_steps=max(100, steps // 40))
@@ -80,7 +88,7 @@ def from_scratch(member: int, limits: tuple[float, float, float] | None, fitting
     `fitting_neuron` and its descriptor's entries `descriptor` where given."""
     prepare_process()
     section = load_config(TRAINING_SET).train
-    network = DescriptorSection.model_validate({**section.descriptor.model_dump(), **descriptor}).model_dump()
+    network = descriptor_of(section, descriptor)
     loss = section.loss.model_dump()
     name = f"member-{member}-scratch-{section.steps}"
     if limits is not None:
@@ -114,8 +122,9 @@ def main() -> None:
     parser.add_argument("--fitting-neuron", metavar="N,N,N",
                         help="the scratch members' fitting network (default: the config's)")
     parser.add_argument("--descriptor", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="the scratch members' descriptor entries replaced (values in JSON), "
-                             "e.g. rcut_angstrom=6.8 'sel=[90]'")
+                        help="descriptor entries replaced (values in JSON), e.g. rcut_angstrom=6.8 'sel=[90]': "
+                             "the scratch members' network, and the continued member's own where "
+                             "it differs from the config's first training")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--start-rate", type=float, default=1e-4)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-gpaw",
@@ -134,7 +143,8 @@ def main() -> None:
         futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
                                             args.workdir / f"committed-{args.member}")}
         futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
-                                                                     args.start_rate, args.data, args.workdir)
+                                                                     args.start_rate, descriptor, args.data,
+                                                                     args.workdir)
                         for p in runs})
         if args.scratch == []:
             futures["from scratch"] = pool.submit(from_scratch, args.member, None, fitting, descriptor,
