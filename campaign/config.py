@@ -19,8 +19,9 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import numpy as np
 import yaml
@@ -305,6 +306,12 @@ class LossSection(Strict):
     limit_pref_v: float = Field(1.0, ge=0)
 
 
+# How much more often DeePMD draws the labels whose names match a pattern (fnmatch, first match
+# wins; labels are `<system>-<copy>`, copy 000 the structure as built, `iter<N>-...` the picks):
+# `tasks.train.sampling_probabilities`.
+SystemWeights = dict[str, Annotated[float, Field(gt=0)]]
+
+
 class RetrainSection(Strict):
     """The schedule of the members of the loop's later ensembles, from `from_iteration` until the
     next entry's. By default each member starts from the previous iteration's (DP-GEN's
@@ -329,6 +336,7 @@ class RetrainSection(Strict):
     descriptor: DescriptorChanges | None = Field(None, description="members from nothing only: the keys of the "
                                                  "descriptor that change, e.g. {rcut_angstrom: 6.8, sel: [90]}")
     fitting_neuron: list[int] | None = Field(None, min_length=1, description="members from nothing only")
+    system_weights: SystemWeights | None = Field(None, description="in place of the section's")
 
     @model_validator(mode="after")
     def _network_from_nothing(self) -> "RetrainSection":
@@ -348,6 +356,7 @@ class MemberSchedule:
     loss: LossSection
     descriptor: DescriptorSection
     fitting_neuron: list[int]
+    system_weights: SystemWeights
 
 
 class TrainSection(Strict):
@@ -362,6 +371,8 @@ class TrainSection(Strict):
     decay_steps: int = Field(500, ge=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     compress: bool = False
+    system_weights: SystemWeights = Field(default_factory=dict, description="labels drawn more often, by name "
+                                          "pattern, e.g. {'bulk2-v*-000': 4}: the unrattled EOS cells")
     retrain: list[RetrainSection] = Field(default_factory=list, description="the schedules of the loop's later "
                                           "ensembles, by the first iteration of each; without one, each member "
                                           "continues from the previous ensemble's on the section's schedule")
@@ -412,12 +423,15 @@ class TrainSection(Strict):
         the section's schedule, a later one on the `retrain` entry that covers it."""
         network = self.network(iteration)
         if iteration == 0:
-            return MemberSchedule(False, self.steps, self.start_learning_rate, self.loss, *network)
+            return MemberSchedule(False, self.steps, self.start_learning_rate, self.loss, *network,
+                                  self.system_weights)
         entry = next((e for e in reversed(self.retrain) if e.from_iteration <= iteration), None)
         if entry is None:
-            return MemberSchedule(True, self.steps, self.start_learning_rate, self.loss, *network)
+            return MemberSchedule(True, self.steps, self.start_learning_rate, self.loss, *network,
+                                  self.system_weights)
         return MemberSchedule(entry.from_previous_model, entry.steps, entry.start_learning_rate,
-                              entry.loss or self.loss, *network)
+                              entry.loss or self.loss, *network,
+                              self.system_weights if entry.system_weights is None else entry.system_weights)
 
 
 # ---------------------------------------------------------------- MD sections
@@ -779,7 +793,21 @@ class CampaignConfig(Strict):
         for section, items in (("explore", self.explore), ("production", self.production)):
             for i, item in enumerate(items):
                 found += [f"{section}[{i}]: {w}" for w in item.warnings() + self._image_gaps(item)]
-        return found
+        return found + self._unmatched_weights()
+
+    def _unmatched_weights(self) -> list[str]:
+        """`system_weights` patterns that name none of the campaign's labels: a typo weighs nothing."""
+        names = [f"{s.name}-{k:03d}" for s in self.systems for k in range(s.rattle_copies + 1)]
+        names += [f"iter{i}-e{k}-{name}-000000-step0" for i in range(self.select.max_iterations)
+                  for k, item in enumerate(self.explore) for name in item.systems]  # a pick's name, hash and step aside
+        names += [p.parent.name for root in self.train.initial_data for p in Path(root).rglob("type.raw")]
+        weighted = [("train.system_weights", self.train.system_weights)]
+        weighted += [(f"train.retrain[{k}].system_weights", entry.system_weights or {})
+                     for k, entry in enumerate(self.train.retrain)]
+        return [f"{where}: '{pattern}' matches no label of this campaign (labels are <system>-<copy>, copy 000 "
+                f"the structure as built; picks iter<N>-e<k>-<system>-...)"
+                for where, weights in weighted for pattern in weights
+                if not any(fnmatchcase(n, pattern) for n in names)]
 
     def _image_gaps(self, item: "MdSection") -> list[str]:
         """Systems whose vacuum is too thin for MD: a surface would feel its opposite's periodic image."""

@@ -146,7 +146,8 @@ def train_specs(config: CampaignConfig, training: list[str], testing: list[str],
                          descriptor=schedule.descriptor.model_dump(), fitting_neuron=schedule.fitting_neuron,
                          loss=schedule.loss.model_dump(), start_learning_rate=schedule.start_learning_rate,
                          stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps,
-                         compress=section.compress, init_model=init)
+                         compress=section.compress, init_model=init,
+                         **({"system_weights": schedule.system_weights} if schedule.system_weights else {}))
         # Contents, never paths: the previous model and the data by digest, in DeePMD's batch order.
         hashed = {**{k: v for k, v in arguments.items() if k != "init_model"}, "n_training_systems": len(training),
                   "from_previous_model": init is not None}

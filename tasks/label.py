@@ -242,3 +242,16 @@ def read_records(output_dir: str | Path) -> list[LabelRecord]:
             record.system_dir = str(output_dir / record.system_dir)
     return records
 
+
+def label_names(system_dir: str | Path) -> list[str]:
+    """The names of the labels a DeePMD system holds: those of the records of the batch that wrote
+    it (`<batch>/systems/<system>`), else, for a system from elsewhere (an export's
+    `train/<label>`), its directory's name."""
+    system_dir = Path(system_dir)
+    batch = system_dir.parent.parent
+    if (batch / "records.json").is_file():
+        names = [r.name for r in read_records(batch) if r.system_dir and Path(r.system_dir).name == system_dir.name]
+        if names:
+            return names
+    return [system_dir.name]
+

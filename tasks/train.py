@@ -15,14 +15,16 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
 
 from tasks.atomic import write_json
 from tasks.digest import json_digest
+from tasks.label import label_names
 from tasks.runtime import child_environment, prepare_process
 
 
@@ -51,14 +53,20 @@ class ModelRecord:
 def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[str], type_map: Sequence[str],
                  seed: int, steps: int, descriptor: dict[str, Any], fitting_neuron: Sequence[int],
                  loss: dict[str, float], start_learning_rate: float = 1e-3, stop_learning_rate: float = 3.5e-8,
-                 decay_steps: int = 500, **_: Any) -> dict[str, Any]:
+                 decay_steps: int = 500, system_weights: Mapping[str, float] | None = None,
+                 **_: Any) -> dict[str, Any]:
     """DeePMD-kit `input.json` for an se_e2_a energy model (the seed studies' "DP-SE").
 
     `descriptor` uses our names with units (rcut_angstrom, rcut_smooth_angstrom); loss
     prefactors move from start to limit with the learning rate. Systems without virials
-    simply contribute no virial loss (DeePMD-kit skips missing labels).
+    simply contribute no virial loss (DeePMD-kit skips missing labels). `system_weights`
+    draws some systems more often (`sampling_probabilities`); without it DeePMD draws each in
+    proportion to its size.
     """
     disp = max(1, min(100, steps // 10))
+    training_data: dict[str, Any] = {"systems": list(training_systems), "batch_size": "auto"}
+    if system_weights and training_systems:
+        training_data["sys_probs"] = sampling_probabilities(training_systems, system_weights)
     return {
         "model": {
             "type_map": list(type_map),
@@ -78,7 +86,7 @@ def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[s
                           "decay_steps": min(decay_steps, steps)},
         "loss": {"type": "ener", **loss},
         "training": {
-            "training_data": {"systems": list(training_systems), "batch_size": "auto"},
+            "training_data": training_data,
             **({"validation_data": {"systems": list(validation_systems), "batch_size": "auto", "numb_btch": 1}}
                if validation_systems else {}),
             "numb_steps": steps,
@@ -88,6 +96,21 @@ def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[s
             "save_freq": max(disp, steps // 20),  # a member killed with its block resumes from here
         },
     }
+
+
+def sampling_probabilities(training_systems: Sequence[str], system_weights: Mapping[str, float]) -> list[float]:
+    """DeePMD's `sys_probs`: each system drawn in proportion to its frames times the weight of the
+    first pattern of `system_weights` (fnmatch, in order) that one of its label names matches
+    (`label.label_names`: `bulk2-v*-000`, the unrattled copies of the bulk2-v systems), 1 where
+    none does. Why: a loss prefactor weighs a term of every label alike; the handful of labels
+    that pin one property (the equation of state's unrattled cells) are weighed more only by
+    drawing them more often (DP-GEN's `sys_probs`/`auto_prob`)."""
+    def weight(system: str) -> float:
+        names = label_names(system)
+        return next((w for pattern, w in system_weights.items() if any(fnmatchcase(n, pattern) for n in names)), 1.0)
+
+    drawn = [weight(system) * count_frames([system]) for system in training_systems]
+    return [d / sum(drawn) for d in drawn]
 
 
 def network(model: dict[str, Any]) -> dict[str, Any]:

@@ -117,6 +117,14 @@ def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path)
     train_section = parse_config(data).train
     assert train_section.schedule(3).from_previous_model
     assert train_section.network(3) == train_section.network(2) != train_section.network(1)
+    # weights on a later schedule: its members draw those labels more often (a new task), the
+    # members before keep their ids and train as they did
+    data["train"]["retrain"][1]["system_weights"] = {"bulk2-*": 4}
+    *unweighted, weighted = ensembles(parse_config(data))
+    assert [s.task_id for s in sum(unweighted, [])] == [s.task_id for s in first_again + reweighted]
+    assert all("system_weights" not in s.kwargs for s in sum(unweighted, []))
+    assert all(s.kwargs["system_weights"] == {"bulk2-*": 4} for s in weighted)
+    assert not {s.task_id for s in weighted} & {s.task_id for s in new_network}
 
 
 def test_a_picked_frame_replaces_an_earlier_ensemble_s_candidate_of_its_name(tmp_path):

@@ -211,3 +211,20 @@ def test_cli_validate_broken_copy(tmp_path):
     assert "Traceback" not in result.stderr
     assert "systems[1].rattle_copies: must be >= 0, not -2" in result.stderr
     assert "train.ensemble_size: must be >= 1, not 0" in result.stderr
+
+
+def test_system_weights_are_positive_and_name_labels_of_the_campaign():
+    data = minimal(train={"system_weights": {"slab-000": 3, "slab-0*": 0},
+                          "retrain": [{"steps": 10, "start_learning_rate": 1e-4, "system_weights": {"x": -1}}]})
+    assert sorted(problems_of(data)) == [
+        "train.retrain[0].system_weights.x: must be > 0, not -1",
+        "train.system_weights.slab-0*: must be > 0, not 0"]
+    data["train"] = {"system_weights": {"slab-000": 3, "slabb-*": 2},
+                     "retrain": [{"steps": 10, "start_learning_rate": 1e-4, "system_weights": {}}]}
+    config = parse_config(data)
+    assert config.warnings() == ["train.system_weights: 'slabb-*' matches no label of this campaign (labels are "
+                                 "<system>-<copy>, copy 000 the structure as built; picks "
+                                 "iter<N>-e<k>-<system>-...)"]
+    # a retraining's weights replace the section's, an empty mapping included
+    assert config.train.schedule(0).system_weights == {"slab-000": 3, "slabb-*": 2}
+    assert config.train.schedule(1).system_weights == {}

@@ -1,6 +1,7 @@
 """DeePMD-kit training through `dp --pt`, test metrics and ensemble model deviation."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,31 @@ def test_max_neighbours_counts_the_bcc_shells(tmp_path):
 
     bulk = label.label_structures([build.bcc_bulk(3.43, 1)], "reference", {"potential": "snap"}, tmp_path / "bulk")
     assert [train.max_neighbours(bulk.system_dirs, r) for r in (3.0, 5.0, 6.0, 6.9)] == [8, 26, 58, 64]
+
+
+def test_system_weights_make_deepmd_draw_the_named_labels_more_often(tmp_path):
+    """`system_weights` by label name (the batch's records.json, or an export's directory name):
+    DeePMD's own data summary shows the probabilities asked for, the rest drawn by size."""
+    from conftest import tiny_train_arguments
+
+    from tasks import label
+
+    settings = {"potential": "snap"}
+    eos = label.label_structures([build.bcc_bulk(3.45)], "reference", settings, tmp_path / "a",
+                                 names=["bulk2-v100-000"])
+    rattled = label.label_structures([build.rattled(build.bcc_bulk(3.45, 2), 0.1, k) for k in (1, 2)], "reference",
+                                     settings, tmp_path / "b", names=["bulk16-001", "bulk16-002"])
+    export = tmp_path / "export" / "slab100-000"  # an export's label: its name is its directory's
+    shutil.copytree(rattled.system_dirs[0], export)
+    systems = [*eos.system_dirs, *rattled.system_dirs, str(export)]
+    assert [label.label_names(s) for s in systems] == [["bulk2-v100-000"], ["bulk16-001", "bulk16-002"],
+                                                        ["slab100-000"]]
+    weights = {"bulk2-v*-000": 6.0, "slab*": 0.5}
+    assert train.sampling_probabilities(systems, weights) == pytest.approx([6 / 9, 2 / 9, 1 / 9])
+    arguments = {**tiny_train_arguments(), "steps": 10}
+    train.train_member(tmp_path / "member", systems, [], seed=1, system_weights=weights, **arguments)
+    log = (tmp_path / "member" / "train.log").read_text().splitlines()
+    start = next(k for k, line in enumerate(log) if "Summary of DataSystem: Training" in line)
+    assert log[start + 2].split()[-2:] == ["prob", "pbc"]
+    probabilities = [float(line.split()[-2]) for line in log[start + 3:start + 6]]
+    assert probabilities == pytest.approx([6 / 9, 2 / 9, 1 / 9], abs=1e-3)
