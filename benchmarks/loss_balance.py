@@ -4,12 +4,14 @@ Each run continues one member of `<data>/models` (DeePMD `--init-frz-model`, the
 active-learning loop's own retraining) on `<data>/train` for `--steps` steps at constant
 prefactors (energy, force, virial) and a learning rate falling from `--start-rate` to 1e-7
 (and with `--scratch` members trained from no model on the config's own schedule, as
-iteration 0's are, or on it with other limit prefactors, or with another network), then
+iteration 0's are, or on it with other limit prefactors, or with another network; with
+`--system-weights` the labels named drawn more often, `train.system_weights`), then
 reports the held-out RMSEs on `<data>/test` and the static EOS and elastic constants, beside
 the member as committed and the acceptance's GPAW column. Two runs side by side, one core each.
 Usage: python benchmarks/loss_balance.py [--member 0] [--prefactors 10,1,10 10,10,10 ...]
        [--scratch [10,10,10 ...]] [--fitting-neuron 240,240,240]
        [--descriptor rcut_angstrom=6.8 rcut_smooth_angstrom=5.8 'sel=[90]'] [--steps 10000]
+       [--system-weights 'bulk2-v*-000=4']
        [--data data/li-gpaw] [--output benchmarks/results/loss_balance.json]
 """
 
@@ -62,13 +64,18 @@ def descriptor_of(section: TrainSection, entries: dict[str, Any]) -> dict[str, A
     return DescriptorSection.model_validate({**section.descriptor.model_dump(), **entries}).model_dump()
 
 
+def weights_suffix(system_weights: dict[str, float]) -> str:
+    return "".join(f"-w-{pattern.replace('*', 'x')}-{w:g}" for pattern, w in system_weights.items())
+
+
 def continued(member: int, prefactors: tuple[float, float, float], steps: int, start_rate: float,
-              descriptor: dict[str, Any], data: Path, work_root: Path) -> dict[str, float]:
+              descriptor: dict[str, Any], system_weights: dict[str, float], data: Path,
+              work_root: Path) -> dict[str, float]:
     """The committed member trained on at constant prefactors; `descriptor` must be its own
     network's entries where they differ from the config's first training."""
     prepare_process()
     e, f, v = prefactors
-    work_dir = work_root / f"member-{member}-e{e:g}-f{f:g}-v{v:g}-{steps}"
+    work_dir = work_root / f"member-{member}-e{e:g}-f{f:g}-v{v:g}-{steps}{weights_suffix(system_weights)}"
     loss = {"start_pref_e": e, "limit_pref_e": e, "start_pref_f": f, "limit_pref_f": f,
             "start_pref_v": v, "limit_pref_v": v}
     section = load_config(TRAINING_SET).train
@@ -77,12 +84,13 @@ def continued(member: int, prefactors: tuple[float, float, float], steps: int, s
                           network, section.fitting_neuron, loss,
                           init_model=data / "models" / f"member-{member}.pth",
                           start_learning_rate=start_rate, stop_learning_rate=1e-7,
-                          decay_steps=max(100, steps // 40))
+                          decay_steps=max(100, steps // 40), system_weights=system_weights)
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
 
 def from_scratch(member: int, limits: tuple[float, float, float] | None, fitting_neuron: list[int] | None,
-                 descriptor: dict[str, Any], data: Path, work_root: Path) -> dict[str, float]:
+                 descriptor: dict[str, Any], system_weights: dict[str, float], data: Path,
+                 work_root: Path) -> dict[str, float]:
     """A member trained as iteration 0's are: no initial model, the config's own schedule, its
     energy, force and virial prefactors ending at `limits`, its fitting network
     `fitting_neuron` and its descriptor's entries `descriptor` where given."""
@@ -97,11 +105,13 @@ def from_scratch(member: int, limits: tuple[float, float, float] | None, fitting
     if fitting_neuron is not None:
         name += "-fitting-" + "x".join(map(str, fitting_neuron))
     name += "".join(f"-{key}-{str(value).replace(' ', '').strip('[]')}" for key, value in sorted(descriptor.items()))
+    name += weights_suffix(system_weights)
     work_dir = work_root / name
     record = train_member(work_dir, systems(data, "train"), systems(data, "test"), ["Li"], 1701 + member,
                           section.steps, network, fitting_neuron or section.fitting_neuron, loss,
                           start_learning_rate=section.start_learning_rate,
-                          stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps)
+                          stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps,
+                          system_weights=system_weights)
     return {"wall_time_s": record.wall_time_s, **judged(Path(record.model_path), data, work_dir)}
 
 
@@ -125,6 +135,8 @@ def main() -> None:
                         help="descriptor entries replaced (values in JSON), e.g. rcut_angstrom=6.8 'sel=[90]': "
                              "the scratch members' network, and the continued member's own where "
                              "it differs from the config's first training")
+    parser.add_argument("--system-weights", nargs="*", default=[], metavar="PATTERN=WEIGHT",
+                        help="labels drawn more often, by name (fnmatch), e.g. 'bulk2-v*-000=4'")
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--start-rate", type=float, default=1e-4)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-gpaw",
@@ -138,20 +150,22 @@ def main() -> None:
     runs = [prefactors(p) for p in args.prefactors]
     fitting = [int(n) for n in args.fitting_neuron.split(",")] if args.fitting_neuron else None
     descriptor = {key: json.loads(value) for key, value in (entry.split("=", 1) for entry in args.descriptor)}
+    weights = {pattern: float(w) for pattern, w in (entry.rsplit("=", 1) for entry in args.system_weights)}
     # spawned: no process forks a parent's torch thread pools
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {"committed": pool.submit(judged, args.data / "models" / f"member-{args.member}.pth", args.data,
                                             args.workdir / f"committed-{args.member}")}
         futures.update({"e{:g} f{:g} v{:g}".format(*p): pool.submit(continued, args.member, p, args.steps,
-                                                                     args.start_rate, descriptor, args.data,
-                                                                     args.workdir)
+                                                                     args.start_rate, descriptor, weights,
+                                                                     args.data, args.workdir)
                         for p in runs})
         if args.scratch == []:
-            futures["from scratch"] = pool.submit(from_scratch, args.member, None, fitting, descriptor,
+            futures["from scratch"] = pool.submit(from_scratch, args.member, None, fitting, descriptor, weights,
                                                    args.data, args.workdir)
         for p in map(prefactors, args.scratch or []):
             futures["scratch to {:g},{:g},{:g}".format(*p)] = pool.submit(from_scratch, args.member, p, fitting,
-                                                                            descriptor, args.data, args.workdir)
+                                                                            descriptor, weights, args.data,
+                                                                            args.workdir)
         rows = {name: future.result() for name, future in futures.items()}
     continuations = f", {args.steps} steps from the committed model" if runs else ""
     print(f"member {args.member}{continuations}; GPAW: " + ", ".join(f"{k} {v}" for k, v in GPAW.items()))
@@ -162,7 +176,8 @@ def main() -> None:
               f"{row.get('wall_time_s', 0):.0f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"member": args.member, "steps": args.steps, "start_rate": args.start_rate,
-                                       "fitting_neuron": fitting, "descriptor": descriptor, "data": str(args.data),
+                                       "fitting_neuron": fitting, "descriptor": descriptor,
+                                       "system_weights": weights, "data": str(args.data),
                                        "gpaw": GPAW, "runs": rows}, indent=1))
 
 
