@@ -9,8 +9,10 @@ at one volume (the k-point density gives a 2-atom cell 15³ points, a 16-atom ce
 `bulk2-v*-000` labels of an export (train and test) and prints the residuals; part two
 (`--gpaw`) labels perfect bcc at 0.97, 1.00 and 1.03 V0 in both cells at the labels' settings
 (the `gpaw` labeller of `configs/li-training-set.yaml`), and the 2-atom cell at 16³ and 24³.
-One core; about 4 minutes for part two.
-Usage: python benchmarks/eos_labels.py [--data data/li-training-set] [--gpaw]
+One core; about 4 minutes for part two. With `--models`, each model's pressure on those labels
+less theirs, and the B of a Birch-Murnaghan fit through its pressures at the labels' volumes
+(0.96-1.04 V0), as the labels' own fit reads B.
+Usage: python benchmarks/eos_labels.py [--data data/li-training-set] [--gpaw] [--models A.pth ...]
        [--output benchmarks/results/eos_labels.json]
 """
 
@@ -21,10 +23,12 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import curve_fit
+from ase import Atoms
+from scipy.optimize import OptimizeWarning, curve_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from campaign.config import load_config  # noqa: E402
 from tasks import build  # noqa: E402
 from tasks.labellers.gpaw import Gpaw, GpawSettings  # noqa: E402
+from tasks.properties.calculators import deepmd_calculators  # noqa: E402
 from tasks.properties.base import EV_PER_A3_IN_GPA  # noqa: E402
 
 TRAINING_SET = ROOT / "configs" / "li-training-set.yaml"
@@ -42,10 +47,20 @@ def birch_murnaghan_pressure(volume: np.ndarray, v0: float, b: float, b_prime: f
     return 1.5 * b * (x ** 3.5 - x ** 2.5) * (1 + 0.75 * (b_prime - 4) * (x - 1))
 
 
+def eos_labels(data: Path) -> list[Path]:
+    return sorted(data.glob("*/bulk2-v*-000"))
+
+
+def label_atoms(system: Path) -> Atoms:
+    box = np.load(system / "set.000" / "box.npy").reshape(3, 3)
+    positions = np.load(system / "set.000" / "coord.npy").reshape(-1, 3)
+    return Atoms("Li" * len(positions), positions=positions, cell=box, pbc=True)
+
+
 def label_pressures(data: Path) -> list[dict[str, float | str]]:
     """Volume per atom (Å³), pressure (GPa) and energy per atom (eV) of each unrattled EOS label."""
     rows = []
-    for system in sorted(data.glob("*/bulk2-v*-000")):
+    for system in eos_labels(data):
         box = np.load(system / "set.000" / "box.npy").reshape(3, 3)
         virial = np.load(system / "set.000" / "virial.npy").reshape(3, 3)
         energy = float(np.load(system / "set.000" / "energy.npy").ravel()[0])
@@ -62,11 +77,26 @@ def fitted(rows: list[dict[str, float | str]], lowest: float, highest: float) ->
     volume = np.array([r["volume_per_atom"] for r in rows], dtype=float)
     pressure = np.array([r["pressure_gpa"] for r in rows], dtype=float)
     v0 = volume[np.argmin(abs(pressure))]
+    warnings.simplefilter("ignore", OptimizeWarning)  # seven smooth labels: no covariance, an exact fit
     near = (volume >= lowest * v0) & (volume <= highest * v0)
     (v0, b, b_prime), _ = curve_fit(birch_murnaghan_pressure, volume[near], pressure[near], p0=[v0, 14.0, 3.5])
     residuals = pressure[near] - birch_murnaghan_pressure(volume[near], v0, b, b_prime)
     return {"range_v0": [lowest, highest], "v0_per_atom": v0, "bulk_modulus_gpa": b, "b_prime": b_prime,
             "residuals_gpa": dict(zip([r["label"] for r, n in zip(rows, near) if n], residuals.round(5).tolist()))}
+
+
+def model_pressures(model: Path, data: Path, rows: list[dict[str, float | str]]) -> dict[str, object]:
+    """The model's pressure less the label's on each EOS label, and its B through them."""
+    calculator = deepmd_calculators(model)
+    errors, pressures = {}, []
+    for row in rows:
+        atoms = label_atoms(data / str(row["label"]))
+        atoms.calc = calculator(atoms, str(row["label"]))
+        pressures.append(-float(np.trace(atoms.get_stress(voigt=False))) / 3 * EV_PER_A3_IN_GPA)
+        errors[str(row["label"])] = round(pressures[-1] - float(row["pressure_gpa"]), 5)
+    fit = fitted([{**row, "pressure_gpa": p} for row, p in zip(rows, pressures)], 0.96, 1.04)
+    return {"pressure_minus_label_gpa": errors, "bulk_modulus_gpa": fit["bulk_modulus_gpa"],
+            "b_prime": fit["b_prime"]}
 
 
 def gpaw_cells(lattice_constant: float) -> list[dict[str, object]]:
@@ -95,6 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "li-training-set")
     parser.add_argument("--gpaw", action="store_true", help="and label perfect bcc in both cell sizes")
+    parser.add_argument("--models", type=Path, nargs="*", default=[], help="DeePMD models to set beside the labels")
     parser.add_argument("--lattice-constant", type=float, default=3.44, help="Å: the EOS labels' own")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "eos_labels.json")
     args = parser.parse_args()
@@ -109,6 +140,11 @@ def main() -> None:
               f"GPa, B' {fit['b_prime']:.2f}, largest residual {worst:.4f} GPa")
     result: dict[str, object] = {"data": str(args.data.relative_to(ROOT) if args.data.is_relative_to(ROOT)
                                               else args.data), "labels": rows, "fits": fits}
+    if args.models:
+        result["models"] = {str(m): model_pressures(m, args.data, rows) for m in args.models}
+        for model, found in result["models"].items():
+            print(f"{model}: B {found['bulk_modulus_gpa']:.2f} GPa; P − label (GPa) "
+                  + " ".join(f"{e:+.4f}" for e in found["pressure_minus_label_gpa"].values()))
     if args.gpaw:
         result["gpaw_cells"] = gpaw_cells(args.lattice_constant)
     args.output.parent.mkdir(parents=True, exist_ok=True)
