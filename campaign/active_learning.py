@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from campaign.config import CampaignConfig, TrustLevel
+from campaign.config import CampaignConfig, TrustLevel, exploration_run_name, pick_name
 from campaign.engine import Display, StageResult, TaskSpec, run_stage
 from campaign.export import restore_labels
 from campaign.ledger import Ledger, task_id
@@ -208,7 +208,7 @@ class _Selection:
             # always written: a file of this name from an earlier ensemble's run holds another frame (the
             # same frame writes the same bytes, so a rerun keeps its label task's id)
             build.write_structure(atoms, path)
-            self.picked.append((f"iter{self.iteration}-{run.name}-step{step}", path.name))
+            self.picked.append((pick_name(self.iteration, run.name, step), path.name))
             specs.append(label_spec(self.config, self.picked[-1][0], path, stage=f"label-{self.iteration}"))
         return self.label(specs)
 
@@ -258,7 +258,7 @@ def exploration_specs(config: CampaignConfig, iteration: int,
             for point in section.points():
                 seed = (config.campaign.seed * 1000 + iteration * 10 + point.replica + 1) % 900_000_000
                 typed = PROTOCOLS[section.protocol].parse({**section.run_params(point), "seed": seed})
-                name = f"e{section_index}-{system}-{point.point_id[:6]}"
+                name = exploration_run_name(section_index, system, point.point_id)
                 arguments = {"protocol": section.protocol, "params": typed.model_dump(mode="json", exclude_none=True),
                              "type_map": config.campaign.type_map,
                              "masses": {e: config.campaign.mass_of(e) for e in config.campaign.type_map}}

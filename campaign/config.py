@@ -306,6 +306,16 @@ class LossSection(Strict):
     limit_pref_v: float = Field(1.0, ge=0)
 
 
+def exploration_run_name(section_index: int, system: str, point_id: str) -> str:
+    """An exploration run's name: its `explore` entry, system and sweep point."""
+    return f"e{section_index}-{system}-{point_id[:6]}"
+
+
+def pick_name(iteration: int, run_name: str, step: int) -> str:
+    """A picked frame's label name: the iteration, the run and the MD step it came from."""
+    return f"iter{iteration}-{run_name}-step{step}"
+
+
 # How much more often DeePMD draws the labels whose names match a pattern (fnmatch, first match
 # wins; labels are `<system>-<copy>`, copy 000 the structure as built, `iter<N>-...` the picks):
 # `tasks.train.sampling_probabilities`.
@@ -798,8 +808,8 @@ class CampaignConfig(Strict):
     def _unmatched_weights(self) -> list[str]:
         """`system_weights` patterns that name none of the campaign's labels: a typo weighs nothing."""
         names = [f"{s.name}-{k:03d}" for s in self.systems for k in range(s.rattle_copies + 1)]
-        names += [f"iter{i}-e{k}-{name}-000000-step0" for i in range(self.select.max_iterations)
-                  for k, item in enumerate(self.explore) for name in item.systems]  # a pick's name, hash and step aside
+        names += [pick_name(i, exploration_run_name(k, name, "000000"), 0) for i in range(self.select.max_iterations)
+                  for k, item in enumerate(self.explore) for name in item.systems]  # sweep point and step aside
         names += [p.parent.name for root in self.train.initial_data for p in Path(root).rglob("type.raw")]
         weighted = [("train.system_weights", self.train.system_weights)]
         weighted += [(f"train.retrain[{k}].system_weights", entry.system_weights or {})
