@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from campaign.config import load_config  # noqa: E402
 from loss_balance import GPAW as GPAW_COLUMN  # noqa: E402  (this script's folder is on the path)
+from tasks.label import read_labels  # noqa: E402
 from tasks.properties.base import EV_PER_A3_IN_GPA  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
 
@@ -34,7 +35,7 @@ GPAW = {"C44": GPAW_COLUMN["C44"], "C11-C12": GPAW_COLUMN["C11"] - GPAW_COLUMN["
 
 def label_system(data: Path, name: str) -> Path | None:
     """The unrattled copy (`-000`) of a labelled system, in train/ or test/."""
-    found = sorted(data.glob(f"*/{name}-000/set.*"))
+    found = sorted(data.glob(f"*/{name}-000"))
     return found[0] if found else None
 
 
@@ -65,24 +66,25 @@ def main() -> None:
 
     potentials = {str(m.relative_to(ROOT) if m.is_relative_to(ROOT) else m): DeepPot(str(m)) for m in models}
     config = load_config(ROOT / "configs" / "li-training-set.yaml")
-    reference_set = label_system(args.data, "bulk2-v100")
+    reference = label_system(args.data, "bulk2-v100")
 
-    def stresses(label_set: Path) -> dict[str, np.ndarray]:
-        coord, box = np.load(label_set / "coord.npy")[:1], np.load(label_set / "box.npy")[:1]
-        out = {"label": stress_gpa(np.load(label_set / "virial.npy")[0], box[0])}
+    def stresses(system: Path) -> dict[str, np.ndarray]:
+        atoms = read_labels(system)[0]
+        out = {"label": atoms.get_stress(voigt=False) * EV_PER_A3_IN_GPA}
+        coord, box = atoms.positions.reshape(1, -1), atoms.cell.array.reshape(1, -1)
         for name, potential in potentials.items():
-            virial = potential.eval(coord, box, [0] * (coord.shape[1] // 3))[2]
+            virial = potential.eval(coord, box, [0] * len(atoms))[2]
             out[name] = stress_gpa(virial[0], box[0])
         return out
 
-    unstrained = stresses(reference_set)
+    unstrained = stresses(reference)
     rows = []
     for system in config.systems:
         strain = system.params.get("strain_voigt")
-        label_set = label_system(args.data, system.name)
-        if system.builder != "strained_bulk" or not strain or label_set is None:
+        labelled = label_system(args.data, system.name)
+        if system.builder != "strained_bulk" or not strain or labelled is None:
             continue
-        strained = stresses(label_set)
+        strained = stresses(labelled)
         implied = {source: constant(strain, strained[source] - unstrained[source]) for source in strained}
         rows.append({"system": system.name, "strain_voigt": strain, "constant": implied["label"][0],
                      "gpa": {source: value for source, (_, value) in implied.items()}})

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from campaign.config import load_config  # noqa: E402
 from tasks import build  # noqa: E402
+from tasks.label import read_labels  # noqa: E402
 from tasks.labellers.gpaw import Gpaw, GpawSettings  # noqa: E402
 from tasks.properties.calculators import deepmd_calculators  # noqa: E402
 from tasks.properties.base import EV_PER_A3_IN_GPA  # noqa: E402
@@ -51,24 +52,17 @@ def eos_labels(data: Path) -> list[Path]:
     return sorted(data.glob("*/bulk2-v*-000"))
 
 
-def label_atoms(system: Path) -> Atoms:
-    box = np.load(system / "set.000" / "box.npy").reshape(3, 3)
-    positions = np.load(system / "set.000" / "coord.npy").reshape(-1, 3)
-    return Atoms("Li" * len(positions), positions=positions, cell=box, pbc=True)
+def pressure_gpa(atoms: Atoms) -> float:
+    return -float(np.trace(atoms.get_stress(voigt=False))) / 3 * EV_PER_A3_IN_GPA
 
 
 def label_pressures(data: Path) -> list[dict[str, float | str]]:
     """Volume per atom (Å³), pressure (GPa) and energy per atom (eV) of each unrattled EOS label."""
     rows = []
     for system in eos_labels(data):
-        box = np.load(system / "set.000" / "box.npy").reshape(3, 3)
-        virial = np.load(system / "set.000" / "virial.npy").reshape(3, 3)
-        energy = float(np.load(system / "set.000" / "energy.npy").ravel()[0])
-        volume = abs(np.linalg.det(box))
-        n_atoms = len((system / "type.raw").read_text().split())
-        rows.append({"label": f"{system.parent.name}/{system.name}", "volume_per_atom": volume / n_atoms,
-                     "pressure_gpa": float(np.trace(virial) / 3 / volume * EV_PER_A3_IN_GPA),
-                     "energy_per_atom_ev": energy / n_atoms})
+        (atoms,) = read_labels(system)
+        rows.append({"label": f"{system.parent.name}/{system.name}", "volume_per_atom": atoms.get_volume() / len(atoms),
+                     "pressure_gpa": pressure_gpa(atoms), "energy_per_atom_ev": atoms.get_potential_energy() / len(atoms)})
     return sorted(rows, key=lambda row: row["volume_per_atom"])
 
 
@@ -90,9 +84,9 @@ def model_pressures(model: Path, data: Path, rows: list[dict[str, float | str]])
     calculator = deepmd_calculators(model)
     errors, pressures = {}, []
     for row in rows:
-        atoms = label_atoms(data / str(row["label"]))
+        (atoms,) = read_labels(data / str(row["label"]))
         atoms.calc = calculator(atoms, str(row["label"]))
-        pressures.append(-float(np.trace(atoms.get_stress(voigt=False))) / 3 * EV_PER_A3_IN_GPA)
+        pressures.append(pressure_gpa(atoms))
         errors[str(row["label"])] = round(pressures[-1] - float(row["pressure_gpa"]), 5)
     fit = fitted([{**row, "pressure_gpa": p} for row, p in zip(rows, pressures)], 0.96, 1.04)
     return {"pressure_minus_label_gpa": errors, "bulk_modulus_gpa": fit["bulk_modulus_gpa"],
@@ -112,7 +106,7 @@ def gpaw_cells(lattice_constant: float) -> list[dict[str, object]]:
             atoms.calc = Gpaw().calculator(atoms, settings, work_dir, f"{scale}-{size}-{mesh}")
             started = time.perf_counter()
             energy = atoms.get_potential_energy() / len(atoms)
-            pressure = -float(np.trace(atoms.get_stress(voigt=False))) / 3 * EV_PER_A3_IN_GPA
+            pressure = pressure_gpa(atoms)
             rows.append({"volume_scale": scale, "n_atoms": len(atoms), "mesh": list(settings.mesh(atoms)),
                          "pressure_gpa": pressure, "energy_per_atom_ev": energy,
                          "seconds": time.perf_counter() - started})

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from campaign.stages import system_of  # noqa: E402
+from tasks.label import read_labels  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
 
 OFF_DIAGONAL = [(0, 1), (0, 2), (1, 2)]
@@ -49,17 +50,20 @@ def main() -> None:
     virials: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for part in ("train", "test"):
         for system in sorted((args.data / part).iterdir()):
-            for label_set in sorted(system.glob("set.*")):
-                coord, box = np.load(label_set / "coord.npy"), np.load(label_set / "box.npy")
-                n_atoms = coord.shape[1] // 3
-                energy, _, virial = model.eval(coord, box, [0] * n_atoms)[:3]
-                group = group_of(system.name, n_atoms)
-                energies[group] += list(1000 * (energy.ravel() - np.load(label_set / "energy.npy")) / n_atoms)
-                if (label_set / "virial.npy").exists():
-                    for labelled, predicted in zip(np.load(label_set / "virial.npy"), virial):
-                        labelled, predicted = labelled.reshape(3, 3), predicted.reshape(3, 3)
-                        virials[group][0].extend(1000 * labelled[i, j] / n_atoms for i, j in OFF_DIAGONAL)
-                        virials[group][1].extend(1000 * predicted[i, j] / n_atoms for i, j in OFF_DIAGONAL)
+            frames = read_labels(system)
+            n_atoms = len(frames[0])
+            coord = np.array([atoms.positions.ravel() for atoms in frames])
+            box = np.array([atoms.cell.array.ravel() for atoms in frames]) if frames[0].pbc.all() else None
+            energy, _, virial = model.eval(coord, box, [0] * n_atoms)[:3]
+            group = group_of(system.name, n_atoms)
+            labelled_energy = np.array([atoms.get_potential_energy() for atoms in frames])
+            energies[group] += list(1000 * (energy.ravel() - labelled_energy) / n_atoms)
+            for atoms, predicted in zip(frames, virial):
+                if "stress" in atoms.calc.results:
+                    labelled = -atoms.get_stress(voigt=False) * atoms.get_volume()  # DeePMD's virial
+                    predicted = predicted.reshape(3, 3)
+                    virials[group][0].extend(1000 * labelled[i, j] / n_atoms for i, j in OFF_DIAGONAL)
+                    virials[group][1].extend(1000 * predicted[i, j] / n_atoms for i, j in OFF_DIAGONAL)
     print(f"model {args.model}; data {args.data}")
     print(f"{'group':14} {'labels':>6} {'E mean':>7} {'E rms':>6}  {'virials':>7} {'slope':>6}"
           "  (meV/atom, model − label; slope of the labels' off-diagonal virials on the model's)")

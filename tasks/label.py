@@ -165,10 +165,20 @@ def write_deepmd_systems(labelled: Sequence[tuple[str, Atoms]], output_dir: Path
             "nopbc": not periodic,
         }
         if has_virial:
-            data["virials"] = np.array([-a.calc.results["stress"] * a.get_volume() for _, a in members])
+            data["virials"] = np.array([-a.get_stress(voigt=False) * a.get_volume() for _, a in members])
         dpdata.LabeledSystem(data=data).to("deepmd/npy", str(directory))
         where.update({name: str(directory) for name, _ in members})
     return where
+
+
+def read_labels(system_dir: str | Path) -> list[Atoms]:
+    """The labelled frames of a DeePMD npy system (one `write_deepmd_systems` wrote, or an
+    export's copy of one), each with its energy, forces and, where labelled, stress (ASE's
+    sign and units: eV/Å³, tension positive, from DeePMD's virial −σV) on a single-point
+    calculator."""
+    import dpdata
+
+    return dpdata.LabeledSystem(str(system_dir), fmt="deepmd/npy").to("ase/structure")
 
 
 def label_structures(structures: Iterable[Atoms] | str | Path, engine: str, settings: Mapping[str, Any],

@@ -24,7 +24,7 @@ from ase import Atoms
 
 from tasks.atomic import write_json
 from tasks.digest import json_digest
-from tasks.label import label_names
+from tasks.label import label_names, read_labels
 from tasks.runtime import child_environment, prepare_process
 
 
@@ -151,12 +151,11 @@ def count_frames(systems: Sequence[str]) -> int:
 def max_neighbours(systems: Sequence[str], rcut_angstrom: float) -> int:
     """The most neighbours within `rcut_angstrom` of any atom in any frame of the DeePMD npy
     `systems` (what `dp neighbor-stat` reports, without a process of its own)."""
-    import dpdata
     from ase.neighborlist import neighbor_list
 
     most = 0
     for system in systems:
-        for atoms in dpdata.System(str(system), fmt="deepmd/npy").to("ase/structure"):
+        for atoms in read_labels(system):
             centres = neighbor_list("i", atoms, rcut_angstrom)
             most = max(most, int(np.bincount(centres).max()) if len(centres) else 0)
     return most

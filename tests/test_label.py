@@ -63,6 +63,34 @@ def test_slab_gets_one_kpoint_along_vacuum_and_no_virial(tmp_path):
     assert "virials" not in system.data
 
 
+def test_labels_read_back_as_written(tmp_path):
+    """DeePMD stores −σV and sorts frames into systems; `read_labels` gives back ASE's stress."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for i in range(2):
+        atoms = build.rattled(build.bcc_bulk(3.44, (2, 1, 1)), 0.05, i)
+        atoms.set_cell(atoms.cell.array + [[0, 0.1, 0], [0, 0, 0], [0.2, 0, 0]], scale_atoms=True)
+        atoms.calc = SinglePointCalculator(atoms, energy=-7.6 + i, forces=rng.normal(size=(4, 3)),
+                                           stress=rng.normal(size=6) * 1e-3)
+        frames.append((f"bulk-{i}", atoms))
+    cluster = Atoms("Li3", positions=[[0, 0, 0], [2.9, 0, 0], [0, 2.9, 0]], cell=[20] * 3, pbc=False)
+    cluster.calc = SinglePointCalculator(cluster, energy=-3.3, forces=rng.normal(size=(3, 3)))
+    where = label.write_deepmd_systems([*frames, ("cluster", cluster)], tmp_path, ["Li"])
+    assert where["bulk-0"] == where["bulk-1"] != where["cluster"]
+    bulk_read = label.read_labels(where["bulk-0"])
+    for (_, written), read in zip(frames, bulk_read):
+        assert np.allclose(read.cell.array, written.cell.array) and np.allclose(read.positions, written.positions)
+        assert read.get_potential_energy() == pytest.approx(written.get_potential_energy())
+        assert np.allclose(read.get_forces(), written.get_forces())
+        assert np.allclose(read.get_stress(), written.get_stress(), atol=1e-12)
+    (cluster_read,) = label.read_labels(where["cluster"])
+    assert not cluster_read.pbc.any() and "stress" not in cluster_read.calc.results
+    assert np.allclose(cluster_read.get_forces(), cluster.get_forces())
+
+
 def test_elements_outside_type_map_are_rejected(tmp_path):
     from ase import Atoms
 
