@@ -611,8 +611,9 @@ class ExploreSection(MdSection):
 
 class ProductionStudy(MdSection):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="the store group of its fields")
-    potential: str = Field("final_model", description="final_model, a classical potential of tasks.potentials, "
-                                                      "or a model file")
+    potential: str = Field("final_model", description="final_model (compressed where its training compressed "
+                           "it), a classical potential of tasks.potentials, or a DeePMD model file (each run "
+                           "compresses it, seconds)")
     fields: list[PluginEntry] = Field(default_factory=lambda: ["slab_temperature", "coordination", "msd",
                                                               "structure_fractions", "potential_energy"])
 

@@ -112,7 +112,8 @@ def production_runs(config: CampaignConfig, models: list[str]) -> list[RunRef]:
                 spec = TaskSpec(identifier, "production", name, study.executor, analyze.md_with_fields,
                                 dict(structure=str(structure), potential=potential, output_dir=str(output_dir),
                                      sink=writer, flush_every_frames=config.storage.flush_every_frames,
-                                     provenance=provenance, **arguments),
+                                     provenance=provenance, compress=study.potential_kind == "model_file",
+                                     **arguments),
                                 output_dir, StoredRun(writer), {**arguments, "potential": potential.kind,
                                                                 "models": potential.models,
                                                                 "structure": str(structure)})

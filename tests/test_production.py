@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -246,3 +247,32 @@ def test_a_temperature_added_to_a_finished_study_runs_only_the_new_runs(tmp_path
     with Ledger(workdir / "ledger.sqlite", readonly=True) as ledger:
         assert not ledger.tasks(stage="properties")
     assert chunk_digests(workdir) == after
+
+
+def test_a_model_file_runs_compressed_under_the_frozen_model_s_task_id(tmp_path):
+    """A study given a DeePMD model file runs each run with a copy compressed in the run's own
+    directory (4 times the steps per second of a 250-atom slab at 6.8 Å: 0.05 against 0.2 s), and
+    its provenance names the file it ran; the task id hashes the frozen model, since `dp compress`
+    writes other bytes each time. The final model is not compressed again: its training did it."""
+    from campaign.production import allocate_studies, production_runs
+
+    frozen = ROOT / "data/li-gpaw/models/member-0.pth"
+    data = production_campaign(tmp_path / "run", temperatures=[300], replicas=1)
+    data["systems"][0]["params"] = {"lattice_constant": 3.44, "size": 2}
+    data["production"][0].update(potential=str(frozen), params={"steps": 40, "trajectory_stride": 20},
+                                 fields=["potential_energy"])
+    config = load_config(write_config(tmp_path / "model-file.yaml", data))
+    allocate_studies(config)
+    [ref] = production_runs(config, [])
+    assert ref.spec.kwargs["compress"] and ref.spec.kwargs["potential"].models == [str(frozen)]
+    assert production_runs(load_config(tmp_path / "model-file.yaml"), [])[0].spec.task_id == ref.spec.task_id
+    outputs = ref.spec.function(**ref.spec.kwargs)
+    assert outputs["status"] == "ok" and outputs["steps_done"] == 40
+    assert (ref.spec.output_dir / "model-0-compressed.pth").is_file()
+    fields = open_campaign(tmp_path / "run").fields("nvt")
+    provenance = json.loads(str(fields.provenance.values.ravel()[0]))
+    assert provenance["md_models"] == ["model-0-compressed.pth"] and provenance["model_sha256"] == {
+        frozen.name: hashlib.sha256(frozen.read_bytes()).hexdigest()}
+    data["production"][0]["potential"] = "final_model"
+    final = load_config(write_config(tmp_path / "final-model.yaml", data))
+    assert not production_runs(final, [str(frozen)])[0].spec.kwargs["compress"]

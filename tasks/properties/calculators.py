@@ -97,16 +97,10 @@ class PropertyPotential:
         return labeller_calculators(self.source, self.settings, work_dir)
 
     def md_model(self, work_dir: str | Path) -> str:
-        """The DeePMD model MD runs: the frozen one compressed into `work_dir` (5 s; 3.2 times
-        the atom-steps per second of the frozen one on one core here, the same forces to 2e-3
-        eV/Å: `tests/test_train.py`), or the model as given where DeePMD cannot compress it
-        (one compressed already)."""
-        from tasks.train import TrainingError, compress_model
+        """The DeePMD model MD runs: the frozen one compressed into `work_dir` (`tasks.train.md_model`)."""
+        from tasks.train import md_model
 
-        try:
-            return str(compress_model(self.source, Path(work_dir) / "model-compressed.pth"))
-        except TrainingError:
-            return self.source
+        return md_model(self.source, Path(work_dir) / "model-compressed.pth")
 
     def pair_commands(self, md_model: str | None = None) -> list[str] | None:
         """What LAMMPS runs this potential with (for properties that run MD; a DeePMD potential
