@@ -39,9 +39,10 @@ tensorflow-backend: install
 # Two pytest processes (pytest-xdist), each taking whole test files: a file's module fixtures
 # (the quickstart run, the SLURM cluster) run once, and most of the suite's wall time is spent
 # waiting on subprocesses (Parsl start-up, sbatch, the driver under test), which the other
-# process fills. TEST_PROCESSES=0 runs everything in one process.
+# process fills. Files go out longest first (tests/conftest.py), not by their number of tests.
+# TEST_PROCESSES=0 runs everything in one process.
 TEST_PROCESSES ?= 2
-PARALLEL := -n $(TEST_PROCESSES) --dist loadfile
+PARALLEL := -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: install

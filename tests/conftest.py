@@ -7,12 +7,18 @@ steps, enough to exercise every code path that a production model goes through.
 
 from __future__ import annotations
 
+import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+from filelock import FileLock
 
 from campaign.config import TrainSection
 from tasks import build, label, train
+from tasks.atomic import write_json
 
 TINY_TRAIN = TrainSection(steps=400, decay_steps=100, fitting_neuron=[16, 16])
 
@@ -23,31 +29,63 @@ def tiny_train_arguments() -> dict:
                 decay_steps=TINY_TRAIN.decay_steps)
 
 
+@contextmanager
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A directory the suite's pytest processes share, held under a lock: the first process to
+    need it builds what it holds (a minute or two of labels and training), the others read it.
+    pytest-xdist gives each process its own temporary directory under one parent."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with FileLock(root / f"{name}.lock"):
+        yield root / name
+
+
 @pytest.fixture(scope="session")
 def reference_dataset(tmp_path_factory) -> dict[str, list[str]]:
     """SNAP-labelled Li: rattled bulk at three volumes, (100) slabs, and adatoms approaching a (100)
     surface from 1.2 to 5.5 Å at three sites (what deposition needs); train and test systems."""
-    root = tmp_path_factory.mktemp("reference-data")
-    train_frames = [build.rattled(build.bcc_bulk(a, 2), 0.08, i) for i, a in enumerate([3.40, 3.45, 3.51] * 8)]
-    train_frames += [build.rattled(build.slab((1, 0, 0), 4, (2, 2), 12.0), 0.08, 50 + i) for i in range(6)]
-    train_frames += [build.rattled(build.adatom_slab((1, 0, 0), site, 4, (2, 2), 16.0, height), 0.05, 80 + k)
-                     for k, (site, height) in enumerate((s, h) for s in ("hollow", "bridge", "ontop")
-                                                        for h in (1.2, 1.8, 2.4, 3.2, 4.2, 5.5))]
-    test_frames = [build.rattled(build.bcc_bulk(3.45, 2), 0.08, 100 + i) for i in range(6)]
-    settings = {"potential": "snap"}
-    training = label.label_structures(train_frames, "reference", settings, root / "train")
-    testing = label.label_structures(test_frames, "reference", settings, root / "test")
-    return {"train": training.system_dirs, "test": testing.system_dirs}
+    with built_once(tmp_path_factory, "reference-data") as root:
+        systems = root / "systems.json"
+        if not systems.is_file():
+            train_frames = [build.rattled(build.bcc_bulk(a, 2), 0.08, i) for i, a in enumerate([3.40, 3.45, 3.51] * 8)]
+            train_frames += [build.rattled(build.slab((1, 0, 0), 4, (2, 2), 12.0), 0.08, 50 + i) for i in range(6)]
+            train_frames += [build.rattled(build.adatom_slab((1, 0, 0), site, 4, (2, 2), 16.0, height), 0.05, 80 + k)
+                             for k, (site, height) in enumerate((s, h) for s in ("hollow", "bridge", "ontop")
+                                                                for h in (1.2, 1.8, 2.4, 3.2, 4.2, 5.5))]
+            test_frames = [build.rattled(build.bcc_bulk(3.45, 2), 0.08, 100 + i) for i in range(6)]
+            settings = {"potential": "snap"}
+            training = label.label_structures(train_frames, "reference", settings, root / "train")
+            testing = label.label_structures(test_frames, "reference", settings, root / "test")
+            write_json(systems, {"train": training.system_dirs, "test": testing.system_dirs})
+        return json.loads(systems.read_text())
 
 
 @pytest.fixture(scope="session")
 def tiny_ensemble(tmp_path_factory, reference_dataset) -> list[train.ModelRecord]:
-    """Two DeePMD models (seeds 1 and 2), 200 steps each, on the reference data set."""
-    root = tmp_path_factory.mktemp("ensemble")
-    return [train.train_member(root / f"member{seed}", reference_dataset["train"], reference_dataset["test"],
-                               seed=seed, **tiny_train_arguments()) for seed in (1, 2)]
+    """Two DeePMD models (seeds 1 and 2), 400 steps each, on the reference data set."""
+    with built_once(tmp_path_factory, "ensemble") as root:
+        return [train.read_model_record(member) if (member / "record.json").is_file() else
+                train.train_member(member, reference_dataset["train"], reference_dataset["test"], seed=seed,
+                                   **tiny_train_arguments())
+                for seed, member in ((seed, root / f"member{seed}") for seed in (1, 2))]
 
 
 @pytest.fixture
 def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+# The files with the most wall time first (a fresh-clone `bash .ci/run`, benchmarks/README.md):
+# pytest-xdist hands whole files to its two processes in collection order (`--dist loadfile
+# --no-loadscope-reorder`, Makefile), and the quickstart's 20-minute file collected last by name
+# left one process running it alone at the end.
+LONGEST_FILES = ("test_properties.py", "test_campaign.py", "test_quickstart.py", "test_slurm.py",
+                 "test_production.py", "test_engine.py", "test_md.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: each file's tests stay together and in their order
