@@ -64,10 +64,11 @@ def reference_dataset(tmp_path_factory) -> dict[str, list[str]]:
 def tiny_ensemble(tmp_path_factory, reference_dataset) -> list[train.ModelRecord]:
     """Two DeePMD models (seeds 1 and 2), 400 steps each, on the reference data set."""
     with built_once(tmp_path_factory, "ensemble") as root:
+        members = {seed: root / f"member{seed}" for seed in (1, 2)}
         return [train.read_model_record(member) if (member / "record.json").is_file() else
                 train.train_member(member, reference_dataset["train"], reference_dataset["test"], seed=seed,
                                    **tiny_train_arguments())
-                for seed, member in ((seed, root / f"member{seed}") for seed in (1, 2))]
+                for seed, member in members.items()]
 
 
 @pytest.fixture
