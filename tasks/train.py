@@ -2,7 +2,8 @@
 
 `train_member` trains one ensemble member in its own directory through DeePMD-kit's own
 command line (`dp --pt train/freeze/test/compress`), so that what runs is exactly what a
-user would run by hand, with its logs next to the model. Members differ by seed; from
+user would run by hand, with its logs next to the model (the four commands in one process,
+`tasks.dp_batch`, so DeePMD's imports are paid once). Members differ by seed; from
 the second active-learning iteration on they start from the previous frozen model
 (`--init-frz-model`), the transfer learning of the self-healing study.
 """
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
@@ -129,14 +131,36 @@ def member_network(work_dir: str | Path) -> dict[str, Any]:
     return network(json.loads((Path(work_dir) / "input.json").read_text())["model"])
 
 
-def _dp(arguments: list[str], cwd: Path, log_name: str) -> None:
-    log = cwd / log_name
-    with log.open("w") as handle:
-        completed = subprocess.run(["dp", "--pt", *arguments], cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
-                                   env=child_environment())
-    if completed.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise TrainingError(f"`dp --pt {' '.join(arguments)}` exited {completed.returncode} in {cwd}:\n{tail}")
+@dataclass(frozen=True)
+class DpCommand:
+    """One `dp --pt` command line, the directory it runs in and its log's name there."""
+
+    arguments: list[str]
+    cwd: Path
+    log_name: str
+
+    @property
+    def log(self) -> Path:
+        return self.cwd / self.log_name
+
+
+def run_dp(*commands: DpCommand) -> None:
+    """Run `commands` in order in one process (`tasks.dp_batch`: DeePMD's imports paid once);
+    TrainingError with the failed command and its log's tail."""
+    for command in commands:
+        command.log.unlink(missing_ok=True)  # the last log present is then the failed command's
+    payload = json.dumps([{"arguments": c.arguments, "cwd": str(c.cwd), "log": str(c.log)} for c in commands])
+    completed = subprocess.run([sys.executable, "-m", "tasks.dp_batch"], input=payload, text=True,
+                               cwd=commands[0].cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=child_environment())
+    if completed.returncode == 0:
+        return
+    started = [c for c in commands if c.log.is_file()]
+    if not started:  # the batch itself did not start (an import failed)
+        raise TrainingError(f"`python -m tasks.dp_batch` exited {completed.returncode}:\n{completed.stdout[-3000:]}")
+    failed = started[-1]
+    tail = "\n".join(failed.log.read_text(errors="replace").splitlines()[-15:])
+    raise TrainingError(f"`dp --pt {' '.join(failed.arguments)}` exited {completed.returncode} in {failed.cwd}:\n{tail}")
 
 
 def count_frames(systems: Sequence[str]) -> int:
@@ -168,13 +192,23 @@ def test_model(model_path: str | Path, systems: Sequence[str], work_dir: str | P
     system): a process per system cost 5-10 s of start-up each. Virial errors are reported
     only when every system has virials (slabs with vacuum have none).
     """
-    work_dir = Path(work_dir)
+    run_dp(test_command(model_path, systems, work_dir))
+    return test_metrics(systems, work_dir)
+
+
+def test_command(model_path: str | Path, systems: Sequence[str], work_dir: str | Path) -> DpCommand:
+    """The `dp test` of `test_model`, its system list written into `work_dir`."""
+    work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     listing = work_dir / "systems.txt"
     listing.write_text("".join(f"{Path(system).resolve()}\n" for system in systems))
-    detail = work_dir / "detail"
-    _dp(["test", "-m", str(Path(model_path).resolve()), "-f", str(listing), "-n", "100000", "-d", str(detail)],
-        work_dir, "test.log")
+    return DpCommand(["test", "-m", str(Path(model_path).resolve()), "-f", str(listing), "-n", "100000",
+                      "-d", str(work_dir / "detail")], work_dir, "test.log")
+
+
+def test_metrics(systems: Sequence[str], work_dir: str | Path) -> dict[str, float]:
+    """The errors a `test_command` run in `work_dir` wrote (its detail files)."""
+    detail = Path(work_dir) / "detail"
     suffixes = {"energy_per_atom_ev": "e_peratom.out", "force_ev_per_angstrom": "f.out",
                 "virial_per_atom_ev": "v_peratom.out"}
     all_virial = all(Path(system, "set.000", "virial.npy").exists() for system in systems)
@@ -247,11 +281,16 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
         arguments += ["--restart", checkpoint.name]
     elif init_model:
         arguments += ["--init-frz-model", str(Path(init_model).resolve())]
-    _dp(arguments, work_dir, "train.log" if checkpoint is None else "train-restart.log")
-    _dp(["freeze", "-o", "model.pth"], work_dir, "freeze.log")
     model_path = work_dir / "model.pth"
-    compressed = str(compress_model(model_path, work_dir / "model-compressed.pth")) if compress else None
-    metrics = test_model(model_path, validation_systems, work_dir / "test") if validation_systems else {}
+    commands = [DpCommand(arguments, work_dir, "train.log" if checkpoint is None else "train-restart.log"),
+                DpCommand(["freeze", "-o", model_path.name], work_dir, "freeze.log")]
+    if compress:
+        commands.append(compress_command(model_path, work_dir / "model-compressed.pth"))
+    if validation_systems:
+        commands.append(test_command(model_path, validation_systems, work_dir / "test"))
+    run_dp(*commands)  # one process: DeePMD's imports once, not four times
+    compressed = str(work_dir / "model-compressed.pth") if compress else None
+    metrics = test_metrics(validation_systems, work_dir / "test") if validation_systems else {}
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
                          str(init_model) if init_model else None,
@@ -264,9 +303,16 @@ def compress_model(model: str | Path, output: str | Path) -> Path:
     """`output`: the frozen `model` with its embedding net tabulated (`dp compress`, seconds),
     its log beside it. TrainingError for a model DeePMD cannot compress (one compressed already)."""
     output = Path(output).resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _dp(["compress", "-i", str(Path(model).resolve()), "-o", output.name], output.parent, f"{output.stem}.log")
+    run_dp(compress_command(model, output))
     return output
+
+
+def compress_command(model: str | Path, output: str | Path) -> DpCommand:
+    """The `dp compress` of `model` into `output`, its log beside it."""
+    output = Path(output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return DpCommand(["compress", "-i", str(Path(model).resolve()), "-o", output.name], output.parent,
+                     f"{output.stem}.log")
 
 
 def md_model(model: str | Path, output: str | Path) -> str:

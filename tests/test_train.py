@@ -1,4 +1,5 @@
-"""DeePMD-kit training through `dp --pt`, test metrics and ensemble model deviation."""
+"""DeePMD-kit training through `dp --pt` (a member's commands in one process), test metrics and
+ensemble model deviation."""
 
 import json
 import shutil
@@ -60,6 +61,20 @@ def test_init_from_previous_model(tmp_path, tiny_ensemble, reference_dataset):
     np.testing.assert_allclose(compressed, plain, atol=2e-3)  # tabulated embedding: same forces, eV/Å
     # Starting from a trained model, 20 steps keep its accuracy rather than starting over.
     assert record.metrics["force_ev_per_angstrom_rmse"] < 3 * tiny_ensemble[0].metrics["force_ev_per_angstrom_rmse"]
+
+
+def test_dp_commands_of_a_batch_run_in_order_and_the_failed_one_is_named(tmp_path, tiny_ensemble,
+                                                                         reference_dataset):
+    """A member's `dp` commands share one process; the first that fails stops the batch, and the
+    error names it with its log, not the batch."""
+    model = tiny_ensemble[0].model_path
+    commands = [train.test_command(model, reference_dataset["test"], tmp_path / "test"),
+                train.compress_command(tmp_path / "missing.pth", tmp_path / "compressed.pth"),
+                train.compress_command(model, tmp_path / "never.pth")]
+    with pytest.raises(train.TrainingError, match=r"compress -i \S*missing\.pth"):
+        train.run_dp(*commands)
+    assert train.test_metrics(reference_dataset["test"], tmp_path / "test") == tiny_ensemble[0].metrics
+    assert commands[1].log.is_file() and not commands[2].log.exists()
 
 
 @pytest.mark.slow
