@@ -41,10 +41,17 @@ command -v "$python" >/dev/null || python=python3
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip_install() {
   # This machine's pip config names local indexes that may be absent: drop those warnings only.
-  set +e
-  "$venv/bin/python" -m pip --disable-pip-version-check -q install "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored"
-  local rc=${PIPESTATUS[0]}
-  set -e
+  # A download that breaks off (IncompleteRead) ends pip without a retry of its own, and a
+  # fresh CI machine downloads 3 GB: up to three attempts (what is installed stays installed).
+  local attempt rc
+  for attempt in 1 2 3; do
+    set +e
+    "$venv/bin/python" -m pip --disable-pip-version-check -q install "$@" 2>&1 | grep -v "^WARNING: Location '.*' is ignored"
+    rc=${PIPESTATUS[0]}
+    set -e
+    [ "$rc" -eq 0 ] && return 0
+    echo "install: pip exited $rc (attempt $attempt of 3)"
+  done
   return "$rc"
 }
 pip_install --upgrade "pip>=24" wheel "setuptools>=77"
