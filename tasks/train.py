@@ -149,7 +149,9 @@ def run_dp(*commands: DpCommand) -> None:
     TrainingError with the failed command and its log's tail."""
     for command in commands:
         command.log.unlink(missing_ok=True)  # the last log present is then the failed command's
-    payload = json.dumps([{"arguments": c.arguments, "cwd": str(c.cwd), "log": str(c.log)} for c in commands])
+    # absolute: the batch changes into each command's directory in turn
+    payload = json.dumps([{"arguments": c.arguments, "cwd": str(c.cwd.resolve()), "log": str(c.log.resolve())}
+                          for c in commands])
     completed = subprocess.run([sys.executable, "-m", "tasks.dp_batch"], input=payload, text=True,
                                cwd=commands[0].cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env=child_environment())
