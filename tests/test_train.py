@@ -77,6 +77,15 @@ def test_dp_commands_of_a_batch_run_in_order_and_the_failed_one_is_named(tmp_pat
     assert commands[1].log.is_file() and not commands[2].log.exists()
 
 
+def test_a_batch_runs_in_directories_given_relative_to_the_caller(tmp_path, monkeypatch, project_root):
+    monkeypatch.chdir(tmp_path)
+    Path("member").mkdir()
+    shutil.copy(project_root / "data/li-gpaw/models/member-0.pth", "member/model.pth")
+    train.run_dp(train.DpCommand(["compress", "-i", "model.pth", "-o", "compressed.pth"], Path("member"),
+                                 "compress.log"))
+    assert Path("member/compressed.pth").is_file() and Path("member/compress.log").is_file()
+
+
 @pytest.mark.slow
 def test_a_member_killed_mid_training_resumes_from_its_last_checkpoint(tmp_path, reference_dataset):
     """A block that reaches its walltime kills the training; the next attempt goes on from the newest
