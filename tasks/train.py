@@ -291,7 +291,7 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     if validation_systems:
         commands.append(test_command(model_path, validation_systems, work_dir / "test"))
     run_dp(*commands)  # one process: DeePMD's imports once, not four times
-    compressed = str(work_dir / "model-compressed.pth") if compress else None
+    compressed = str((work_dir / "model-compressed.pth").resolve()) if compress else None  # as compress_model names it
     metrics = test_metrics(validation_systems, work_dir / "test") if validation_systems else {}
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
