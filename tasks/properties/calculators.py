@@ -97,13 +97,11 @@ class PropertyPotential:
         return labeller_calculators(self.source, self.settings, work_dir)
 
     def md_model(self, work_dir: str | Path) -> str:
-        """The DeePMD model MD runs: the compressed copy a member's training made
-        (`tasks.train.md_models`), else the frozen one compressed into `work_dir`
-        (`tasks.train.md_model`)."""
-        from tasks.train import md_model, md_models
+        """The DeePMD model MD runs (`tasks.train.md_model`): a member's own compressed copy, else
+        the frozen one compressed into `work_dir`."""
+        from tasks.train import md_model
 
-        (made,) = md_models([self.source])
-        return made if made != self.source else md_model(self.source, Path(work_dir) / "model-compressed.pth")
+        return md_model(self.source, Path(work_dir) / "model-compressed.pth")
 
     def pair_commands(self, md_model: str | None = None) -> list[str] | None:
         """What LAMMPS runs this potential with (for properties that run MD; a DeePMD potential
