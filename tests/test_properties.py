@@ -328,7 +328,7 @@ def test_property_campaign_resumes_after_a_kill(tmp_path):
     from engine_helpers import run_then_kill
 
     root = Path(__file__).resolve().parents[1]
-    compute = ["eos", {"elastic": {"size": 2}}, {"point_defects": {"sizes": [3, 4, 5]}},
+    compute = ["eos", {"elastic": {"size": 2}}, {"point_defects": {"sizes": [3, 4]}},
                {"surface_energies": {"layers": [4, 6, 8]}}]
     config_path = tmp_path / "kill.yaml"
     config_path.write_text(yaml.safe_dump(property_campaign(tmp_path / "run", ["snap", "snap_quadratic", "meam"],
@@ -515,19 +515,21 @@ def test_a_melting_point_from_runs_made_apart():
 
 @pytest.mark.slow
 def test_an_nph_box_takes_the_latent_heat_and_bounds_the_melting_point():
-    """SNAP Li, 108 atoms without a thermostat: from 300 K the box freezes; at 700 K the crystal
-    melts by itself before any interface exists (a-CNA near 0), itself a bound. Neither stayed
-    two-phase, so the value is NaN and the note bounds it from both sides."""
-    result = run_property("melting_point", {"method": "nph", "temperatures_k": [300, 700], "cells": [3, 3, 6],
+    """SNAP Li, 108 atoms without a thermostat, from 300 K: the box freezes, warmed by the latent
+    heat of the half that froze. It did not stay two-phase, so the value is NaN and the note
+    bounds it from below. (The other fates of an NPH run, a melted box or a crystal that melted
+    alone, follow the same rule on runs made apart: the test below, without the 2 minutes of MD a
+    second temperature costs here.)"""
+    result = run_property("melting_point", {"method": "nph", "temperatures_k": [300], "cells": [3, 3, 6],
                                             "timestep_fs": 2, "equilibrate_ps": 1, "melt_ps": 1, "cool_ps": 0.5,
                                             "coexistence_ps": 2},
                           classical_calculators("snap"), classical("snap").pair_commands())
     found = result.value("melting_point")
     assert np.isnan(found.value)
-    assert "from 300 K the box froze entirely" in found.note
-    # SNAP's crystal alone melts within the 1 ps at 700 K: a bound without the two-phase box
-    assert "from 700 K its crystal melted alone (a-CNA 0.0" in found.note and "lies below that" in found.note
+    assert "from 300 K the box froze entirely" in found.note and "lies above about that" in found.note
     assert result.curves["bcc_fraction_vs_time_300K"][1][-1] > 0.9
+    temperatures = result.curves["temperature_vs_time_300K"][1]
+    assert np.mean(temperatures[len(temperatures) // 2:]) > 350  # 436 K: the latent heat, without a thermostat
 
 
 def test_an_nph_melting_point_is_where_a_two_phase_box_settles():
