@@ -199,11 +199,11 @@ def test_deposited_atoms_land_with_snap(tmp_path):
 @pytest.mark.slow
 def test_deposition_with_deepmd_model(tmp_path, tiny_ensemble):
     """The DeePMD path at the size of the study's small runs: 512 atoms, exact insertion count
-    (10 atoms in 1 ps)."""
+    (10 atoms in 1 ps, at 2 fs steps: the uncompressed model's 500 steps take a minute)."""
     slab = build.slab((1, 0, 0), 8, (8, 8), vacuum_angstrom=10.0, fixed_layers=3)
     frames = []
-    params = {"temperature": 300, "rate": 10.0, "duration": 1.0, "falling_speed": 1500,
-              "insertion_height_angstrom": 6.0, "trajectory_stride": 100}
+    params = {"temperature": 300, "rate": 10.0, "duration": 1.0, "timestep": 0.002, "falling_speed": 1500,
+              "insertion_height_angstrom": 6.0, "trajectory_stride": 50}
     shape = analyze.run_shape(slab, "deposition", params)
     temperatures = FieldStream(make_fields([("slab_temperature", {"slab_width_angstrom": 5.0})], shape), shape)
     result = md.run_md(slab, md.Potential("deepmd", [tiny_ensemble[0].model_path]), "deposition", params,
