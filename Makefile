@@ -37,9 +37,9 @@ tensorflow-backend: install
 	@bash scripts/install_tensorflow.sh
 
 # Two pytest processes (pytest-xdist), each taking whole test files: a file's module fixtures
-# (the quickstart run, the SLURM cluster) run once, and most of the suite's wall time is spent
-# waiting on subprocesses (Parsl start-up, sbatch, the driver under test), which the other
-# process fills. Files go out longest first (tests/conftest.py), not by their number of tests.
+# (the quickstart run, the SLURM cluster) run once. Two keep both cores busy (92-99 % of the
+# CPU in a run's tests, README): the suite's time is its computing, not its waiting. Files go
+# out longest first (tests/conftest.py), not by their number of tests.
 # TEST_PROCESSES=0 runs everything in one process.
 TEST_PROCESSES ?= 2
 PARALLEL := -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
