@@ -36,13 +36,13 @@ studies-small: install
 tensorflow-backend: install
 	@bash scripts/install_tensorflow.sh
 
-# Two pytest processes (pytest-xdist), each taking whole test files: a file's module fixtures
-# (the quickstart run, the SLURM cluster) run once. Two keep both cores busy (92-99 % of the
-# CPU in a run's tests, README): the suite's time is its computing, not its waiting. Files go
-# out longest first (tests/conftest.py), not by their number of tests.
+# Two pytest processes (pytest-xdist) taking one test at a time, longest first, and the files
+# whose module fixture must be made once (the quickstart run, the SLURM cluster) whole
+# (tests/conftest.py). Two keep both cores busy (92-99 % of the CPU in a run's tests, README):
+# the suite's time is its computing, not its waiting.
 # TEST_PROCESSES=0 runs everything in one process.
 TEST_PROCESSES ?= 2
-PARALLEL := -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+PARALLEL := -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder
 
 # The whole suite, slow end-to-end tests included (what CI runs).
 test: install

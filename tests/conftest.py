@@ -76,17 +76,42 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-# The files with the most wall time first (a fresh-clone `bash .ci/run`, benchmarks/README.md):
-# pytest-xdist hands whole files to its two processes in collection order (`--dist loadfile
-# --no-loadscope-reorder`, Makefile), and the quickstart's 20-minute file collected last by name
-# left one process running it alone at the end.
-LONGEST_FILES = ("test_properties.py", "test_campaign.py", "test_quickstart.py", "test_slurm.py",
+# pytest-xdist hands tests to its two processes one at a time, in collection order (the
+# scheduler below), so a process that finishes early takes the next test and neither waits at
+# the end for the rest of a file the other holds. The tests of a file whose module fixture must
+# be made once (the SLURM cluster; the quickstart run, the suite's longest item at 7-19 minutes;
+# a finished campaign) go to one process together, as one unit. Longest first: those units with
+# slow tests, then the slow tier, then the rest by file, the files with the most wall time (a
+# fresh-clone `bash .ci/run`, benchmarks/README.md) first. (xdist's own `loadgroup` marks do not
+# group under pytest 9.2, whose node ids xdist 3.8 cannot rename.)
+ONE_PROCESS_FILES = ("test_quickstart.py", "test_slurm.py", "test_analyze_command.py")
+LONGEST_FILES = ("test_quickstart.py", "test_slurm.py", "test_properties.py", "test_campaign.py",
                  "test_production.py", "test_engine.py", "test_md.py", "test_train.py")
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TestsOrFiles(LoadScopeScheduling):
+        """xdist's scheduler of whole files, with every other test a unit of its own."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if Path(path).name in ONE_PROCESS_FILES else nodeid
+
+    return TestsOrFiles(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
+    def file_rank(item: pytest.Item) -> int:
         name = item.path.name
         return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
 
-    items.sort(key=rank)  # stable: each file's tests stay together and in their order
+    slow_files = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if item.path.name in ONE_PROCESS_FILES and item.path.name in slow_files:
+            return (0, file_rank(item))
+        return (1 if item.get_closest_marker("slow") else 2, file_rank(item))
+
+    items.sort(key=rank)  # stable: each file's tests stay in their order
