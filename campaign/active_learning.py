@@ -40,8 +40,8 @@ from campaign.engine import Display, StageResult, TaskSpec, run_stage
 from campaign.export import restore_labels
 from campaign.ledger import Ledger, task_id
 from campaign.properties import check_targets
-from campaign.selection import (SELECTION_COUNTS, Selected, read_selection, selection_dir, selection_key,
-                                write_selection)
+from campaign.selection import (SELECTION_COUNTS, Selected, read_selection, restore_explorations, selection_dir,
+                                selection_key, write_selection)
 from campaign.stages import AddedData, base_structure, label_spec, ok_systems, train_stage
 from tasks import build, md, select, train
 from tasks.atomic import write_json
@@ -246,10 +246,15 @@ def verify_exploration(output_dir: Path) -> dict[str, Any] | None:
 def exploration_specs(config: CampaignConfig, iteration: int,
                       models: list[str]) -> tuple[list[TaskSpec], dict[str, _Run]]:
     """One LAMMPS run per explore section (from its `from_iteration` on) x system x sweep point,
-    with the whole ensemble."""
+    with the whole ensemble: the compressed models where training made them (`train.md_models`).
+    A run's id hashes the frozen `models` and whether each ran compressed, not the compressed
+    files, whose bytes `dp compress` makes anew each time: the same run on another machine,
+    with the members restored from an export and compressed there, keeps its id."""
     specs: list[TaskSpec] = []
     runs: dict[str, _Run] = {}
-    potential = Potential("deepmd", list(models))
+    md_models = train.md_models(models)
+    compressed = [md_model != str(model) for md_model, model in zip(md_models, models)]
+    potential = Potential("deepmd", md_models)
     for section_index, section in enumerate(config.explore):
         if iteration < section.from_iteration:
             continue
@@ -262,7 +267,7 @@ def exploration_specs(config: CampaignConfig, iteration: int,
                 arguments = {"protocol": section.protocol, "params": typed.model_dump(mode="json", exclude_none=True),
                              "type_map": config.campaign.type_map,
                              "masses": {e: config.campaign.mass_of(e) for e in config.campaign.type_map}}
-                identifier = task_id("explore", arguments, [structure, *models])
+                identifier = task_id("explore", {**arguments, "compressed": compressed}, [structure, *models])
                 output_dir = selection_dir(config.workdir, iteration) / "explore" / \
                     f"{name}-{identifier[:8]}"
                 specs.append(TaskSpec(identifier, "explore", name, section.executor, md.run_md,
@@ -270,7 +275,7 @@ def exploration_specs(config: CampaignConfig, iteration: int,
                                            params=arguments["params"], output_dir=str(output_dir),
                                            type_map=config.campaign.type_map, masses_amu=arguments["masses"],
                                            save_trajectory=True),
-                                      output_dir, verify_exploration, {**arguments, "models": models,
+                                      output_dir, verify_exploration, {**arguments, "models": md_models,
                                                                        "structure": str(structure)}))
                 runs[identifier] = _Run(name, system, float(typed.temperature), 0)
     max_labels = config.select.max_labels
@@ -307,10 +312,9 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
     for iteration in range(section.max_iterations):
         record = IterationRecord(iteration)
         started = time.perf_counter()
-        md_models = train.md_models(models)  # the compressed ones where training made them
-        specs, runs = exploration_specs(config, iteration, md_models)
+        specs, runs = exploration_specs(config, iteration, models)
         record.exploration_runs = len(specs)
-        selection = _Selection(config, iteration, md_models, runs, record, selection_key(config, specs, models))
+        selection = _Selection(config, iteration, models, runs, record, selection_key(config, specs, models))
         selected = read_selection(config, iteration, selection.key)
         if selected is not None:  # the runs have landed before (here, or on the machine of an export)
             for name, value in selected.counts.items():
@@ -324,6 +328,7 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
             ledger.log_event(f"explore-{iteration}", f"its {len(runs)} runs' selection found "
                              f"({len(selected.labels)} frames picked): not explored again")
         else:
+            restore_explorations(config, iteration, specs)  # the runs an export holds, finished elsewhere
             result = run_stage(f"explore-{iteration}", specs, ledger, config.campaign.max_retries,
                                config.campaign.failure_ratio_limit, display, follow_up=selection,
                                follow_up_stages={f"label-{iteration}"})

@@ -144,7 +144,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         models += ", member {1} of iteration {0} in training (its checkpoint at step {2} of {3})".format(*member)
     print(f"{args.destination}: {len(result.train)} training and {len(result.test)} test labels, "
           f"{len(result.failed)} failed (in manifest.json), {models}"
-          + (f", the selections of iterations {', '.join(map(str, result.selections))}" if result.selections else ""))
+          + (f", the selections of iterations {', '.join(map(str, result.selections))}" if result.selections else "")
+          + "".join(f"; iteration {iteration}'s {runs} finished exploration runs (its selection not made yet)"
+                    for iteration, runs in result.explorations.items()))
     return 0
 
 

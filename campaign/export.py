@@ -11,12 +11,13 @@ whose training was stopped halfway, and the complete ensembles of the iterations
 (a training killed with its machine goes on from there), and `manifest.json`: settings,
 counts, the failed labels with their reasons, each member's train task id, the data the
 ensemble inherited from outside the campaign, and the active-learning record; and in
-`iterations/` each iteration's selection, the frames it picked to label. The same campaign
-resumed on another machine takes its labels and selections back with `label.restore_from`
-(`restore_labels`, `campaign.selection`) and its trained members with `train.restore_from`
-(`restore_members`, and `restore_checkpoints` for those in training); a next campaign starts from it with
-`train.initial_data` and `train.initial_models`. Run it as often as labels accumulate; it
-replaces the directory whole (written beside it, then renamed).
+`iterations/` each iteration's selection, the frames it picked to label, and in `explorations/`
+the finished runs of an iteration stopped before its selection. The same campaign resumed on
+another machine takes its labels, selections and exploration runs back with
+`label.restore_from` (`restore_labels`, `campaign.selection`) and its trained members with
+`train.restore_from` (`restore_members`, and `restore_checkpoints` for those in training); a
+next campaign starts from it with `train.initial_data` and `train.initial_models`. Run it as
+often as labels accumulate; it replaces the directory whole (written beside it, then renamed).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from campaign.config import CampaignConfig
 from campaign.engine import TaskSpec
 from campaign.ledger import Ledger
-from campaign.selection import copy_selections
+from campaign.selection import copy_explorations, copy_selections
 from storage.labels import read_export_manifest, write_export_manifest
 from tasks import label, train
 
@@ -46,6 +47,7 @@ class Export:
     unfinished_iteration: tuple[int, int] | None = None  # (iteration, finished members) of a newer ensemble
     inherited: list[str] = field(default_factory=list)  # directories of the ensemble's data from outside
     selections: list[int] = field(default_factory=list)  # iterations whose picked frames it holds
+    explorations: dict[int, int] = field(default_factory=dict)  # iteration -> finished runs, its selection not made
     in_training: list[tuple[int, int, int, int]] = field(default_factory=list)  # (iteration, member, step, steps)
 
 
@@ -187,6 +189,9 @@ def export_campaign(config: CampaignConfig, destination: Path) -> Export:
     }
     staging.mkdir(parents=True, exist_ok=True)
     manifest["selections"] = result.selections = copy_selections(config.workdir, staging)
+    explorations = copy_explorations(config.workdir, staging, result.selections)
+    manifest["explorations"] = {f"{iteration}": runs for iteration, runs in explorations.items()}
+    result.explorations = {iteration: len(runs) for iteration, runs in explorations.items()}
     write_export_manifest(staging, manifest)
     if destination.exists():
         shutil.rmtree(destination)

@@ -6,11 +6,18 @@ the runs' trajectories; `campaign export` carries it (`copy_selections`), so a c
 resumed on a machine without `runs/` labels the frames it picked before, and finds those
 labels in the export, instead of exploring again. Exploring again would not do: MD on another
 CPU need not repeat its trajectories bit for bit, and other frames are other labels.
+
+An iteration stopped while exploring has no selection yet: the export carries its finished
+runs instead (`copy_explorations`), and the loop on the next machine restores them
+(`restore_explorations`) and explores only the rest: its exploration, hours of ensemble MD,
+can span machines as the labels and trainings do.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +29,10 @@ from tasks.digest import json_digest
 
 #: An iteration's selection, in `iterations/iter-<k>/`, beside the picked frames in `candidates/`.
 SELECTION_FILE = "selection.json"
+#: An export's finished exploration runs of iterations without a selection: `explorations/iter-<k>/<run>/`.
+EXPLORATIONS = "explorations"
+#: What an exploration run writes last (`tasks.md.run_md`): the run is finished when it is there.
+RUN_RESULT = "result.json"
 
 #: What an iteration's record takes from its exploration, kept with its selection.
 SELECTION_COUNTS = ("frames", "accurate", "candidate", "failed", "max_deviation_ev_per_angstrom",
@@ -96,3 +107,38 @@ def copy_selections(workdir: Path, destination: Path) -> list[int]:
             _copy(selected, directory, destination / "iterations" / directory.name)
             copied.append(int(directory.name.split("-")[1]))
     return copied
+
+
+def copy_explorations(workdir: Path, destination: Path, selected: Collection[int]) -> dict[int, list[str]]:
+    """The finished exploration runs of each iteration not in `selected` (the iterations whose
+    selection an export holds) into the export's `explorations/`; returns the runs' directory
+    names by iteration."""
+    copied: dict[int, list[str]] = {}
+    for directory in sorted((workdir / "iterations").glob("iter-*")):
+        iteration = int(directory.name.split("-")[1])
+        runs = sorted(run for run in (directory / "explore").glob("*") if (run / RUN_RESULT).is_file())
+        if iteration in selected or not runs:
+            continue
+        for run in runs:
+            shutil.copytree(run, destination / EXPLORATIONS / directory.name / run.name)
+        copied[iteration] = [run.name for run in runs]
+    return copied
+
+
+def restore_explorations(config: CampaignConfig, iteration: int, specs: list[TaskSpec]) -> int:
+    """Exploration runs that a `label.restore_from` export holds get their directory from it, as
+    the run wrote it (its id hashes the structure, the settings and the frozen models, which
+    the export restores byte for byte), so the engine finds them done and the selection reads
+    their frames. Returns how many."""
+    restored = 0
+    for spec in specs:
+        if spec.output_dir.exists():
+            continue
+        found = [Path(export) / EXPLORATIONS / f"iter-{iteration:03d}" / spec.output_dir.name
+                 for export in config.label.restore_from]
+        found = [source for source in found if source.is_dir()]
+        if found:
+            shutil.copytree(found[0], spec.output_dir, ignore=shutil.ignore_patterns(RUN_RESULT))
+            copy_file(found[0] / RUN_RESULT, spec.output_dir / RUN_RESULT)  # last, as the run wrote it
+            restored += 1
+    return restored

@@ -455,6 +455,25 @@ def test_active_learning_then_production(tmp_path):
     on_disk = json.loads((moved / "iterations" / "iter-000" / "record.json").read_text())
     assert on_disk["converged"] == stopped.converged and on_disk["tasks_run"] == first.tasks_run > 0
 
+    # stopped while exploring iteration 1 (its runs finished, its selection not made): the export
+    # carries the finished runs, and another machine, its members compressed anew, picks from them
+    # the same frames instead of exploring again
+    (tmp_path / "run" / "iterations" / "iter-001" / "selection.json").unlink()
+    exploring = subprocess.run([sys.executable, "-m", "campaign.cli", "export", str(config_path),
+                                str(tmp_path / "exploring")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert exploring.returncode == 0, exploring.stderr[-3000:]
+    assert "the selections of iterations 0; iteration 1's 2 finished exploration runs (its selection not made " \
+           "yet)" in exploring.stdout
+    halfway = al_campaign(tmp_path / "halfway")
+    halfway.pop("production")
+    halfway["label"]["restore_from"] = halfway["train"]["restore_from"] = [str(tmp_path / "exploring")]
+    resumed = run_campaign(parse_config(halfway))
+    assert [replayed(r) for r in resumed["iterations"]] == [replayed(r) for r in records]
+    assert all(r.tasks_run == 0 for r in resumed["iterations"])
+    with Ledger(tmp_path / "halfway" / "ledger.sqlite") as ledger:
+        explored = [r for r in ledger.tasks() if r.kind == "explore"]
+        assert len(explored) == 2 and all(r.state == "done" and r.host is None for r in explored)
+
 
 def test_deposition_sweep_with_classical_potential_into_the_store(tmp_path):
     """A production-only campaign (MEAM Li, named as the classical stand-in): no labels, no training;
