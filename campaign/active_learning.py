@@ -43,6 +43,7 @@ from campaign.properties import check_targets
 from campaign.selection import (SELECTION_COUNTS, Selected, read_selection, restore_explorations, selection_dir,
                                 selection_key, write_selection)
 from campaign.stages import AddedData, base_structure, label_spec, ok_systems, train_stage
+from storage.labels import read_export_manifest
 from tasks import build, md, select, train
 from tasks.atomic import write_json
 from tasks.frame import Frame, frame_to_atoms
@@ -308,7 +309,10 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
     section = config.select
     trained: StageResult | None = None
     last_trained = 0
-    previous = {r["iteration"]: r for r in ledger.iterations()}
+    # the records of the run that did each iteration's work: this workdir's, else an export's
+    own = {r["iteration"]: r for r in ledger.iterations()}
+    previous = {**{r["iteration"]: r for export in config.label.restore_from
+                   for r in read_export_manifest(export).iterations}, **own}
     for iteration in range(section.max_iterations):
         record = IterationRecord(iteration)
         started = time.perf_counter()
@@ -378,7 +382,8 @@ def run_loop(config: CampaignConfig, ledger: Ledger, models: list[str], training
         else:  # nothing was redone: keep the wall times of the run that did the work
             for name in ("explore_and_label_wall_time_s", "train_wall_time_s"):
                 setattr(record, name, previous[iteration].get(name, 0.0))
-            if previous[iteration].get("converged") != record.converged:  # the stop rules were changed since
+            # a replay of an export's iteration, or stop rules changed since: recorded, with that run's count
+            if iteration not in own or previous[iteration].get("converged") != record.converged:
                 save_record(config, ledger, replace(record, tasks_run=previous[iteration].get("tasks_run", 0)))
         records.append(record)
         ledger.log_event(f"iteration-{iteration}", f"accurate {record.accurate_ratio:.3f}, "

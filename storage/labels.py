@@ -91,13 +91,15 @@ class ExportManifest:
     a failed label) where its system lies as `<directory>/<part>/<name>`; by train task id,
     every member it holds, of its ensemble and of the earlier and unfinished ones (exports
     written before members carried their task id: none); by train task id, the newest
-    checkpoint of each member still in training when it was written."""
+    checkpoint of each member still in training when it was written; the active-learning
+    records of the run that did each iteration's work."""
 
     directory: Path
     settings_hash: str
     batches: dict[str, list[tuple[dict[str, Any], str | None]]]
     members: dict[str, ExportedMember]
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    iterations: list[dict[str, Any]] = field(default_factory=list)  # the active-learning records, by iteration
 
 
 def write_export_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -119,7 +121,8 @@ def read_export_manifest(directory: str | Path) -> ExportManifest:
                               {task: [(entry["record"], entry["part"]) for entry in entries]
                                for task, entries in manifest["label_batches"].items()}, members,
                               {entry["task_id"]: directory / entry["file"]
-                               for entry in manifest.get("training_checkpoints", [])})
+                               for entry in manifest.get("training_checkpoints", [])},
+                              manifest.get("iterations", []))
     except FileNotFoundError:
         raise ValueError(f"{directory} is not a `campaign export` (no {EXPORT_MANIFEST})") from None
     except (ValueError, KeyError, TypeError) as error:

@@ -428,6 +428,10 @@ def test_active_learning_then_production(tmp_path):
     with Ledger(tmp_path / "new" / "ledger.sqlite") as ledger:
         assert not [r for r in ledger.tasks() if r.kind == "explore"]
         assert {r.state for r in ledger.tasks()} == {"done"} and all(r.host is None for r in ledger.tasks())
+        # the records are those of the run that did the work, its counts and wall times, not the replay's
+        kept = [{k: r[k] for k in ("tasks_run", "train_wall_time_s")} for r in ledger.iterations()]
+    assert kept == [{"tasks_run": r.tasks_run, "train_wall_time_s": r.train_wall_time_s} for r in records]
+    assert all(r.tasks_run > 0 for r in records)
     assert sorted(Path(m).read_bytes() for m in resumed["model_paths"]) == \
         sorted(Path(m).read_bytes() for m in summary["model_paths"])
 
