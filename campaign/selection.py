@@ -25,14 +25,13 @@ from campaign.config import CampaignConfig
 from campaign.engine import TaskSpec
 from campaign.ledger import file_digest
 from tasks.atomic import copy_file, write_json
+from tasks.md import RESULT_FILE
 from tasks.digest import json_digest
 
 #: An iteration's selection, in `iterations/iter-<k>/`, beside the picked frames in `candidates/`.
 SELECTION_FILE = "selection.json"
 #: An export's finished exploration runs of iterations without a selection: `explorations/iter-<k>/<run>/`.
 EXPLORATIONS = "explorations"
-#: What an exploration run writes last (`tasks.md.run_md`): the run is finished when it is there.
-RUN_RESULT = "result.json"
 
 #: What an iteration's record takes from its exploration, kept with its selection.
 SELECTION_COUNTS = ("frames", "accurate", "candidate", "failed", "max_deviation_ev_per_angstrom",
@@ -116,7 +115,7 @@ def copy_explorations(workdir: Path, destination: Path, selected: Collection[int
     copied: dict[int, list[str]] = {}
     for directory in sorted((workdir / "iterations").glob("iter-*")):
         iteration = int(directory.name.split("-")[1])
-        runs = sorted(run for run in (directory / "explore").glob("*") if (run / RUN_RESULT).is_file())
+        runs = sorted(run for run in (directory / "explore").glob("*") if (run / RESULT_FILE).is_file())
         if iteration in selected or not runs:
             continue
         for run in runs:
@@ -132,13 +131,12 @@ def restore_explorations(config: CampaignConfig, iteration: int, specs: list[Tas
     their frames. Returns how many."""
     restored = 0
     for spec in specs:
-        if spec.output_dir.exists():
+        if (spec.output_dir / RESULT_FILE).exists():
             continue
-        found = [Path(export) / EXPLORATIONS / f"iter-{iteration:03d}" / spec.output_dir.name
-                 for export in config.label.restore_from]
-        found = [source for source in found if source.is_dir()]
-        if found:
-            shutil.copytree(found[0], spec.output_dir, ignore=shutil.ignore_patterns(RUN_RESULT))
-            copy_file(found[0] / RUN_RESULT, spec.output_dir / RUN_RESULT)  # last, as the run wrote it
+        source = next((found for export in config.label.restore_from if (
+            found := Path(export) / EXPLORATIONS / f"iter-{iteration:03d}" / spec.output_dir.name).is_dir()), None)
+        if source is not None:  # over what a run here left unfinished, if any
+            shutil.copytree(source, spec.output_dir, ignore=shutil.ignore_patterns(RESULT_FILE), dirs_exist_ok=True)
+            copy_file(source / RESULT_FILE, spec.output_dir / RESULT_FILE)  # last, as the run wrote it
             restored += 1
     return restored

@@ -41,6 +41,8 @@ from tasks.runtime import child_environment, new_lammps
 MAX_FORCE_EV_PER_ANGSTROM = 50.0
 #: A temperature this many times the target means the integration has run away.
 RUNAWAY_TEMPERATURE_FACTOR = 10.0
+#: What a run writes last, atomically: the run is finished when it is there.
+RESULT_FILE = "result.json"
 
 
 @dataclass
@@ -319,7 +321,7 @@ def run_md(structure: Atoms | str | Path, potential: Potential, protocol: str, p
     if final is not None:
         write(final, frame_to_atoms(last_good, type_map), format="extxyz")
     stored = {**asdict(result), "output_dir": ".", "final_structure": Path(final).name if final else None}
-    write_json(output_dir / "result.json", stored)  # paths below the run's directory: the workdir can move
+    write_json(output_dir / RESULT_FILE, stored)  # paths below the run's directory: the workdir can move
     return result
 
 
@@ -334,7 +336,7 @@ class CallbackError(RuntimeError):
 def read_result(output_dir: str | Path) -> MdResult:
     """A run's result, its paths where the run now lies."""
     output_dir = Path(output_dir)
-    result = MdResult(**json.loads((output_dir / "result.json").read_text()))
+    result = MdResult(**json.loads((output_dir / RESULT_FILE).read_text()))
     result.output_dir = str(output_dir)
     if result.final_structure:
         result.final_structure = str(output_dir / result.final_structure)
@@ -364,7 +366,7 @@ def run_md_with_mpi(atoms: Atoms, potential: Potential, protocol: str, params: M
     structure_file = output_dir / "mpi_structure.extxyz"
     write(structure_file, atoms, format="extxyz")
     trajectory = output_dir / "trajectory"
-    (output_dir / "result.json").unlink(missing_ok=True)  # from an attempt that died
+    (output_dir / RESULT_FILE).unlink(missing_ok=True)  # from an attempt that died
     if trajectory.exists():
         shutil.rmtree(trajectory)
     request = {"structure": str(structure_file), "potential": asdict(potential), "protocol": protocol,
@@ -376,7 +378,7 @@ def run_md_with_mpi(atoms: Atoms, potential: Potential, protocol: str, params: M
     started = time.perf_counter()
     job = subprocess.run([*launcher, sys.executable, "-m", "tasks.md", str(request_file)],
                          check=False, env=child_environment(), capture_output=True, text=True)
-    if not (output_dir / "result.json").exists():
+    if not (output_dir / RESULT_FILE).exists():
         tail = " | ".join((job.stderr or job.stdout).strip().splitlines()[-3:])
         return MdResult("failed", f"MPI job ({' '.join(launcher)}) exited {job.returncode} without a result: {tail}",
                         protocol, 0, 0, len(atoms), len(atoms), time.perf_counter() - started, 0.0, str(output_dir))
