@@ -25,8 +25,8 @@ from campaign.config import CampaignConfig
 from campaign.engine import TaskSpec
 from campaign.ledger import file_digest
 from tasks.atomic import copy_file, write_json
-from tasks.md import RESULT_FILE
 from tasks.digest import json_digest
+from tasks.md import RESULT_FILE
 
 #: An iteration's selection, in `iterations/iter-<k>/`, beside the picked frames in `candidates/`.
 SELECTION_FILE = "selection.json"
@@ -134,7 +134,8 @@ def restore_explorations(config: CampaignConfig, iteration: int, specs: list[Tas
         if (spec.output_dir / RESULT_FILE).exists():
             continue
         source = next((found for export in config.label.restore_from if (
-            found := Path(export) / EXPLORATIONS / f"iter-{iteration:03d}" / spec.output_dir.name).is_dir()), None)
+            found := Path(export) / EXPLORATIONS / selection_dir(config.workdir, iteration).name /
+            spec.output_dir.name).is_dir()), None)
         if source is not None:  # over what a run here left unfinished, if any
             shutil.copytree(source, spec.output_dir, ignore=shutil.ignore_patterns(RESULT_FILE), dirs_exist_ok=True)
             copy_file(source / RESULT_FILE, spec.output_dir / RESULT_FILE)  # last, as the run wrote it
