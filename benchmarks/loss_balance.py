@@ -175,7 +175,9 @@ def main() -> None:
               f"{row['bulk_modulus']:6.2f} {row['C11']:6.2f} {row['C12']:6.2f} {row['C44']:6.2f}  "
               f"{row.get('wall_time_s', 0):.0f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"member": args.member, "steps": args.steps, "start_rate": args.start_rate,
+    # steps and start_rate are the continuations' (none: only members from scratch, on the config's)
+    args.output.write_text(json.dumps({"member": args.member, "steps": args.steps if runs else None,
+                                       "start_rate": args.start_rate if runs else None,
                                        "fitting_neuron": fitting, "descriptor": descriptor,
                                        "system_weights": weights, "data": str(args.data),
                                        "gpaw": GPAW, "runs": rows}, indent=1))
