@@ -32,10 +32,10 @@ from campaign.config import load_config  # noqa: E402
 from tasks.atomic import write_json  # noqa: E402
 from tasks.build import slab  # noqa: E402
 from tasks.labellers.gpaw import Gpaw, GpawSettings  # noqa: E402
+from tasks.properties.base import EV_PER_A3_IN_GPA  # noqa: E402
 from tasks.properties.surface import _is_bcc  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
 
-GPA_PER_EV_PER_CUBIC_ANGSTROM = 160.21766
 #: the training set's slab labels: facet and in-plane repeats, 6 layers
 SLABS = (((1, 0, 0), (1, 1)), ((1, 1, 0), (1, 2)), ((1, 1, 1), (1, 2)))
 
@@ -67,7 +67,7 @@ def main() -> None:
             started = time.perf_counter()
             atoms.calc = Gpaw().calculator(atoms, settings, Path(scratch), f"cell-{len(rows)}")
             energy = atoms.get_potential_energy(force_consistent=True) / len(atoms)  # as the labels store it
-            pressure = -atoms.get_stress()[:3].mean() * GPA_PER_EV_PER_CUBIC_ANGSTROM
+            pressure = -atoms.get_stress()[:3].mean() * EV_PER_A3_IN_GPA
             reference = energy if reference is None else reference
             rows[name] = {"atoms": len(atoms), "mesh": list(settings.mesh(atoms)),
                           "free_energy_ev_per_atom": energy, "pressure_gpa": pressure,

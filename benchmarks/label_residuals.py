@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from campaign.stages import system_of  # noqa: E402
 from tasks.label import read_labels  # noqa: E402
+from tasks.properties.base import EV_PER_A3_IN_GPA  # noqa: E402
 from tasks.runtime import prepare_process  # noqa: E402
 
 OFF_DIAGONAL = [(0, 1), (0, 2), (1, 2)]
-GPA_PER_EV_PER_CUBIC_ANGSTROM = 160.21766
 
 
 def group_of(label_name: str, n_atoms: int) -> str:
@@ -65,7 +65,7 @@ def main() -> None:
                 if "stress" in atoms.calc.results:
                     labelled = -atoms.get_stress(voigt=False) * atoms.get_volume()  # DeePMD's virial
                     predicted = predicted.reshape(3, 3)
-                    pressures[group].append(GPA_PER_EV_PER_CUBIC_ANGSTROM * np.trace(predicted - labelled)
+                    pressures[group].append(EV_PER_A3_IN_GPA * np.trace(predicted - labelled)
                                             / (3 * atoms.get_volume()))
                     virials[group][0].extend(1000 * labelled[i, j] / n_atoms for i, j in OFF_DIAGONAL)
                     virials[group][1].extend(1000 * predicted[i, j] / n_atoms for i, j in OFF_DIAGONAL)
