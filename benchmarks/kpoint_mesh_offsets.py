@@ -8,7 +8,8 @@ network can fit. The cells: the 2-atom cubic cell of the EOS and shear labels (1
 16-atom one of the rattled bulk, vacancy and interstitial labels (8³, which is 16³ of the
 2-atom cell), the 54-atom one of the explored bulk (5³, which is 15³), and the three slabs'
 own in-plane cells with the vacuum closed to one interlayer spacing (their in-plane meshes,
-k along the normal by the same rule). GPAW at the labels' settings, one core, about 5 minutes.
+k along the normal by the same rule). GPAW at the labels' settings, one core: 434 s in all beside two
+DeePMD trainings (the 54-atom cell 188 s).
 Usage: python benchmarks/kpoint_mesh_offsets.py [--lattice-constant 3.44]
        [--output benchmarks/results/kpoint_mesh_offsets.json]
 """
