@@ -79,20 +79,30 @@ def session_of(driver: subprocess.Popen) -> list:
     return found
 
 
-def workers_of(driver: subprocess.Popen) -> list[int]:
-    """The Parsl workers running MD: the pools' children that have LAMMPS loaded (a pool's other
-    child, its multiprocessing manager, is the pool's own)."""
+def kill_workers_mid_run(driver: subprocess.Popen, workdir: Path) -> int:
+    """kill -9 the Parsl workers that are running MD: those with a run's `log.lammps` open, which
+    LAMMPS holds from a run's start to its end; returns how many. Each worker is stopped while
+    it is looked at, so a run cannot end between the look and the kill. An idle worker is left
+    alone: one killed while waiting for a task can die holding the read lock of its pool's
+    task queue, and the pool then never runs another task (a limit of Parsl's worker pool,
+    README "Never losing work"), so that kill is not one this campaign can come back from."""
     import psutil
 
     pools = [p for p in session_of(driver) if any("process_worker_pool" in part for part in p.info["cmdline"] or [])]
-    running = []
+    workdir, killed = workdir.resolve(), 0
     for child in (c for pool in pools for c in pool.children()):
         try:
-            if any("liblammps" in m.path for m in child.memory_maps()):
-                running.append(child.pid)
+            child.suspend()
+            running = any(Path(f.path).name == "log.lammps" and Path(f.path).is_relative_to(workdir)
+                          for f in child.open_files())
+            if running:
+                child.kill()
+                killed += 1
+            else:
+                child.resume()
         except psutil.NoSuchProcess:
             continue
-    return running
+    return killed
 
 
 def kill_session(driver: subprocess.Popen) -> None:
@@ -122,10 +132,7 @@ def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_r
     driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(lambda: stored_runs(workdir) >= 2)
-    workers = workers_of(driver)
-    assert len(workers) >= 1
-    for pid in workers:  # kill -9 the workers that run MD: their runs are lost mid-way, and retried
-        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: kill_workers_mid_run(driver, workdir) >= 1)  # their runs are lost mid-way, and retried
     wait_for(lambda: stored_runs(workdir) >= 6)
     # a notebook meanwhile: complete runs are whole, a running one is the start of what it will be. Runs
     # write their fields before their length and status, so the status and length read first are never
