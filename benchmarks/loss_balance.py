@@ -61,7 +61,7 @@ def judged(model: Path, data: Path, work_dir: Path) -> dict[str, float]:
 
 def descriptor_of(section: TrainSection, entries: dict[str, Any]) -> dict[str, Any]:
     """The config's first descriptor with `entries` in place of its own (`--descriptor`)."""
-    return DescriptorSection.model_validate({**section.descriptor.model_dump(), **entries}).model_dump()
+    return DescriptorSection.model_validate({**section.descriptor.model_dump(), **entries}).as_arguments()
 
 
 def weights_suffix(system_weights: dict[str, float]) -> str:

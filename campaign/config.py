@@ -271,6 +271,24 @@ class LabelSection(Strict):
         return LABELLERS[engine].Settings.model_validate(self.blocks.get(engine, {})).model_dump(mode="json")
 
 
+class ThreeBodySection(Strict):
+    """DeePMD's `se_e3` beside the section's `se_e2_a` (a `hybrid` descriptor): an embedding of
+    the angle between each pair of neighbours within its own, shorter cutoff. se_e2_a sees the
+    angles only through its `axis_neuron` products; this term gives the network the bond angles
+    directly, at a cost that grows as sel squared (the defaults hold bcc Li's first two shells,
+    2.97 and 3.44 Å, and a liquid's or a compressed cell's neighbours within 4 Å)."""
+
+    rcut_angstrom: float = Field(4.0, gt=0)
+    rcut_smooth_angstrom: float = Field(3.5, ge=0)
+    sel: list[int] = Field(default_factory=lambda: [24], description="neighbours per element of type_map")
+    neuron: list[int] = Field(default_factory=lambda: [2, 4, 8])
+
+    @model_validator(mode="after")
+    def _smooth_below_cut(self) -> "ThreeBodySection":
+        _check_cutoffs(self)
+        return self
+
+
 class DescriptorSection(Strict):
     type: Literal["se_e2_a"] = "se_e2_a"
     rcut_angstrom: float = Field(6.0, gt=0)
@@ -278,14 +296,24 @@ class DescriptorSection(Strict):
     sel: list[int] = Field(default_factory=lambda: [60], description="neighbours per element of type_map")
     neuron: list[int] = Field(default_factory=lambda: [10, 20, 40])
     axis_neuron: int = Field(8, ge=1)
+    three_body: ThreeBodySection | None = Field(None, description="an se_e3 term beside se_e2_a; none by default")
 
     @model_validator(mode="after")
     def _smooth_below_cut(self) -> "DescriptorSection":
-        if self.rcut_smooth_angstrom >= self.rcut_angstrom:
-            raise ValueError("rcut_smooth_angstrom must be smaller than rcut_angstrom")
-        if any(n < 1 for n in self.sel + self.neuron):
-            raise ValueError("sel and neuron entries must be >= 1")
+        _check_cutoffs(self)
         return self
+
+    def as_arguments(self) -> dict[str, Any]:
+        """What `tasks.train` takes, and a member's task id hashes: without `three_body` where
+        there is none, so that the members of configs written before it keep their ids."""
+        return self.model_dump(exclude_none=True)
+
+
+def _check_cutoffs(section: ThreeBodySection | DescriptorSection) -> None:
+    if section.rcut_smooth_angstrom >= section.rcut_angstrom:
+        raise ValueError("rcut_smooth_angstrom must be smaller than rcut_angstrom")
+    if any(n < 1 for n in section.sel + section.neuron):
+        raise ValueError("sel and neuron entries must be >= 1")
 
 
 # A retraining's changes to the descriptor it inherits: DescriptorSection's keys, none required; its
@@ -908,12 +936,14 @@ def cross_problems(sections: Mapping[str, Any], system_names: list[str], written
                                                       f"system '{system.name}' has {extra}"))
     train = sections.get("train")
     if train is not None:
-        descriptors = [(["train", "descriptor", "sel"], train.descriptor)]
-        descriptors += [(["train", "retrain", k, "descriptor", "sel"], train.network(entry.from_iteration)[0])
-                        for k, entry in enumerate(train.retrain) if entry.descriptor and entry.descriptor.sel]
-        problems += [(location, f"has {len(descriptor.sel)} entries, one per element of type_map {type_map} is "
-                                f"needed") for location, descriptor in descriptors
-                     if type_map is not None and len(descriptor.sel) != len(type_map)]
+        descriptors = [(["train", "descriptor"], train.descriptor.sel, train.descriptor.three_body)]
+        descriptors += [(["train", "retrain", k, "descriptor"], entry.descriptor.sel, entry.descriptor.three_body)
+                        for k, entry in enumerate(train.retrain) if entry.descriptor]
+        sels = [([*location, "sel"], sel) for location, sel, _ in descriptors if sel]
+        sels += [([*location, "three_body", "sel"], three_body.sel) for location, _, three_body in descriptors
+                 if three_body]
+        problems += [(location, f"has {len(sel)} entries, one per element of type_map {type_map} is needed")
+                     for location, sel in sels if type_map is not None and len(sel) != len(type_map)]
     explore = sections.get("explore") or []
     if train is not None and explore and train.ensemble_size < 2:
         problems.append((["train", "ensemble_size"], "exploration needs an ensemble of at least 2 models: "
@@ -1214,7 +1244,7 @@ def _other_network(train: "TrainSection", type_map: list[str], resolve: Any) -> 
     from tasks.train import deepmd_input, network
 
     descriptor, fitting_neuron = train.network(1)
-    wanted = network(deepmd_input([], [], type_map, 0, 1, descriptor.model_dump(), fitting_neuron, {})["model"])
+    wanted = network(deepmd_input([], [], type_map, 0, 1, descriptor.as_arguments(), fitting_neuron, {})["model"])
     problems = []
     for i, path in enumerate(train.initial_models):
         path = resolve(path)

@@ -143,7 +143,7 @@ def train_specs(config: CampaignConfig, training: list[str], testing: list[str],
         init = previous_models[member % len(previous_models)] if previous_models and schedule.from_previous_model \
             else None
         arguments = dict(type_map=config.campaign.type_map, seed=seed, steps=schedule.steps,
-                         descriptor=schedule.descriptor.model_dump(), fitting_neuron=schedule.fitting_neuron,
+                         descriptor=schedule.descriptor.as_arguments(), fitting_neuron=schedule.fitting_neuron,
                          loss=schedule.loss.model_dump(), start_learning_rate=schedule.start_learning_rate,
                          stop_learning_rate=section.stop_learning_rate, decay_steps=section.decay_steps,
                          compress=section.compress, init_model=init,
@@ -176,11 +176,14 @@ def train_stage(config: CampaignConfig, ledger: Ledger, training: list[str], tes
     result = run_stage(f"train-{iteration}", specs, ledger, config.campaign.max_retries,
                        config.campaign.failure_ratio_limit, display)
     descriptor = config.train.network(iteration)[0]
-    crowded = max((outputs.get("max_neighbours") or 0 for outputs in result.outputs.values()), default=0)
-    if crowded > sum(descriptor.sel) and result.ran:  # once, when members trained
-        ledger.log_event(f"train-{iteration}", f"warning: its data hold atoms with {crowded} neighbours within "
-                                               f"{descriptor.rcut_angstrom} Å, more than its descriptor's sel "
-                                               f"{descriptor.sel}: DeePMD dropped the farthest; raise sel")
+    cutoffs = [("max_neighbours", "", descriptor)]
+    cutoffs += [("max_three_body_neighbours", "three_body's ", descriptor.three_body)] if descriptor.three_body else []
+    for key, which, section in cutoffs:
+        crowded = max((outputs.get(key) or 0 for outputs in result.outputs.values()), default=0)
+        if crowded > sum(section.sel) and result.ran:  # once, when members trained
+            ledger.log_event(f"train-{iteration}", f"warning: its data hold atoms with {crowded} neighbours within "
+                                                   f"{section.rcut_angstrom} Å, more than its descriptor's {which}sel "
+                                                   f"{section.sel}: DeePMD dropped the farthest; raise sel")
     return result
 
 

@@ -32,7 +32,7 @@ if mode == "train":
     section = TrainSection(steps=steps, decay_steps=max(1, steps // 20))
     systems = sorted(str(p) for p in Path("data/li-seed/train").iterdir())
     started = time.perf_counter()
-    record = train.train_member(work, systems, [], ["Li"], 1, steps, section.descriptor.model_dump(),
+    record = train.train_member(work, systems, [], ["Li"], 1, steps, section.descriptor.as_arguments(),
                                 section.fitting_neuron, section.loss.model_dump(), decay_steps=section.decay_steps)
     print(json.dumps({"seconds": time.perf_counter() - started, "model": record.model_path}))
 else:

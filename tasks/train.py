@@ -50,6 +50,7 @@ class ModelRecord:
     #: the most neighbours within the descriptor's cutoff any atom of its data has: DeePMD keeps
     #: the nearest `sel` and drops the rest without a word (an older record has none)
     max_neighbours: int | None = None
+    max_three_body_neighbours: int | None = None  # within the se_e3 term's cutoff, where there is one
 
 
 def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[str], type_map: Sequence[str],
@@ -57,7 +58,8 @@ def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[s
                  loss: dict[str, float], start_learning_rate: float = 1e-3, stop_learning_rate: float = 3.5e-8,
                  decay_steps: int = 500, system_weights: Mapping[str, float] | None = None,
                  **_: Any) -> dict[str, Any]:
-    """DeePMD-kit `input.json` for an se_e2_a energy model (the seed studies' "DP-SE").
+    """DeePMD-kit `input.json` for an se_e2_a energy model (the seed studies' "DP-SE"), with an
+    se_e3 term beside it (a `hybrid` descriptor) where `descriptor` has a `three_body`.
 
     `descriptor` uses our names with units (rcut_angstrom, rcut_smooth_angstrom); loss
     prefactors move from start to limit with the learning rate. Systems without virials
@@ -69,19 +71,15 @@ def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[s
     training_data: dict[str, Any] = {"systems": list(training_systems), "batch_size": "auto"}
     if system_weights and training_systems:
         training_data["sys_probs"] = sampling_probabilities(training_systems, system_weights)
+    two_body = {"type": descriptor.get("type", "se_e2_a"), **_cutoffs(descriptor),
+                "axis_neuron": descriptor["axis_neuron"], "resnet_dt": False, "seed": seed}
+    three_body = descriptor.get("three_body")
     return {
         "model": {
             "type_map": list(type_map),
-            "descriptor": {
-                "type": descriptor.get("type", "se_e2_a"),
-                "rcut": descriptor["rcut_angstrom"],
-                "rcut_smth": descriptor["rcut_smooth_angstrom"],
-                "sel": list(descriptor["sel"]),
-                "neuron": list(descriptor["neuron"]),
-                "axis_neuron": descriptor["axis_neuron"],
-                "resnet_dt": False,
-                "seed": seed,
-            },
+            "descriptor": two_body if not three_body else
+            {"type": "hybrid", "list": [two_body, {"type": "se_e3", **_cutoffs(three_body), "resnet_dt": False,
+                                                   "seed": seed}]},
             "fitting_net": {"neuron": list(fitting_neuron), "resnet_dt": True, "seed": seed},
         },
         "learning_rate": {"type": "exp", "start_lr": start_learning_rate, "stop_lr": stop_learning_rate,
@@ -98,6 +96,12 @@ def deepmd_input(training_systems: Sequence[str], validation_systems: Sequence[s
             "save_freq": max(disp, steps // 20),  # a member killed with its block resumes from here
         },
     }
+
+
+def _cutoffs(descriptor: Mapping[str, Any]) -> dict[str, Any]:
+    """A DeePMD descriptor's cutoffs, neighbour counts and embedding net from ours (units in names)."""
+    return {"rcut": descriptor["rcut_angstrom"], "rcut_smth": descriptor["rcut_smooth_angstrom"],
+            "sel": list(descriptor["sel"]), "neuron": list(descriptor["neuron"])}
 
 
 def sampling_probabilities(training_systems: Sequence[str], system_weights: Mapping[str, float]) -> list[float]:
@@ -120,7 +124,8 @@ def network(model: dict[str, Any]) -> dict[str, Any]:
     (`--init-frz-model`) must share with it: the type map, the descriptor and the fitting net,
     their seeds aside."""
     def unseeded(section: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in section.items() if key != "seed"}
+        return {key: [unseeded(part) for part in value] if key == "list" else value  # a hybrid's parts
+                for key, value in section.items() if key != "seed"}
 
     return {"type_map": list(model["type_map"]), "descriptor": unseeded(model["descriptor"]),
             "fitting_net": unseeded(model["fitting_net"])}
@@ -275,6 +280,9 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
         raise FileNotFoundError(f"DeePMD systems not found: {missing}")
     started = time.perf_counter()
     neighbours = max_neighbours([*training_systems, *validation_systems], descriptor["rcut_angstrom"])
+    three_body = descriptor.get("three_body")
+    three_body_neighbours = max_neighbours([*training_systems, *validation_systems], three_body["rcut_angstrom"]) \
+        if three_body else None
     _write_input(work_dir, training_systems, validation_systems, type_map, seed, steps, descriptor, fitting_neuron,
                  loss, **schedule)
     checkpoint = latest_checkpoint(work_dir)
@@ -296,7 +304,8 @@ def train_member(work_dir: str | Path, training_systems: Sequence[str], validati
     record = ModelRecord(str(model_path), seed, steps, time.perf_counter() - started,
                          count_frames(training_systems), metrics, compressed,
                          str(init_model) if init_model else None,
-                         checkpoint_step(checkpoint) if checkpoint is not None else None, neighbours)
+                         checkpoint_step(checkpoint) if checkpoint is not None else None, neighbours,
+                         three_body_neighbours)
     _write_record(work_dir, record)
     return record
 

@@ -24,7 +24,7 @@ TINY_TRAIN = TrainSection(steps=400, decay_steps=100, fitting_neuron=[16, 16])
 
 
 def tiny_train_arguments() -> dict:
-    return dict(type_map=["Li"], steps=TINY_TRAIN.steps, descriptor=TINY_TRAIN.descriptor.model_dump(),
+    return dict(type_map=["Li"], steps=TINY_TRAIN.steps, descriptor=TINY_TRAIN.descriptor.as_arguments(),
                 fitting_neuron=TINY_TRAIN.fitting_neuron, loss=TINY_TRAIN.loss.model_dump(),
                 decay_steps=TINY_TRAIN.decay_steps)
 

@@ -335,6 +335,14 @@ CASES: list[tuple[str, Callable[[], dict], str, str]] = [
         "train.descriptor.sel", [40, 8]), ("train.retrain", [
             {"from_previous_model": False, "steps": 100, "start_learning_rate": 1e-3, "descriptor": {"sel": [90]}}])),
      "train.retrain[0].descriptor.sel", "one per element of type_map"),
+    ("a three-body term's sel shorter than type_map", lambda: E(("campaign.type_map", ["Li", "S"]), (
+        "train.descriptor.sel", [40, 8]), ("train.descriptor.three_body", {"sel": [20]})),
+     "train.descriptor.three_body.sel", "one per element of type_map"),
+    ("a three-body term's key misspelt", lambda: E(("train.descriptor.three_body", {"rcut": 4.5})),
+     "train.descriptor.three_body.rcut", "did you mean 'rcut_angstrom'"),
+    ("a three-body term's cutoff inside its smoothing", lambda: E(("train.descriptor.three_body",
+                                                                    {"rcut_angstrom": 3.0})),
+     "train.descriptor.three_body", "rcut_smooth_angstrom must be smaller than rcut_angstrom"),
     ("a retraining schedule for the first ensemble", lambda: E(("train.retrain", [
         {"from_iteration": 0, "steps": 100, "start_learning_rate": 1e-4}])),
      "train.retrain[0].from_iteration", "must be >= 1"),

@@ -108,7 +108,7 @@ def test_a_member_from_a_previous_model_trains_on_the_retrain_schedule(tmp_path)
     *before, new_network = ensembles(parse_config(data))
     assert [s.task_id for s in sum(before, [])] == [s.task_id for s in first_again + reweighted]
     assert {json.dumps(s.kwargs["descriptor"], sort_keys=True) for s in new_network} == {json.dumps(
-        {**config.train.descriptor.model_dump(), "rcut_angstrom": 6.8, "rcut_smooth_angstrom": 5.8, "sel": [90]},
+        {**config.train.descriptor.as_arguments(), "rcut_angstrom": 6.8, "rcut_smooth_angstrom": 5.8, "sel": [90]},
         sort_keys=True)}
     assert all(s.kwargs["fitting_neuron"] == [32, 32] for s in new_network)
     # a later ensemble continued from those members keeps their network
@@ -281,16 +281,24 @@ def test_a_campaign_on_another_machine_takes_its_exported_labels_and_ensemble(tm
 
 def test_training_data_more_crowded_than_sel_is_reported(tmp_path):
     """DeePMD keeps the nearest `sel` neighbours and drops the rest without a word: each member
-    records the most its data hold within the cutoff, and the stage says so when that is more.
-    bcc Li at 3.45 Å has 58 within 6 Å (8, 6, 12, 24 and 8 at 2.99-5.98 Å)."""
+    records the most its data hold within each cutoff (se_e2_a's, and the se_e3 term's of a
+    hybrid descriptor), and the stage says so when that is more. bcc Li at 3.45 Å has 58 within
+    6 Å (8, 6, 12, 24 and 8 at 2.99-5.98 Å), 14 within 4 Å."""
     config = labels_and_ensemble(tmp_path / "a", ensemble_size=1)
-    config["train"]["descriptor"]["sel"] = [40]
+    config["train"]["descriptor"] |= {"sel": [40], "three_body": {"sel": [10], "neuron": [2, 4]}}
     [record] = run_campaign(parse_config(config, base_dir=tmp_path))["models"].outputs.values()
     assert 55 <= record["max_neighbours"] <= 62  # rattled by 0.05 Å
+    assert record["max_three_body_neighbours"] == 14
     with Ledger(tmp_path / "a" / "ledger.sqlite", readonly=True) as ledger:
         warnings = [message for _, stage, message in ledger.events() if stage == "train-0"]
     assert warnings == [f"warning: its data hold atoms with {record['max_neighbours']} neighbours within 6.0 Å, "
-                        "more than its descriptor's sel [40]: DeePMD dropped the farthest; raise sel"]
+                        "more than its descriptor's sel [40]: DeePMD dropped the farthest; raise sel",
+                        "warning: its data hold atoms with 14 neighbours within 4.0 Å, more than its descriptor's "
+                        "three_body's sel [10]: DeePMD dropped the farthest; raise sel"]
+    # the member DeePMD trained and compressed is the hybrid of the two
+    descriptor = json.loads((Path(record["model_path"]).parent / "input.json").read_text())["model"]["descriptor"]
+    assert descriptor["type"] == "hybrid" and [part["type"] for part in descriptor["list"]] == ["se_e2_a", "se_e3"]
+    assert Path(record["compressed_path"]).is_file()
 
 
 def test_a_member_killed_in_training_goes_on_from_its_exported_checkpoint_on_another_machine(tmp_path):
