@@ -132,7 +132,14 @@ def test_kill_workers_and_driver_mid_study_then_resume_equals_an_uninterrupted_r
     driver = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(config)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(lambda: stored_runs(workdir) >= 2)
-    wait_for(lambda: kill_workers_mid_run(driver, workdir) >= 1)  # their runs are lost mid-way, and retried
+    killed = 0
+
+    def killed_one() -> bool:  # wait_for asks once more after the loop: what was killed is counted, not asked again
+        nonlocal killed
+        killed += kill_workers_mid_run(driver, workdir)
+        return killed >= 1
+
+    wait_for(killed_one)  # their runs are lost mid-way, and retried
     wait_for(lambda: stored_runs(workdir) >= 6)
     # a notebook meanwhile: complete runs are whole, a running one is the start of what it will be. Runs
     # write their fields before their length and status, so the status and length read first are never
