@@ -39,9 +39,8 @@ def test_a_three_body_term_makes_a_hybrid_whose_network_is_the_same_for_every_se
     first, second = (train.deepmd_input([], [], ["Li"], seed, 10, hybrid, [8], {})["model"] for seed in (1, 2))
     assert [part["type"] for part in first["descriptor"]["list"]] == ["se_e2_a", "se_e3"]
     assert {part["seed"] for part in second["descriptor"]["list"]} == {2}
-    assert first["descriptor"]["list"][1] == {"type": "se_e3", "rcut": 4.0, "rcut_smth": 3.5,
-                                                             "sel": [24], "neuron": [2, 4, 8], "resnet_dt": False,
-                                                             "seed": 1}
+    assert first["descriptor"]["list"][1] == {"type": "se_e3", "rcut": 4.0, "rcut_smth": 3.5, "sel": [24],
+                                              "neuron": [2, 4, 8], "resnet_dt": False, "seed": 1}
     assert train.network(first) == train.network(second)
     plain = train.deepmd_input([], [], ["Li"], 1, 10, DescriptorSection().as_arguments(), [8], {})["model"]
     assert plain["descriptor"]["type"] == "se_e2_a" and train.network(plain) != train.network(first)
